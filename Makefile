@@ -1,0 +1,36 @@
+# pagkd_lite: `make demo`, `make test`, `make lab`. Each creates .venv and installs the kit
+# (with the pinned torch/torchvision pair of constraints-ci.txt) when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lab lint bench step-time install clean
+
+$(STAMP): pyproject.toml constraints-ci.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pagkd-lite demo --preset demo
+
+test: $(STAMP)
+	$(BIN)/ruff check pagkd_lite tests benchmarks
+	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q tests
+	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/pagkd-lite bench --preset demo --seeds 5
+
+step-time: $(STAMP)
+	$(BIN)/python benchmarks/step_time.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,69 @@
+"""Batched image transforms on tensors: uint8 -> normalised float, rotation and flips.
+
+The paper augments with rotations up to 180 degrees and flips. Endoscopy has no canonical
+orientation, so both are label-preserving. Everything is done on the whole batch at once
+on the training device (one ``affine_grid`` + ``grid_sample``), no per-image Python.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> ImageNet-normalised (what timm backbones expect)."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_rotate_flip(
+    x: torch.Tensor, max_degrees: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Rotate each image by a uniform angle in [-max_degrees, max_degrees] and flip it
+    horizontally with probability 1/2 (a vertical flip is a horizontal flip plus a 180
+    degree rotation, so it is covered). Corners outside the rotated image become 0.
+
+    x: (B, C, H, W) float. Returns the same shape.
+    """
+    b = x.shape[0]
+    angles = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(max_degrees)
+    flips = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = cos * flips
+    theta[:, 0, 1] = -sin
+    theta[:, 1, 0] = sin * flips
+    theta[:, 1, 1] = cos
+    theta = theta.to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def prepare(
+    images: torch.Tensor,
+    device: torch.device,
+    augment: bool = False,
+    max_degrees: float = 180.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 batch -> (normalised input for the network, [0, 1] image for PAR).
+
+    Both outputs see the same augmentation, so a CAM refined on the [0, 1] image lines up
+    with the network input.
+    """
+    x = to_float(images.to(device, non_blocking=True))
+    if augment:
+        x = random_rotate_flip(x, max_degrees, generator)
+    return normalize(x), x

@@ -1,0 +1,39 @@
+"""Shared fixtures: small random ImageSets and one thread for reproducible timings."""
+
+import pytest
+import torch
+
+from pagkd_lite.data import ImageSet
+
+torch.set_num_threads(2)
+
+
+def random_set(n: int, k: int, modality: str, size: int = 32, seed: int = 0,
+               counts: list[int] | None = None) -> ImageSet:
+    """n random images with a class-dependent mean so that training can learn something."""
+    g = torch.Generator().manual_seed(seed)
+    if counts is None:
+        labels = torch.arange(n) % k
+    else:
+        labels = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+        n = len(labels)
+    base = torch.rand(n, 3, size, size, generator=g) * 120
+    images = (base + labels.view(-1, 1, 1, 1) * 40).clamp(0, 255).to(torch.uint8)
+    prefix = f"{modality}-{seed}"
+    return ImageSet(images=images, labels=labels,
+                    patient_ids=[f"{prefix}-p{i // 2}" for i in range(n)],
+                    lesion_ids=[f"{prefix}-l{i}" for i in range(n)],
+                    class_names=[f"c{i}" for i in range(k)], modality=modality)
+
+
+@pytest.fixture
+def tiny_sets():
+    k = 3
+    return {
+        "wli_train": random_set(36, k, "WLI", seed=1),
+        "nbi_train": random_set(30, k, "NBI", seed=2),
+        "wli_val": random_set(18, k, "WLI", seed=3),
+        "nbi_val": random_set(18, k, "NBI", seed=4),
+        "wli_test": random_set(18, k, "WLI", seed=5),
+        "nbi_test": random_set(18, k, "NBI", seed=6),
+    }
