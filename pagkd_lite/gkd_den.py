@@ -1,0 +1,277 @@
+"""GKD-Den: group dense distillation (Hu et al., AAAI 2026, arXiv 2601.09209).
+
+Within a class ``c`` every WLI image ``m`` of the step is paired with every NBI image
+``n`` (``G_c^W x G_c^N``): no instance correspondence is assumed. Token labels
+(foreground / background / uncertain, from :mod:`pagkd_lite.cam`) give a relation map
+``R_mn`` that says which tokens of ``n`` a token of ``m`` may attend to; the
+relation-guided cross-attention rebuilds ``m``'s tokens from ``n``'s, and the loss asks
+the rebuilt map to point the same way as the original (and the same from NBI to WLI).
+
+Token convention of the kit: tokens ``(B, hw, d)``, labels ``(B,)`` long, token labels
+``(B, hw)`` long in ``{-1, 0, 1}`` (uncertain, background, foreground).
+
+Choices that differ from the authors' research code (see ``shared/METHOD.md``):
+
+* **Scaling.** Authors: no ``1/sqrt(d)`` on the scores. Ours: the same by default
+  (``scale=False``); ``scale=True`` divides by ``sqrt(d)``.
+* **Fully masked rows.** A query token whose relation row is all zero (it is certain and
+  every key token is certain with the other label) has nothing to attend to; the
+  authors' code does not define this case. Ours: that row gets zero attention and is
+  EXCLUDED from the cosine (dropped from both ``vec H`` and ``vec T_m``). A pair (in one
+  direction) with no valid row contributes nothing, is left out of the mean and is
+  counted (``n_pairs_empty``). Values and gradients stay finite.
+* **Any K, any group sizes.** Pairs are built for every class present in both
+  modalities; a class present in one modality only yields no pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+_NORM_EPS = 1e-16  # floor of a squared norm in the cosine (norm >= 1e-8), keeps grads finite
+
+
+@dataclass
+class GKDDenConfig:
+    """Configuration of :class:`GKDDen`.
+
+    Attributes:
+        scale: divide scores by ``sqrt(d)`` (authors: no scaling; default ``False``).
+        use_mask: relation-guided attention; ``False`` is plain cross-attention with ``R``
+            ignored (ablation ``pagkd_no_mask``).
+        two_way: add the NBI-queries-WLI direction; ``False`` keeps only WLI queries NBI
+            (ablation ``pagkd_one_way``).
+        high, low: token-label thresholds on the refined CAM, ``0 <= low < high <= 1``
+            (used by :func:`pagkd_lite.cam.token_labels`).
+    """
+
+    scale: bool = False
+    use_mask: bool = True
+    two_way: bool = True
+    high: float = 0.7
+    low: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "use_mask", "two_way"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GKDDenConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if not (0.0 <= self.low < self.high <= 1.0):
+            raise ValueError(
+                f"GKDDenConfig: need 0 <= low < high <= 1, got low={self.low}, high={self.high}"
+            )
+
+
+def _check_toklab(name: str, lab: Tensor) -> None:
+    if lab.ndim != 2:
+        raise ValueError(f"GKD-Den: {name} must be (P, hw), got {tuple(lab.shape)}")
+    if lab.is_floating_point() or lab.dtype == torch.bool:
+        raise ValueError(f"GKD-Den: {name} must be an integer tensor, got {lab.dtype}")
+    if lab.numel() and (int(lab.min()) < -1 or int(lab.max()) > 1):
+        raise ValueError(f"GKD-Den: {name} values must be -1 (uncertain), 0 (bg) or 1 (fg)")
+
+
+def relation_maps(lab_w: Tensor, lab_n: Tensor) -> Tensor:
+    """Relation maps between the tokens of paired images.
+
+    ``R[p, i, j] = 1`` if ``lab_w[p, i]`` and ``lab_n[p, j]`` are certain and equal,
+    ``0`` if both are certain and different, ``0.5`` if either is uncertain (``-1``).
+
+    Args:
+        lab_w: ``(P, hw_w)`` token labels of the WLI image of each pair.
+        lab_n: ``(P, hw_n)`` token labels of the NBI image of each pair.
+
+    Returns:
+        ``(P, hw_w, hw_n)`` float32.
+    """
+    _check_toklab("lab_w", lab_w)
+    _check_toklab("lab_n", lab_n)
+    if lab_w.shape[0] != lab_n.shape[0]:
+        raise ValueError(f"relation_maps: {lab_w.shape[0]} WLI rows vs {lab_n.shape[0]} NBI rows")
+    a, b = lab_w[:, :, None], lab_n[:, None, :]
+    certain = (a >= 0) & (b >= 0)
+    same = (a == b).float()
+    return torch.where(certain, same, torch.full_like(same, 0.5))
+
+
+def relation_attention(
+    q_tokens: Tensor, kv_tokens: Tensor, R: Tensor, cfg: GKDDenConfig,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Relation-guided cross-attention, direction ``kv -> q``.
+
+    ``scores = (T_q T_kv^T) * R`` (``/ sqrt(d)`` if ``cfg.scale``); entries with ``R == 0``
+    are set to ``-inf``; ``A = softmax over kv tokens``; ``H = A T_kv``. A row whose
+    entries are all masked gets zero attention (``H`` row = 0) and ``valid_rows`` False;
+    masked entries get exactly zero weight. With ``cfg.use_mask=False``, ``R`` is ignored
+    (plain cross-attention) and every row is valid.
+
+    Args:
+        q_tokens: ``(P, hw_q, d)``.
+        kv_tokens: ``(P, hw_k, d)``.
+        R: ``(P, hw_q, hw_k)`` relation map (see :func:`relation_maps`).
+        cfg: :class:`GKDDenConfig`.
+
+    Returns:
+        ``H (P, hw_q, d)``, ``attn (P, hw_q, hw_k)``, ``valid_rows (P, hw_q)`` bool.
+    """
+    p, hq, d = q_tokens.shape
+    if kv_tokens.ndim != 3 or kv_tokens.shape[0] != p or kv_tokens.shape[2] != d:
+        raise ValueError(
+            f"relation_attention: kv_tokens must be ({p}, hw_k, {d}), got {tuple(kv_tokens.shape)}"
+        )
+    if R.shape != (p, hq, kv_tokens.shape[1]):
+        raise ValueError(
+            f"relation_attention: R must be {(p, hq, kv_tokens.shape[1])}, got {tuple(R.shape)}"
+        )
+    scores = q_tokens @ kv_tokens.transpose(1, 2)
+    if cfg.scale:
+        scores = scores / d**0.5
+    if cfg.use_mask:
+        R = R.to(scores.dtype)
+        scores = scores * R
+        keep = R != 0
+        valid_rows = keep.any(dim=-1)
+        scores = scores.masked_fill(~keep, float("-inf"))
+        # an all-masked row: finite dummy scores, then zero attention (no NaN in grads)
+        scores = scores.masked_fill(~valid_rows[..., None], 0.0)
+        attn = torch.softmax(scores, dim=-1) * valid_rows[..., None].to(scores.dtype)
+    else:
+        valid_rows = torch.ones(p, hq, dtype=torch.bool, device=q_tokens.device)
+        attn = torch.softmax(scores, dim=-1)
+    return attn @ kv_tokens, attn, valid_rows
+
+
+def masked_cosine(h: Tensor, t: Tensor, valid_rows: Tensor) -> Tensor:
+    """``cos(vec H, vec T)`` per pair over the valid rows only: ``(P, hw, d)`` -> ``(P,)``.
+
+    Squared norms are floored at 1e-16 (a pair with no valid row gives 0, finite grads).
+    """
+    v = valid_rows[..., None].to(h.dtype)
+    dot = (h * t * v).sum(dim=(1, 2))
+    nh = (h * h * v).sum(dim=(1, 2)).clamp_min(_NORM_EPS).sqrt()
+    nt = (t * t * v).sum(dim=(1, 2)).clamp_min(_NORM_EPS).sqrt()
+    return dot / (nh * nt)
+
+
+def pair_loss(
+    tokens_w: Tensor, toklab_w: Tensor, tokens_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig,
+    return_details: bool = False,
+) -> dict[str, Tensor]:
+    """GKD-Den loss over explicitly paired rows (row ``p`` of WLI with row ``p`` of NBI).
+
+    ``L = mean_p (1 - cos(vec H_{m<-n}, vec T_m)) [+ mean_p (1 - cos(vec H_{n<-m}, vec T_n))]``
+
+    with ``H_{m<-n}`` from :func:`relation_attention` (``q = T_m``, ``kv = T_n``, ``R_mn``)
+    and ``H_{n<-m}`` with ``R_mn^T`` (second term only if ``cfg.two_way``). Fully masked
+    rows are dropped from both vectors; a pair with no valid row is left out of its
+    direction's mean (and counted). Used by :class:`GKDDen` for all same-class pairs and
+    by baselines that bring their own pairing (pseudo pairs, paired oracle).
+
+    Args:
+        tokens_w: ``(P, hw_w, d)``; toklab_w: ``(P, hw_w)``.
+        tokens_n: ``(P, hw_n, d)``; toklab_n: ``(P, hw_n)``.
+        cfg: :class:`GKDDenConfig`.
+        return_details: add ``R``, ``attn_w`` (WLI queries NBI), ``attn_n`` and valid rows.
+
+    Returns:
+        ``{"den": loss, "n_pairs": P, "n_rows_masked": fully masked rows (both
+        directions), "n_pairs_empty": (pair, direction)s without a valid row}``.
+    """
+    for name, tok, lab in (("WLI", tokens_w, toklab_w), ("NBI", tokens_n, toklab_n)):
+        if tok.ndim != 3 or lab.shape != tok.shape[:2]:
+            raise ValueError(
+                f"GKD-Den: {name} tokens (P, hw, d) and token labels (P, hw) disagree: "
+                f"{tuple(tok.shape)} vs {tuple(lab.shape)}"
+            )
+    if tokens_w.shape[0] != tokens_n.shape[0] or tokens_w.shape[2] != tokens_n.shape[2]:
+        raise ValueError(
+            f"GKD-Den: paired tokens need the same P and d, got {tuple(tokens_w.shape)} "
+            f"and {tuple(tokens_n.shape)}"
+        )
+    dev = tokens_w.device
+    p = tokens_w.shape[0]
+    if p == 0:
+        zero = tokens_w.sum() * 0.0 + tokens_n.sum() * 0.0
+        n0 = torch.zeros((), dtype=torch.long, device=dev)
+        return {"den": zero, "n_pairs": n0, "n_rows_masked": n0.clone(),
+                "n_pairs_empty": n0.clone()}
+    R = relation_maps(toklab_w, toklab_n)
+    directions = [(tokens_w, tokens_n, R)]
+    if cfg.two_way:
+        directions.append((tokens_n, tokens_w, R.transpose(1, 2)))
+    den = tokens_w.new_zeros(())
+    n_masked = torch.zeros((), dtype=torch.long, device=dev)
+    n_empty = torch.zeros((), dtype=torch.long, device=dev)
+    details = {}
+    for side, (q, kv, r) in zip(("w", "n"), directions, strict=False):
+        h, attn, valid = relation_attention(q, kv, r, cfg)
+        ok = valid.any(dim=1)
+        per_pair = (1.0 - masked_cosine(h, q, valid)) * ok.to(h.dtype)
+        den = den + per_pair.sum() / ok.sum().clamp_min(1).to(h.dtype)
+        n_masked = n_masked + (~valid).sum()
+        n_empty = n_empty + (~ok).sum()
+        details[f"attn_{side}"] = attn
+        details[f"valid_rows_{side}"] = valid
+    out = {"den": den, "n_pairs": torch.tensor(p, device=dev), "n_rows_masked": n_masked,
+           "n_pairs_empty": n_empty}
+    if return_details:
+        out["R"] = R
+        out.update(details)
+    return out
+
+
+class GKDDen(nn.Module):
+    """Group dense distillation loss ``L_Den`` over all same-class WLI x NBI pairs.
+
+    Hu et al., "Pairing-free Group-level Knowledge Distillation for Robust Gastrointestinal
+    Lesion Classification in White-Light Endoscopy", AAAI 2026 (arXiv 2601.09209), GKD-Den::
+
+        pairs = {(m, n): y_m = y_n}   = U_c G_c^W x G_c^N
+        R_mn[i, j] = 1 | 0 | 0.5       (same certain label | different | either uncertain)
+        A = softmax_j( masked_{R=0}( (T_m T_n^T) * R_mn [/ sqrt(d)] ) ),  H_{m<-n} = A T_n
+        L_Den = mean_pairs (1 - cos(vec H_{m<-n}, vec T_m))
+              + mean_pairs (1 - cos(vec H_{n<-m}, vec T_n))     (if two_way, R transposed)
+
+    Pairs come from ``(labels_w[:, None] == labels_n[None, :]).nonzero()`` and are handled in
+    one batch by :func:`pair_loss`. No parameters.
+
+    Args:
+        cfg: :class:`GKDDenConfig`.
+    """
+
+    def __init__(self, cfg: GKDDenConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(
+        self, tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor,
+        tokens_n: Tensor, labels_n: Tensor, toklab_n: Tensor, return_details: bool = False,
+    ) -> dict[str, Tensor]:
+        """Compute ``L_Den`` for one step.
+
+        Args:
+            tokens_w: WLI (student) tokens ``(B_w, hw_w, d)``; labels_w ``(B_w,)`` long;
+                toklab_w ``(B_w, hw_w)`` in ``{-1, 0, 1}``.
+            tokens_n: NBI (adapted teacher) tokens ``(B_n, hw_n, d)``; labels_n ``(B_n,)``;
+                toklab_n ``(B_n, hw_n)``.
+            return_details: add ``pairs (P, 2)`` (WLI index, NBI index), ``R`` and the
+                attention maps of :func:`pair_loss`.
+
+        Returns:
+            ``{"den", "n_pairs", "n_rows_masked", "n_pairs_empty"}`` (see :func:`pair_loss`).
+        """
+        for name, tok, lab, tl in (("WLI", tokens_w, labels_w, toklab_w),
+                                   ("NBI", tokens_n, labels_n, toklab_n)):
+            if tok.ndim != 3 or lab.shape != tok.shape[:1] or tl.shape != tok.shape[:2]:
+                raise ValueError(
+                    f"GKDDen: {name} tokens must be (B, hw, d), labels (B,), token labels "
+                    f"(B, hw); got {tuple(tok.shape)}, {tuple(lab.shape)}, {tuple(tl.shape)}"
+                )
+        iw, inb = (labels_w[:, None] == labels_n[None, :]).nonzero(as_tuple=True)
+        out = pair_loss(tokens_w[iw], toklab_w[iw], tokens_n[inb], toklab_n[inb], self.cfg,
+                        return_details=return_details)
+        if return_details:
+            out["pairs"] = torch.stack([iw, inb], dim=1)
+        return out

@@ -1,0 +1,300 @@
+"""GKD-Den: relation maps, relation attention and L_Den vs loop references; golden values,
+gradients, masked rows; a 200-step random stress test of both group losses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pagkd_lite.gkd_den import (
+    GKDDen,
+    GKDDenConfig,
+    pair_loss,
+    relation_attention,
+    relation_maps,
+)
+from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
+
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+HERE = Path(__file__).parent
+
+
+# ----------------------------------------------------------------------------- reference
+def ref_relation(lab_m, lab_n):
+    """R for ONE pair, token by token."""
+    r = torch.zeros(len(lab_m), len(lab_n), dtype=torch.float64)
+    for i, a in enumerate(lab_m.tolist()):
+        for j, b in enumerate(lab_n.tolist()):
+            if a == -1 or b == -1:
+                r[i, j] = 0.5
+            else:
+                r[i, j] = 1.0 if a == b else 0.0
+    return r
+
+
+def ref_attention(q, kv, r, cfg):
+    """ONE pair, row by row: H (hw_q, d), attention (hw_q, hw_k), valid rows (list of bool)."""
+    hq, d = q.shape
+    h = torch.zeros_like(q)
+    attn = torch.zeros(hq, kv.shape[0], dtype=q.dtype)
+    valid = []
+    for i in range(hq):
+        keep = [j for j in range(kv.shape[0]) if not cfg.use_mask or r[i, j] != 0]
+        valid.append(bool(keep))
+        if not keep:
+            continue
+        scores = []
+        for j in keep:
+            s = torch.dot(q[i], kv[j])
+            if cfg.scale:
+                s = s / math.sqrt(d)
+            if cfg.use_mask:
+                s = s * r[i, j]
+            scores.append(s)
+        w = torch.softmax(torch.stack(scores), dim=0)
+        for wj, j in zip(w, keep, strict=True):
+            attn[i, j] = wj
+            h[i] = h[i] + wj * kv[j]
+    return h, attn, valid
+
+
+def ref_direction_cos(q, kv, r, cfg):
+    """cos(vec H, vec T_q) over valid rows, or None if the pair has no valid row."""
+    h, _, valid = ref_attention(q, kv, r, cfg)
+    rows = [i for i, v in enumerate(valid) if v]
+    if not rows:
+        return None, len(valid)
+    return F.cosine_similarity(h[rows].flatten(), q[rows].flatten(), dim=0), len(valid) - len(rows)
+
+
+def ref_den(tw, lw, tlw, tn, ln, tln, cfg):
+    """Loop over classes, then over every (m, n) in G_c^W x G_c^N."""
+    terms = {"w": [], "n": []}
+    n_pairs = n_masked = n_empty = 0
+    for c in sorted(set(lw.tolist()) | set(ln.tolist())):
+        for m in [i for i in range(len(lw)) if lw[i] == c]:
+            for n in [j for j in range(len(ln)) if ln[j] == c]:
+                n_pairs += 1
+                r = ref_relation(tlw[m], tln[n])
+                dirs = [("w", tw[m], tn[n], r)]
+                if cfg.two_way:
+                    dirs.append(("n", tn[n], tw[m], r.T))
+                for side, q, kv, rr in dirs:
+                    cos, masked = ref_direction_cos(q, kv, rr, cfg)
+                    n_masked += masked
+                    if cos is None:
+                        n_empty += 1
+                    else:
+                        terms[side].append(1 - cos)
+    den = torch.tensor(0.0, dtype=torch.float64)
+    for side in terms:
+        if terms[side]:
+            den = den + torch.stack(terms[side]).mean()
+    return den, n_pairs, n_masked, n_empty
+
+
+def random_toklab(b, hw, gen):
+    """Random labels, with an all-uncertain image, an all-fg and an all-bg image."""
+    lab = torch.randint(-1, 2, (b, hw), generator=gen)
+    if b >= 3:
+        lab[0] = -1
+        lab[1] = 1
+        lab[2] = 0
+    return lab
+
+
+CONFIGS = [
+    GKDDenConfig(),
+    GKDDenConfig(scale=True, two_way=False),
+    GKDDenConfig(use_mask=False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "scaled_one_way", "no_mask"])
+@pytest.mark.parametrize("counts_w,counts_n,hw_w,hw_n", [
+    ([1, 3], [2, 2], 4, 4),
+    ([2, 0, 4], [1, 3, 1], 3, 5),
+    ([1, 2, 3, 1, 0], [0, 2, 1, 3, 2], 4, 2),
+])
+def test_den_matches_loop_reference(cfg, counts_w, counts_n, hw_w, hw_n):
+    gen = torch.Generator().manual_seed(7 * sum(counts_n) + hw_w)
+    lw = torch.cat([torch.full((k,), c) for c, k in enumerate(counts_w)]).long()
+    ln = torch.cat([torch.full((k,), c) for c, k in enumerate(counts_n)]).long()
+    lw = lw[torch.randperm(len(lw), generator=gen)]
+    ln = ln[torch.randperm(len(ln), generator=gen)]
+    d = 6
+    tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64)
+    tn = torch.randn(len(ln), hw_n, d, generator=gen, dtype=torch.float64)
+    tlw, tln = random_toklab(len(lw), hw_w, gen), random_toklab(len(ln), hw_n, gen)
+    out = GKDDen(cfg)(tw, lw, tlw, tn, ln, tln)
+    den, n_pairs, n_masked, n_empty = ref_den(tw, lw, tlw, tn, ln, tln, cfg)
+    torch.testing.assert_close(out["den"], den, **TOL)
+    assert int(out["n_pairs"]) == n_pairs
+    assert int(out["n_rows_masked"]) == n_masked
+    assert int(out["n_pairs_empty"]) == n_empty
+
+
+def test_relation_maps_and_attention_match_reference():
+    gen = torch.Generator().manual_seed(3)
+    p, hq, hk, d = 4, 5, 3, 4
+    lab_q, lab_k = torch.randint(-1, 2, (p, hq), generator=gen), torch.randint(-1, 2, (p, hk),
+                                                                               generator=gen)
+    lab_q[0] = 1
+    lab_k[0] = 0  # pair 0: every row masked
+    r = relation_maps(lab_q, lab_k)
+    assert r.shape == (p, hq, hk)
+    q = torch.randn(p, hq, d, generator=gen, dtype=torch.float64)
+    kv = torch.randn(p, hk, d, generator=gen, dtype=torch.float64)
+    for cfg in (GKDDenConfig(), GKDDenConfig(scale=True), GKDDenConfig(use_mask=False)):
+        h, attn, valid = relation_attention(q, kv, r, cfg)
+        for i in range(p):
+            rr = ref_relation(lab_q[i], lab_k[i])
+            torch.testing.assert_close(r[i].double(), rr)
+            h_ref, a_ref, v_ref = ref_attention(q[i], kv[i], rr, cfg)
+            torch.testing.assert_close(h[i], h_ref, **TOL)
+            torch.testing.assert_close(attn[i], a_ref, **TOL)
+            assert valid[i].tolist() == v_ref
+    assert not relation_attention(q, kv, r, GKDDenConfig())[2][0].any()
+
+
+def test_masked_entries_get_exactly_zero_attention():
+    gen = torch.Generator().manual_seed(0)
+    lab_w = torch.randint(-1, 2, (6, 9), generator=gen)
+    lab_n = torch.randint(-1, 2, (6, 9), generator=gen)
+    r = relation_maps(lab_w, lab_n)
+    q = torch.randn(6, 9, 8, generator=gen) * 30  # large scores: no underflow excuse
+    kv = torch.randn(6, 9, 8, generator=gen) * 30
+    _, attn, valid = relation_attention(q, kv, r, GKDDenConfig())
+    assert (r == 0).any()
+    assert torch.all(attn[r == 0] == 0)
+    assert torch.allclose(attn.sum(-1)[valid], torch.ones(()))
+    assert torch.all(attn[~valid] == 0)
+
+
+def test_pair_loss_is_what_forward_uses():
+    gen = torch.Generator().manual_seed(5)
+    lw, ln = torch.tensor([0, 1, 1, 2]), torch.tensor([1, 2, 0, 1])
+    tw, tn = torch.randn(4, 3, 4, generator=gen), torch.randn(4, 3, 4, generator=gen)
+    tlw, tln = torch.randint(-1, 2, (4, 3), generator=gen), torch.randint(-1, 2, (4, 3),
+                                                                         generator=gen)
+    out = GKDDen(GKDDenConfig())(tw, lw, tlw, tn, ln, tln, return_details=True)
+    iw, inb = out["pairs"].unbind(1)
+    pairs = sorted(zip(iw.tolist(), inb.tolist(), strict=True))
+    assert pairs == [(0, 2), (1, 0), (1, 3), (2, 0), (2, 3), (3, 1)]
+    direct = pair_loss(tw[iw], tlw[iw], tn[inb], tln[inb], GKDDenConfig())
+    torch.testing.assert_close(out["den"], direct["den"])
+    assert out["attn_w"].shape == (6, 3, 3) and out["R"].shape == (6, 3, 3)
+
+
+def test_golden_values():
+    spec = importlib.util.spec_from_file_location("make_golden", HERE / "make_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stored = json.loads((HERE / "fixtures" / "golden_losses.json").read_text())["values"]
+    now = mod.compute_golden()
+    keys = sorted(k for k in stored if "/den" in k)
+    assert keys
+    for key in keys:
+        assert now[key] == pytest.approx(stored[key], rel=1e-5, abs=1e-5), key
+
+
+def test_gradients_reach_both_token_inputs():
+    gen = torch.Generator().manual_seed(1)
+    tw = torch.randn(3, 4, 5, generator=gen).requires_grad_()
+    tn = torch.randn(2, 4, 5, generator=gen).requires_grad_()
+    tl = torch.tensor([[1, 1, 0, -1]] * 3)
+    for cfg in (GKDDenConfig(), GKDDenConfig(two_way=False)):
+        tw.grad = tn.grad = None
+        out = GKDDen(cfg)(tw, torch.tensor([0, 1, 0]), tl, tn, torch.tensor([0, 0]), tl[:2])
+        out["den"].backward()
+        assert tw.grad.abs().sum() > 0 and tn.grad.abs().sum() > 0
+
+
+def test_fully_masked_rows_and_pairs_are_finite():
+    tw = torch.randn(2, 3, 4, requires_grad=True)
+    tn = torch.randn(2, 3, 4, requires_grad=True)
+    lab = torch.tensor([0, 0])
+    # every token of every WLI image is fg, of every NBI image bg: all rows masked
+    out = GKDDen(GKDDenConfig())(tw, lab, torch.ones(2, 3, dtype=torch.long), tn, lab,
+                                 torch.zeros(2, 3, dtype=torch.long))
+    assert out["den"].item() == 0.0
+    assert int(out["n_pairs_empty"]) == 8 and int(out["n_rows_masked"]) == 24
+    out["den"].backward()
+    assert torch.isfinite(tw.grad).all() and torch.isfinite(tn.grad).all()
+    # one row masked (token 0 of WLI is bg, every NBI token fg), the others valid
+    tw.grad = tn.grad = None
+    tlw = torch.tensor([[0, 1, -1], [0, 1, 1]])
+    out = GKDDen(GKDDenConfig())(tw, lab, tlw, tn, lab, torch.ones(2, 3, dtype=torch.long))
+    assert int(out["n_rows_masked"]) == 4 and int(out["n_pairs_empty"]) == 0
+    out["den"].backward()
+    assert torch.isfinite(tw.grad).all() and tw.grad.abs().sum() > 0
+
+
+def test_no_pairs_gives_zero_with_graph():
+    tw = torch.randn(2, 3, 4, requires_grad=True)
+    tn = torch.randn(1, 3, 4, requires_grad=True)
+    tl = torch.zeros(2, 3, dtype=torch.long)
+    out = GKDDen(GKDDenConfig())(tw, torch.tensor([0, 0]), tl, tn, torch.tensor([1]), tl[:1])
+    assert out["den"].item() == 0.0 and int(out["n_pairs"]) == 0
+    out["den"].backward()
+    assert torch.isfinite(tw.grad).all()
+
+
+@pytest.mark.parametrize("kwargs", [{"high": 0.3, "low": 0.3}, {"high": 0.2, "low": 0.5},
+                                    {"high": 1.5}, {"low": -0.1}, {"scale": 1}])
+def test_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        GKDDenConfig(**kwargs)
+
+
+def test_input_validation():
+    tok = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="-1"):
+        relation_maps(torch.tensor([[2, 0, 0]]), torch.tensor([[0, 0, 0]]))
+    with pytest.raises(ValueError, match="token labels"):
+        GKDDen(GKDDenConfig())(tok, torch.tensor([0, 0]), torch.zeros(2, 4, dtype=torch.long),
+                               tok, torch.tensor([0, 0]), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_200_random_steps_are_finite():
+    """Both group losses and their gradients stay finite over random steps (tiny dims)."""
+    rng = random.Random(0)
+    gen = torch.Generator().manual_seed(0)
+    d = 4
+    torch.manual_seed(0)
+    pros = {k: GKDPro(GKDProConfig(dim=d, num_queries=2, num_heads=2, max_group_size=6,
+                                   plus_one=k % 2 == 0), k) for k in range(2, 6)}
+    dens = [GKDDen(GKDDenConfig()), GKDDen(GKDDenConfig(scale=True, two_way=False))]
+    for step in range(200):
+        k = rng.randint(2, 5)
+        hw = rng.randint(1, 6)
+        lw = torch.tensor([c for c in range(k) for _ in range(rng.randint(0, 6))] or [0])
+        ln = torch.tensor([c for c in range(k) for _ in range(rng.randint(0, 6))] or [1])
+        tw = (torch.randn(len(lw), hw, d, generator=gen) * 10 ** rng.uniform(-3, 2))
+        tn = (torch.randn(len(ln), hw, d, generator=gen) * 10 ** rng.uniform(-3, 2))
+        tw.requires_grad_()
+        tn.requires_grad_()
+        mode = step % 4
+        if mode == 0:  # all uncertain
+            tlw, tln = -torch.ones(len(lw), hw).long(), -torch.ones(len(ln), hw).long()
+        elif mode == 1:  # all masked
+            tlw, tln = torch.ones(len(lw), hw).long(), torch.zeros(len(ln), hw).long()
+        else:
+            tlw = torch.randint(-1, 2, (len(lw), hw), generator=gen)
+            tln = torch.randint(-1, 2, (len(ln), hw), generator=gen)
+        pro = pros[k]
+        pro.zero_grad()
+        out = pro(tw, lw, tn, ln)
+        den = dens[step % 2](tw, lw, tlw, tn, ln, tln)["den"]
+        loss = out["con"] + out["pcls"] + den
+        assert torch.isfinite(loss), f"step {step}: non-finite loss"
+        loss.backward()
+        grads = [tw.grad, tn.grad] + [p.grad for p in pro.parameters() if p.grad is not None]
+        assert all(torch.isfinite(g).all() for g in grads), f"step {step}: non-finite grad"

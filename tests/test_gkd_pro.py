@@ -1,0 +1,238 @@
+"""GKD-Pro: batched implementation vs a slow loop reference, golden values, gradients."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
+
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+HERE = Path(__file__).parent
+
+
+# ----------------------------------------------------------------------------- reference
+def ref_identity(model: GKDPro, pos: int) -> torch.Tensor:
+    """Identity vector of the image at place ``pos`` of its group, written out by hand."""
+    d = model.cfg.dim
+    if model.cfg.identity == "learned":
+        return model.identity[pos]
+    if model.cfg.identity == "none":
+        return torch.zeros(d, dtype=torch.float64)
+    vals = []
+    for j in range(d):
+        freq = 10000.0 ** (-(j - j % 2) / d)
+        vals.append(math.sin(pos * freq) if j % 2 == 0 else math.cos(pos * freq))
+    return torch.tensor(vals, dtype=torch.float64)
+
+
+def ref_prototypes(model: GKDPro, tokens, labels) -> dict[int, torch.Tensor]:
+    """One MHA call per group, on the plain concatenation of the group's images."""
+    protos = {}
+    for c in range(model.num_classes):
+        members = [i for i in range(len(labels)) if int(labels[i]) == c]
+        if not members:
+            continue
+        parts = [tokens[i] + ref_identity(model, pos).to(tokens.dtype)
+                 for pos, i in enumerate(members)]
+        seq = torch.cat(parts, dim=0)[None]
+        out, _ = model.mha(model.queries[None], seq, seq, need_weights=False)
+        protos[c] = out[0]
+    return protos
+
+
+def ref_s(a, b):
+    return sum(F.cosine_similarity(a[k], b[k], dim=0) for k in range(a.shape[0])) / a.shape[0]
+
+
+def ref_losses(model: GKDPro, tw, lw, tn, ln):
+    cfg = model.cfg
+    sets = {"W": ref_prototypes(model, tw, lw), "N": ref_prototypes(model, tn, ln)}
+    terms = []
+    skipped = 0
+    for c in range(model.num_classes):
+        in_w, in_n = c in sets["W"], c in sets["N"]
+        if in_w != in_n:
+            skipped += 1
+        if not (in_w and in_n):
+            continue
+        anchor = sets["W"][c]
+        num = torch.exp(ref_s(anchor, sets["N"][c]) / cfg.tau)
+        den = torch.tensor(1.0 if cfg.plus_one else 0.0, dtype=tw.dtype)
+        for m2 in ("W", "N"):
+            for c2, other in sets[m2].items():
+                if (c2, m2) == (c, "W"):
+                    continue
+                den = den + torch.exp(ref_s(anchor, other) / cfg.tau)
+        terms.append(-torch.log(num / den))
+    con = torch.stack(terms).mean() if terms else torch.tensor(0.0, dtype=tw.dtype)
+    ces = []
+    for m in ("W", "N"):
+        for c, p in sets[m].items():
+            logits = model.classifier(p.mean(dim=0))[None]
+            ces.append(F.cross_entropy(logits, torch.tensor([c])))
+    return con, torch.stack(ces).mean(), skipped, sets
+
+
+def labels_from_counts(counts, gen):
+    lab = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)]).long()
+    return lab[torch.randperm(len(lab), generator=gen)]  # mixed batch order
+
+
+# K in {2, 3, 5}; group sizes incl. 1; unequal; a class missing in one modality
+CASES = [
+    ([1, 3], [2, 2], 4, 4),
+    ([2, 0, 4], [1, 3, 1], 3, 5),
+    ([1, 2, 3, 1, 0], [0, 2, 1, 3, 2], 4, 2),
+    ([1, 1, 1], [1, 1, 1], 2, 2),
+]
+
+
+@pytest.mark.parametrize("counts_w,counts_n,hw_w,hw_n", CASES)
+@pytest.mark.parametrize("plus_one,tau,identity", [
+    (True, 1.0, "sinusoidal"), (False, 0.5, "learned"), (True, 20 / 4, "none"),
+])
+def test_matches_loop_reference(counts_w, counts_n, hw_w, hw_n, plus_one, tau, identity):
+    gen = torch.Generator().manual_seed(sum(counts_w) * 31 + hw_n)
+    torch.manual_seed(0)
+    k, d = len(counts_w), 8
+    cfg = GKDProConfig(dim=d, num_queries=3, num_heads=2, tau=tau, plus_one=plus_one,
+                       identity=identity, max_group_size=8)
+    model = GKDPro(cfg, k).double()
+    lw, ln = labels_from_counts(counts_w, gen), labels_from_counts(counts_n, gen)
+    tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64)
+    tn = torch.randn(len(ln), hw_n, d, generator=gen, dtype=torch.float64)
+    out = model(tw, lw, tn, ln, return_details=True)
+    con, pcls, skipped, sets = ref_losses(model, tw, lw, tn, ln)
+    torch.testing.assert_close(out["con"], con, **TOL)
+    torch.testing.assert_close(out["pcls"], pcls, **TOL)
+    assert int(out["n_pairs_skipped"]) == skipped
+    assert int(out["n_con_classes"]) == sum(
+        1 for a, b in zip(counts_w, counts_n, strict=True) if a > 0 and b > 0)
+    for key, m in (("protos_w", "W"), ("protos_n", "N")):
+        classes = out["classes_" + m.lower()].tolist()
+        assert classes == sorted(sets[m])
+        torch.testing.assert_close(out[key], torch.stack([sets[m][c] for c in classes]), **TOL)
+
+
+def test_prototypes_single_modality_matches_reference():
+    torch.manual_seed(1)
+    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=4), 3).double()
+    lab = torch.tensor([2, 0, 2, 2, 0])
+    tok = torch.randn(5, 3, 8, dtype=torch.float64)
+    protos, cls, present = model.prototypes(tok, lab, 3)
+    ref = ref_prototypes(model, tok, lab)
+    assert cls.tolist() == [0, 2] and present.tolist() == [True, False, True]
+    torch.testing.assert_close(protos, torch.stack([ref[0], ref[2]]), **TOL)
+
+
+def test_sinusoidal_table_and_identity_matter():
+    torch.manual_seed(0)
+    model = GKDPro(GKDProConfig(dim=6, num_queries=2, num_heads=2), 2).double()
+    for pos in (0, 1, 5):
+        torch.testing.assert_close(model.identity[pos].double(), ref_identity(model, pos),
+                                   rtol=1e-6, atol=1e-6)
+    # with identities, swapping two images of a group changes the prototypes
+    tok = torch.randn(2, 3, 6, dtype=torch.float64)
+    lab = torch.tensor([0, 0])
+    p1 = model.prototypes(tok, lab)[0]
+    p2 = model.prototypes(tok.flip(0), lab)[0]
+    assert not torch.allclose(p1, p2)
+
+
+def test_no_class_in_both_modalities_gives_zero_with_graph():
+    torch.manual_seed(0)
+    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=2), 3)
+    tw = torch.randn(2, 4, 8, requires_grad=True)
+    tn = torch.randn(3, 4, 8, requires_grad=True)
+    out = model(tw, torch.tensor([0, 0]), tn, torch.tensor([1, 2, 2]))
+    assert out["con"].item() == 0.0 and out["con"].requires_grad
+    assert int(out["n_pairs_skipped"]) == 3 and int(out["n_con_classes"]) == 0
+    (out["con"] + out["pcls"]).backward()
+    assert torch.isfinite(tw.grad).all() and torch.isfinite(tn.grad).all()
+
+
+def test_golden_values():
+    spec = importlib.util.spec_from_file_location("make_golden", HERE / "make_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stored = json.loads((HERE / "fixtures" / "golden_losses.json").read_text())["values"]
+    now = mod.compute_golden()
+    assert set(now) == set(stored)
+    for key in sorted(k for k in stored if "/con" in k or "/pcls" in k):
+        assert now[key] == pytest.approx(stored[key], rel=1e-5, abs=1e-5), key
+
+
+def test_gradients_reach_every_trainable_part():
+    torch.manual_seed(0)
+    model = GKDPro(GKDProConfig(dim=8, num_queries=3, num_heads=2), 3)
+    tw = torch.randn(6, 4, 8, requires_grad=True)
+    tn = torch.randn(5, 4, 8, requires_grad=True)
+    out = model(tw, torch.tensor([0, 1, 2, 0, 1, 1]), tn, torch.tensor([2, 1, 0, 0, 2]))
+    out["con"].backward(retain_graph=True)
+    for name, t in (("queries", model.queries), ("in_proj", model.mha.in_proj_weight),
+                    ("out_proj", model.mha.out_proj.weight), ("tokens_w", tw), ("tokens_n", tn)):
+        assert t.grad is not None and t.grad.abs().sum() > 0, f"L_con gives no grad to {name}"
+    model.zero_grad()
+    out["pcls"].backward()
+    for name, t in (("classifier", model.classifier.weight), ("queries", model.queries),
+                    ("in_proj", model.mha.in_proj_weight)):
+        assert t.grad is not None and t.grad.abs().sum() > 0, f"L_pcls gives no grad to {name}"
+
+
+def test_groups_of_size_one_are_finite():
+    torch.manual_seed(0)
+    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=2, plus_one=False), 2)
+    tw = torch.randn(2, 1, 8, requires_grad=True)
+    tn = torch.randn(2, 1, 8, requires_grad=True)
+    out = model(tw, torch.tensor([0, 1]), tn, torch.tensor([1, 0]))
+    (out["con"] + out["pcls"]).backward()
+    for t in (tw.grad, tn.grad, model.queries.grad, model.mha.in_proj_weight.grad):
+        assert torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"dim": 10, "num_heads": 4}, "must divide"),
+    ({"tau": 0.0}, "tau"),
+    ({"tau": -1.0}, "tau"),
+    ({"tau": float("nan")}, "tau"),
+    ({"identity": "rotary"}, "identity"),
+    ({"num_queries": 0}, "num_queries"),
+    ({"max_group_size": 0}, "max_group_size"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GKDProConfig(**kwargs)
+
+
+def test_input_validation():
+    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=2, max_group_size=2), 2)
+    tok = torch.randn(3, 4, 8)
+    with pytest.raises(ValueError, match="num_classes"):
+        GKDPro(GKDProConfig(dim=8, num_heads=2), 1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        model(tok, torch.tensor([0, 1, 2]), tok, torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="tokens must be"):
+        model(torch.randn(3, 4, 6), torch.tensor([0, 1, 1]), tok, torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="max_group_size"):
+        model(tok, torch.tensor([0, 0, 0]), tok, torch.tensor([0, 1, 1]))
+
+
+def test_eval_mode_matches_train_mode():
+    """nn.MultiheadAttention may take its fast path in eval / no_grad: same numbers."""
+    torch.manual_seed(0)
+    model = GKDPro(GKDProConfig(dim=8, num_queries=3, num_heads=2), 3)
+    tw, tn = torch.randn(5, 4, 8), torch.randn(4, 4, 8)
+    lw, ln = torch.tensor([0, 1, 2, 0, 0]), torch.tensor([2, 1, 1, 0])
+    train = model(tw, lw, tn, ln)
+    model.eval()
+    with torch.no_grad():
+        evald = model(tw, lw, tn, ln)
+    for key in ("con", "pcls"):
+        torch.testing.assert_close(evald[key], train[key], **TOL)
