@@ -1,0 +1,702 @@
+"""Real WLI/NBI data: a folder tree or a CSV manifest -> two ImageSets and a load report.
+
+Two layouts are read, and both give ``{"WLI": ImageSet, "NBI": ImageSet}`` (see
+:mod:`pagkd_lite.data`) plus a :class:`LoadReport` that says what was loaded, skipped,
+ignored and merged. Nothing is dropped silently: every file the loader saw and did not
+use appears in the report with its reason.
+
+Folder layout ``<root>/<modality>/<class>/<image>``::
+
+    root/
+      White_light/            # any of RealDataConfig.wli_names, case-insensitive
+        adenoma/  001.png 002.png ...
+        hyperplastic/  ...
+      NBI/                    # any of RealDataConfig.nbi_names, case-insensitive
+        adenoma/  ...
+        hyperplastic/  ...
+
+Images sit directly in the class folders; subfolders, hidden files and files with other
+extensions are recorded as ignored. The folder layout has no patient or lesion ids, so
+the file stem is used as both the lesion id and the patient id (``001.png`` -> lesion
+``"001"``, patient ``"001"``). The same stem under WLI and NBI is therefore the same
+lesion (right for paired sets such as CPC-Paired, whose WL and NBI files share names),
+and a stem reused across classes is treated as one group (conservative: it can only
+merge groups, never leak). When file names encode the ids, pass ``id_regex`` with named
+groups ``lesion`` and/or ``patient``, e.g. ``r"(?P<lesion>\\d+)-\\d+"`` for ``01-1.png,
+01-2.png`` (lesion ``"01"``).
+
+Manifest layout: a CSV with columns ``path,modality,label,patient_id,lesion_id`` and an
+optional ``fold``; paths relative to ``root`` (absolute paths are used as they are).
+Modality values accept the same spellings as folder names. A ``fold`` column is kept
+per image in ``ImageSet.meta["fold"]`` and used by :func:`pagkd_lite.splits.lesion_folds`.
+
+Label space: the sorted union of class names (or ``class_names`` in the config, to fix
+the order, e.g. to make adenoma the positive class). PaGKD trains a WLI student from an NBI
+teacher over the same classes, so every class must have images in both modalities; a
+class in one modality only is an error unless ``allow_missing_classes=True`` (then it is
+kept and a warning is recorded). Class names that differ only in case (``Adenoma`` vs
+``adenoma``) are an error naming both folders: the loader does not guess.
+
+Images: see :func:`load_image` (any mode -> RGB uint8, EXIF rotation honoured, plain
+resize to ``image_size x image_size``). Identical bytes (sha256) met more than once are
+listed in ``report.duplicates`` and their lesions are merged into one lesion id (so any
+lesion- or patient-grouped split keeps them in one fold); each merge is recorded in
+``report.lesion_merges``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from pagkd_lite.data import MODALITIES, ImageSet
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MANIFEST_COLUMNS = ("path", "modality", "label", "patient_id", "lesion_id")
+
+
+class ImageLoadError(Exception):
+    """An image file could not be read or decoded. ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DataLayoutError(ValueError):
+    """The folder tree or the manifest does not describe a usable WLI/NBI data set."""
+
+
+@dataclass
+class RealDataConfig:
+    """Where the data is and how to read it.
+
+    Attributes:
+        root: data root (folder layout) or the folder the manifest paths are relative to.
+        image_size: side of the square images the loader returns.
+        wli_names / nbi_names: accepted modality folder names (and manifest modality
+            values), compared case-insensitively.
+        manifest: CSV path (absolute, relative to the working directory, or relative to
+            ``root``); when set, the folder tree is not scanned.
+        on_bad_image: ``"skip"`` (record in the report and go on) or ``"error"`` (raise
+            :class:`ImageLoadError` naming the file).
+        extensions: file extensions treated as images in the folder layout.
+        allow_missing_classes: keep a class that has images in one modality only
+            (recorded as a warning) instead of raising.
+        id_regex: optional regex searched in each file stem (folder layout) with named
+            groups ``lesion`` and/or ``patient``; a missing group falls back to the stem
+            (lesion) or to the lesion id (patient).
+        class_names: optional label order (index = label), e.g. ``("hyperplastic",
+            "adenoma")`` to make adenoma the positive class of a binary AUC; it must name
+            exactly the classes found. Default: the sorted union of class names.
+        progress: show a tqdm progress bar while decoding.
+    """
+
+    root: str
+    image_size: int = 96
+    wli_names: tuple[str, ...] = ("WLI", "WL", "White_light", "white_light", "white-light")
+    nbi_names: tuple[str, ...] = ("NBI",)
+    manifest: str | None = None
+    on_bad_image: str = "skip"
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    allow_missing_classes: bool = False
+    id_regex: str | None = None
+    class_names: tuple[str, ...] | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.on_bad_image not in ("skip", "error"):
+            raise ValueError(f"RealDataConfig.on_bad_image must be 'skip' or 'error', "
+                             f"got {self.on_bad_image!r}")
+        if int(self.image_size) < 1:
+            raise ValueError(f"RealDataConfig.image_size must be >= 1, got {self.image_size}")
+        clash = {n.lower() for n in self.wli_names} & {n.lower() for n in self.nbi_names}
+        if clash:
+            raise ValueError(f"RealDataConfig: names {sorted(clash)} are in both wli_names "
+                             f"and nbi_names")
+        self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower()
+                                for e in self.extensions)
+
+    def modality_of(self, name: str) -> str | None:
+        """``"WLI"``/``"NBI"`` for an accepted spelling (case-insensitive), else None."""
+        low = name.strip().lower()
+        if low in {n.lower() for n in self.wli_names}:
+            return "WLI"
+        if low in {n.lower() for n in self.nbi_names}:
+            return "NBI"
+        return None
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_dataset` did, file by file where it did not load one.
+
+    Attributes:
+        root: the data root.
+        layout: ``"folder"`` or ``"manifest"``.
+        image_size: output side length.
+        sources: modality -> folder name (folder layout) or manifest path.
+        class_names: the label space.
+        counts: modality -> class -> number of images loaded.
+        skipped: one dict per file that was meant to load and did not
+            (``path``, ``modality``, ``class``, ``reason``).
+        ignored: one dict per entry that was not meant to load (``path``, ``reason``):
+            non-image extensions, hidden files, folders that are not modalities or classes.
+        duplicates: groups of paths whose bytes are identical (sha256).
+        lesion_merges: one dict per merge of lesion ids caused by duplicates
+            (``new_lesion_id``, ``old_lesion_ids``, ``paths``).
+        warnings: anything else the user should read.
+        source_images: modality -> ``{"modes": {mode: n}, "min_size": [w, h],
+            "max_size": [w, h]}`` of the files before conversion.
+    """
+
+    root: str
+    layout: str
+    image_size: int
+    sources: dict[str, str] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+    ignored: list[dict] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
+    lesion_merges: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    source_images: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def num_loaded(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        """A human-readable summary: counts table, then every skip, ignore, merge, warning."""
+        if self.layout == "manifest":
+            src = f"manifest={next(iter(self.sources.values()), '?')}"
+        else:
+            src = ", ".join(f"{m}={s}" for m, s in self.sources.items())
+        lines = [f"Load report: {self.root} ({self.layout} layout; {src}; "
+                 f"images resized to {self.image_size}x{self.image_size})"]
+        lines.append(f"Classes ({len(self.class_names)}): {', '.join(self.class_names)}")
+        width = max([len(c) for c in self.class_names] + [5])
+        lines.append("  " + "modality".ljust(9) + "".join(c.rjust(width + 2)
+                                                          for c in [*self.class_names, "total"]))
+        for mod, per_class in self.counts.items():
+            row = [per_class.get(c, 0) for c in self.class_names]
+            lines.append("  " + mod.ljust(9) + "".join(str(v).rjust(width + 2)
+                                                       for v in [*row, sum(row)]))
+        for mod, info in self.source_images.items():
+            modes = ", ".join(f"{k}: {v}" for k, v in sorted(info.get("modes", {}).items()))
+            lines.append(f"  {mod} source images: sizes {info.get('min_size')} to "
+                         f"{info.get('max_size')} (w, h); modes {modes}")
+        lines.append(f"Loaded {self.num_loaded} image(s); skipped {len(self.skipped)}; "
+                     f"ignored {len(self.ignored)}; duplicate groups {len(self.duplicates)}.")
+        if self.skipped:
+            lines.append(f"Skipped ({len(self.skipped)}):")
+            lines += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
+        if self.ignored:
+            lines.append(f"Ignored ({len(self.ignored)}):")
+            lines += [f"  {s['path']}: {s['reason']}" for s in self.ignored]
+        if self.duplicates:
+            lines.append(f"Duplicates (identical bytes; kept, and grouped as one lesion) "
+                         f"({len(self.duplicates)}):")
+            lines += ["  " + " == ".join(g) for g in self.duplicates]
+        if self.lesion_merges:
+            lines.append(f"Lesion merges ({len(self.lesion_merges)}):")
+            lines += [f"  {m['old_lesion_ids']} -> {m['new_lesion_id']!r}"
+                      for m in self.lesion_merges]
+        if self.warnings:
+            lines.append(f"Warnings ({len(self.warnings)}):")
+            lines += [f"  {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``<path>.json`` and ``<path>.txt`` (a ``.json``/``.txt`` suffix is dropped
+        first); returns both paths."""
+        base = Path(path)
+        if base.suffix in (".json", ".txt"):
+            base = base.with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        jpath, tpath = base.with_name(base.name + ".json"), base.with_name(base.name + ".txt")
+        jpath.write_text(json.dumps(self.to_dict(), indent=2))
+        tpath.write_text(self.to_text() + "\n")
+        return jpath, tpath
+
+
+# ----------------------------------------------------------------------------- images
+
+def _read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, or :class:`ImageLoadError` saying why they cannot be had."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageLoadError(p, "broken symbolic link" if p.is_symlink() else "file not found")
+    if p.is_dir():
+        raise ImageLoadError(p, "is a directory, not an image file")
+    try:
+        data = p.read_bytes()
+    except PermissionError:
+        raise ImageLoadError(p, "permission denied") from None
+    except OSError as e:
+        raise ImageLoadError(p, f"cannot read file ({e.strerror or e})") from None
+    if not data:
+        raise ImageLoadError(p, "empty file (0 bytes)")
+    return data
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB.
+
+    16-bit ('I;16*') is scaled to 8 bit by v * 255 / 65535 (full range, no stretching);
+    32-bit 'I' and float 'F' are read as 8-bit if their maximum is <= 255 (<= 1.0 for
+    'F': scaled by 255), else as 16-bit. Alpha (RGBA, LA, palette with transparency) is
+    composited on black: RGB * alpha / 255.
+    """
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im).astype(np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        elif mode.startswith("I;16") or top > 255.0:
+            arr = np.clip(arr, 0, 65535) * (255.0 / 65535.0)
+        im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        mode = im.mode
+    if mode == "P" and "transparency" in im.info:
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (0, 0, 0))
+        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return out
+    return im if mode == "RGB" else im.convert("RGB")
+
+
+def _decode(data: bytes, path: str | Path, size: int) -> tuple[torch.Tensor, str, tuple]:
+    """Bytes -> (uint8 (3, size, size), source mode, source (w, h) after EXIF rotation)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            src_mode = im.mode
+            im.draft(None, (size, size))   # JPEG only: decode at a reduced scale, never < size
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            src_size = im.size
+            rgb = _to_rgb(im)
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image (Pillow cannot identify the format)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(path, f"image too large ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
+        raise ImageLoadError(path, f"corrupt or truncated image data "
+                                   f"({type(e).__name__}: {e})") from None
+    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(rgb, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), src_mode, src_size
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """Read one image file as a uint8 tensor ``(3, size, size)``.
+
+    Any size and mode: grayscale, palette, RGBA/LA (alpha composited on black), 16-bit
+    (scaled to 8 bit), CMYK; the EXIF orientation is applied first
+    (``PIL.ImageOps.exif_transpose``). Resizing is a plain bilinear resize of the whole
+    frame to ``size x size`` (no crop): endoscopy crops are usually lesion crops, and a
+    centre crop could cut lesion margins, so the kit accepts the aspect-ratio change.
+
+    Raises:
+        ImageLoadError: the path is missing, a directory, unreadable, empty, not an
+            image, or corrupt/truncated; the message names the file and the reason.
+    """
+    return _decode(_read_bytes(path), path, int(size))[0]
+
+
+# ----------------------------------------------------------------------------- layouts
+
+@dataclass
+class _Entry:
+    path: Path
+    rel: str
+    modality: str
+    label: str
+    patient_id: str
+    lesion_id: str
+    fold: int | None = None
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _ids_from_stem(stem: str, pattern: re.Pattern | None, path: Path) -> tuple[str, str]:
+    """(patient_id, lesion_id) of a folder-layout file."""
+    if pattern is None:
+        return stem, stem
+    m = pattern.search(stem)
+    if m is None:
+        raise DataLayoutError(f"{path}: file stem {stem!r} does not match id_regex "
+                              f"{pattern.pattern!r}")
+    groups = m.groupdict()
+    lesion = groups.get("lesion") or stem
+    return groups.get("patient") or lesion, lesion
+
+
+def _find_modality_dirs(root: Path, cfg: RealDataConfig, report: LoadReport) -> dict[str, Path]:
+    if not root.is_dir():
+        raise DataLayoutError(f"data root {root} is not a folder (or does not exist)")
+    found: dict[str, list[Path]] = {m: [] for m in MODALITIES}
+    for p in sorted(root.iterdir()):
+        mod = cfg.modality_of(p.name) if p.is_dir() else None
+        if mod is not None:
+            found[mod].append(p)
+        elif p.is_dir():
+            report.ignored.append({"path": _rel(p, root),
+                                   "reason": "folder is not a modality folder"})
+        else:
+            report.ignored.append({"path": _rel(p, root),
+                                   "reason": "file at the root (not inside <modality>/<class>/)"})
+    spellings = {"WLI": cfg.wli_names, "NBI": cfg.nbi_names}
+    out = {}
+    for mod, dirs in found.items():
+        if not dirs:
+            have = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise DataLayoutError(
+                f"no {mod} folder under {root}: expected one of {list(spellings[mod])} "
+                f"(case-insensitive); folders found: {have}. Rename the folder or pass "
+                f"{mod.lower()}_names=(...) in RealDataConfig.")
+        if len(dirs) > 1:
+            raise DataLayoutError(
+                f"several folders under {root} look like {mod}: {[d.name for d in dirs]}; "
+                f"keep one, or pass {mod.lower()}_names=(...) naming the one to use.")
+        out[mod] = dirs[0]
+    return out
+
+
+def _check_case(names_by_mod: dict[str, dict[str, str]], where: str) -> None:
+    """Error if class names differ only in case, within or across modalities.
+
+    ``names_by_mod``: modality -> class name -> its folder (or manifest) for messages.
+    """
+    for mod, names in names_by_mod.items():
+        by_low: dict[str, list[str]] = defaultdict(list)
+        for n in names:
+            by_low[n.lower()].append(n)
+        for group in by_low.values():
+            if len(group) > 1:
+                places = " and ".join(names[n] for n in sorted(group))
+                raise DataLayoutError(
+                    f"{where}: class names differ only in case within {mod}: {places}. "
+                    f"Class names are case-sensitive; merge or rename them.")
+    wli, nbi = names_by_mod.get("WLI", {}), names_by_mod.get("NBI", {})
+    nbi_low = {n.lower(): n for n in nbi}
+    for n in sorted(wli):
+        other = nbi_low.get(n.lower())
+        if other is not None and other != n:
+            raise DataLayoutError(
+                f"{where}: class names differ only in case across modalities: {wli[n]} vs "
+                f"{nbi[other]}. The loader does not guess; rename one so they match exactly.")
+
+
+def _scan_folders(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_Entry]:
+    mod_dirs = _find_modality_dirs(root, cfg, report)
+    report.sources = {m: d.name for m, d in mod_dirs.items()}
+    pattern = re.compile(cfg.id_regex) if cfg.id_regex else None
+    class_dirs: dict[str, dict[str, Path]] = {}
+    for mod, mdir in mod_dirs.items():
+        class_dirs[mod] = {}
+        try:
+            children = sorted(mdir.iterdir())
+        except PermissionError:
+            raise DataLayoutError(f"cannot list {mdir}: permission denied") from None
+        for p in children:
+            if p.is_dir():
+                class_dirs[mod][p.name] = p
+            else:
+                report.ignored.append({"path": _rel(p, root), "reason":
+                                       "file directly in a modality folder (not in a class)"})
+        if not class_dirs[mod]:
+            raise DataLayoutError(f"modality folder {mdir} has no class folders "
+                                  f"(expected {mdir}/<class>/<image>)")
+    _check_case({m: {n: str(p) for n, p in d.items()} for m, d in class_dirs.items()},
+                str(root))
+    entries: list[_Entry] = []
+    for mod, classes in class_dirs.items():
+        for cls, cdir in classes.items():
+            try:
+                children = sorted(cdir.iterdir())
+            except PermissionError:
+                raise DataLayoutError(f"cannot list class folder {cdir}: permission "
+                                      f"denied") from None
+            n_candidates, ignored_here = 0, []
+            for p in children:
+                rel = _rel(p, root)
+                if p.name.startswith("."):
+                    ignored_here.append({"path": rel, "reason": "hidden file"})
+                elif p.suffix.lower() in cfg.extensions:
+                    patient, lesion = _ids_from_stem(p.stem, pattern, p)
+                    entries.append(_Entry(p, rel, mod, cls, patient, lesion))
+                    n_candidates += 1
+                elif p.is_dir():
+                    ignored_here.append({"path": rel, "reason": "subfolder (not scanned: "
+                                         "images must sit directly in the class folder)"})
+                else:
+                    ignored_here.append({"path": rel, "reason": f"not an image extension "
+                                         f"({p.suffix or 'no extension'})"})
+            report.ignored += ignored_here
+            if n_candidates == 0:
+                extra = (f"; ignored: {[i['path'] for i in ignored_here]}"
+                         if ignored_here else "")
+                raise DataLayoutError(
+                    f"class folder {cdir} is empty: no files with extensions "
+                    f"{list(cfg.extensions)}{extra}. Remove the folder or add its images.")
+    return entries
+
+
+def _manifest_path(cfg: RealDataConfig, root: Path) -> Path:
+    m = Path(cfg.manifest)  # type: ignore[arg-type]
+    if not m.is_absolute() and not m.exists() and (root / m).exists():
+        m = root / m
+    if not m.is_file():
+        raise DataLayoutError(f"manifest {cfg.manifest} not found (looked in the working "
+                              f"directory and under {root})")
+    return m
+
+
+def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_Entry]:
+    mpath = _manifest_path(cfg, root)
+    report.sources = {m: str(mpath) for m in MODALITIES}
+    try:
+        with mpath.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise DataLayoutError(
+                    f"manifest {mpath}: missing column(s) {missing}; found {header}; "
+                    f"required {list(MANIFEST_COLUMNS)} (+ optional fold)")
+            has_fold = "fold" in header
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise DataLayoutError(f"manifest {mpath}, line {reader.line_num}: more "
+                                          f"fields than the header has columns")
+                rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
+    except UnicodeDecodeError as e:
+        raise DataLayoutError(f"manifest {mpath} is not UTF-8 text ({e})") from None
+    entries: list[_Entry] = []
+    seen: dict[str, int] = {}
+    fallback_ids = 0
+    for line, row in enumerate(rows, start=2):
+        where = f"manifest {mpath}, line {line}"
+        if not row["path"]:
+            raise DataLayoutError(f"{where}: empty path")
+        mod = cfg.modality_of(row["modality"])
+        if mod is None:
+            raise DataLayoutError(f"{where}: unknown modality {row['modality']!r}; accepted "
+                                  f"{list(cfg.wli_names)} (WLI) or {list(cfg.nbi_names)} (NBI)")
+        if not row["label"]:
+            raise DataLayoutError(f"{where}: empty label")
+        if row["path"] in seen:
+            raise DataLayoutError(f"{where}: path {row['path']!r} already listed on line "
+                                  f"{seen[row['path']]}")
+        seen[row["path"]] = line
+        p = Path(row["path"])
+        p = p if p.is_absolute() else root / p
+        lesion = row["lesion_id"] or p.stem
+        patient = row["patient_id"] or lesion
+        fallback_ids += (not row["lesion_id"]) + (not row["patient_id"])
+        fold = None
+        if has_fold:
+            try:
+                fold = int(row["fold"])
+            except ValueError:
+                raise DataLayoutError(f"{where}: fold {row['fold']!r} is not an integer "
+                                      f"(every row needs one when the fold column is present)"
+                                      ) from None
+        entries.append(_Entry(p, row["path"], mod, row["label"], patient, lesion, fold))
+    if fallback_ids:
+        report.warnings.append(f"manifest: {fallback_ids} empty patient_id/lesion_id value(s) "
+                               f"filled from the file stem (lesion) and the lesion id (patient)")
+    names = {m: {e.label: f"label {e.label!r} ({m}, manifest)" for e in entries
+                 if e.modality == m} for m in MODALITIES}
+    _check_case(names, f"manifest {mpath}")
+    return entries
+
+
+# ----------------------------------------------------------------------------- loading
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _merge_duplicates(entries: list[_Entry], hashes: list[str], report: LoadReport) -> None:
+    """Record identical-byte groups and merge their lesions into one lesion id."""
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(hashes):
+        by_hash[h].append(i)
+    groups = [g for g in by_hash.values() if len(g) > 1]
+    uf = _UnionFind()
+    for g in groups:
+        report.duplicates.append(sorted(entries[i].rel for i in g))
+        labels = {(entries[i].modality, entries[i].label) for i in g}
+        if len({lab for _, lab in labels}) > 1:
+            report.warnings.append(f"identical bytes under different labels: "
+                                   f"{[entries[i].rel for i in g]}")
+        if len({m for m, _ in labels}) > 1:
+            report.warnings.append(f"identical bytes under both WLI and NBI: "
+                                   f"{[entries[i].rel for i in g]}")
+        for i in g[1:]:
+            uf.union(entries[g[0]].lesion_id, entries[i].lesion_id)
+    components: dict[str, set[str]] = defaultdict(set)
+    for lesion in list(uf.parent):
+        components[uf.find(lesion)].add(lesion)
+    rename = {}
+    for ids in components.values():
+        if len(ids) > 1:
+            new = "+".join(sorted(ids))
+            rename.update({old: new for old in ids})
+            report.lesion_merges.append({
+                "new_lesion_id": new, "old_lesion_ids": sorted(ids),
+                "paths": sorted(e.rel for e in entries if e.lesion_id in ids)})
+    for e in entries:
+        e.lesion_id = rename.get(e.lesion_id, e.lesion_id)
+    report.duplicates.sort()
+
+
+def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
+    """Load a WLI/NBI data set (folder or manifest layout; see the module docstring).
+
+    Returns:
+        ``({"WLI": ImageSet, "NBI": ImageSet}, LoadReport)``; both ImageSets share the
+        label space (sorted union of class names) and carry ``paths`` and
+        ``meta = {"source", "root", "image_size", "sha256"[, "fold"]}``.
+
+    Raises:
+        DataLayoutError: layout problems (missing modality folder, empty class folder,
+            class in one modality only, class names differing only in case, bad manifest).
+        ImageLoadError: a bad image when ``on_bad_image="error"``.
+    """
+    root = Path(cfg.root)
+    size = int(cfg.image_size)
+    report = LoadReport(root=str(root), layout="manifest" if cfg.manifest else "folder",
+                        image_size=size)
+    entries = (_read_manifest(root, cfg, report) if cfg.manifest
+               else _scan_folders(root, cfg, report))
+
+    kept: list[_Entry] = []
+    tensors: list[torch.Tensor] = []
+    hashes: list[str] = []
+    skipped_per: Counter = Counter()
+    modes: dict[str, Counter] = defaultdict(Counter)
+    sizes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for e in tqdm(entries, desc="loading images", unit="img", disable=not cfg.progress):
+        try:
+            data = _read_bytes(e.path)
+            img, mode, src_size = _decode(data, e.path, size)
+        except ImageLoadError as err:
+            if cfg.on_bad_image == "error":
+                raise
+            report.skipped.append({"path": e.rel, "modality": e.modality, "class": e.label,
+                                   "reason": err.reason})
+            skipped_per[(e.modality, e.label)] += 1
+            continue
+        kept.append(e)
+        tensors.append(img)
+        hashes.append(hashlib.sha256(data).hexdigest())
+        modes[e.modality][mode] += 1
+        sizes[e.modality].append(src_size)
+
+    # Label space and the every-class-in-both-modalities rule (on what actually loaded).
+    listed = {m: {e.label for e in entries if e.modality == m} for m in MODALITIES}
+    present = {m: {e.label for e in kept if e.modality == m} for m in MODALITIES}
+    class_names = sorted(listed["WLI"] | listed["NBI"])
+    if cfg.class_names is not None:
+        given = list(cfg.class_names)
+        if sorted(given) != class_names:
+            raise DataLayoutError(
+                f"RealDataConfig.class_names {given} does not match the classes found in "
+                f"{root}: {class_names} (missing from class_names: "
+                f"{sorted(set(class_names) - set(given))}; not found in the data: "
+                f"{sorted(set(given) - set(class_names))})")
+        class_names = given
+    for mod in MODALITIES:
+        other = "NBI" if mod == "WLI" else "WLI"
+        for cls in class_names:
+            if cls in present[mod]:
+                continue
+            if cls not in listed[mod]:
+                where = (f"class folder {root / report.sources[other] / cls} has no "
+                         f"counterpart {root / report.sources[mod] / cls}"
+                         if report.layout == "folder" else
+                         f"manifest class {cls!r} has {other} images but none for {mod}")
+                msg = f"{where}: class {cls!r} is missing from {mod}"
+            else:
+                msg = (f"class {cls!r} has no loadable {mod} images "
+                       f"({skipped_per[(mod, cls)]} skipped; see the load report)")
+            if not cfg.allow_missing_classes:
+                raise DataLayoutError(
+                    f"{msg}. PaGKD needs every class in both modalities (the NBI teacher and "
+                    f"the WLI student share one label space); add the images, remove the "
+                    f"class, or pass allow_missing_classes=True to keep going.")
+            report.warnings.append(msg + " (kept: allow_missing_classes=True)")
+
+    _merge_duplicates(kept, hashes, report)
+    report.class_names = class_names
+    label_of = {c: i for i, c in enumerate(class_names)}
+    sets: dict[str, ImageSet] = {}
+    for mod in MODALITIES:
+        idx = [i for i, e in enumerate(kept) if e.modality == mod]
+        if not idx:
+            raise DataLayoutError(f"no {mod} images could be loaded from {root} "
+                                  f"({sum(1 for s in report.skipped if s['modality'] == mod)} "
+                                  f"skipped; see the load report)")
+        sub = [kept[i] for i in idx]
+        meta = {"source": report.layout, "root": str(root), "image_size": size,
+                "sha256": [hashes[i] for i in idx]}
+        folds = [e.fold for e in sub]
+        if any(f is not None for f in folds):
+            meta["fold"] = folds
+        sets[mod] = ImageSet(
+            images=torch.stack([tensors[i] for i in idx]),
+            labels=torch.tensor([label_of[e.label] for e in sub], dtype=torch.long),
+            patient_ids=[e.patient_id for e in sub],
+            lesion_ids=[e.lesion_id for e in sub],
+            class_names=list(class_names),
+            modality=mod,
+            paths=[str(e.path) for e in sub],
+            meta=meta,
+        )
+        report.counts[mod] = {c: n for c, n in zip(class_names, sets[mod].class_counts(),
+                                                    strict=True)}
+        ws = [s[0] for s in sizes[mod]]
+        hs = [s[1] for s in sizes[mod]]
+        report.source_images[mod] = {"modes": dict(modes[mod]), "min_size": [min(ws), min(hs)],
+                                     "max_size": [max(ws), max(hs)]}
+    return sets, report
