@@ -46,7 +46,9 @@ class ImageSet:
                 f"got {self.images.dtype} {tuple(self.images.shape)}"
             )
         if self.modality not in MODALITIES:
-            raise ValueError(f"ImageSet: modality must be one of {MODALITIES}, got {self.modality!r}")
+            raise ValueError(
+                f"ImageSet: modality must be one of {MODALITIES}, got {self.modality!r}"
+            )
         for name, seq in (("labels", self.labels), ("patient_ids", self.patient_ids),
                           ("lesion_ids", self.lesion_ids)):
             if len(seq) != n:
@@ -57,7 +59,9 @@ class ImageSet:
                              f"images has {n}")
         self.labels = torch.as_tensor(self.labels, dtype=torch.long)
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
-            raise ValueError(f"ImageSet({self.modality}): labels outside [0, {len(self.class_names)})")
+            raise ValueError(
+                f"ImageSet({self.modality}): labels outside [0, {len(self.class_names)})"
+            )
 
     def __len__(self) -> int:
         return self.images.shape[0]

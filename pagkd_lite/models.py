@@ -68,7 +68,8 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
         if not cfg.pretrained:
             raise
         raise RuntimeError(
-            f"Could not load pretrained weights for {cfg.backbone!r} ({type(err).__name__}: {err}). "
+            f"Could not load pretrained weights for {cfg.backbone!r} "
+            f"({type(err).__name__}: {err}). "
             "The weights come from the Hugging Face hub; where it is not reachable, "
             "use pretrained=False (the default) or pre-populate the hub cache."
         ) from err

@@ -102,7 +102,8 @@ class GroupSampler:
             if w_counts[c] == 0 or n_counts[c] == 0:
                 missing = "WLI" if w_counts[c] == 0 else "NBI"
                 raise ValueError(
-                    f"GroupSampler: class {names[c]!r} (label {c}) has no {missing} training images "
+                    f"GroupSampler: class {names[c]!r} (label {c}) has no {missing} training "
+                    "images "
                     f"(WLI: {int(w_counts[c])}, NBI: {int(n_counts[c])}); group distillation needs "
                     "every class in both modalities"
                 )

@@ -1,0 +1,221 @@
+"""Run configuration: plain dataclasses, three presets, overrides from the command line.
+
+A :class:`Config` bundles the data, model, loss and training settings. Presets are
+functions returning a Config; ``override(cfg, ["train.epochs=3", "model.backbone=resnet18"])``
+changes any field by its dotted name, parsing the value by the field's type.
+
+Presets:
+    smoke  seconds on a laptop CPU: tiny timm test model, tiny data, one epoch.
+    demo   the CPU demo and benchmark setting (minutes on 2 cores).
+    paper  the paper's setting (METHOD.md): ResNet-50 ImageNet-pretrained at 448 px, d = 128,
+           12 queries, 16 heads, batch 24, Adam 1e-4, weight decay 1e-8, 200 epochs,
+           warm-up 5 epochs, lambda_den = 1, lambda_pro = 0.001. A GPU job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from .gkd_den import GKDDenConfig
+from .gkd_pro import GKDProConfig
+from .models import ModelConfig
+from .synthendo import SynthEndoConfig
+
+METHODS = (
+    "wli_only",
+    "pagkd",
+    "pagkd_no_pro",
+    "pagkd_no_den",
+    "pagkd_no_mask",
+    "pagkd_one_way",
+    "pseudo_pair",
+    "logit_kd",
+    "paired_oracle",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings for one training run (teacher or student).
+
+    The distillation weights follow the paper (lambda_den = 1, lambda_pro = 0.001, group
+    losses on after ``warmup_epochs``); presets scale the warm-up to the run length.
+    """
+
+    epochs: int = 10
+    batch_size: int = 24
+    lr: float = 1e-3
+    weight_decay: float = 1e-8
+    warmup_epochs: int = 2
+    lambda_den: float = 1.0
+    lambda_pro: float = 0.001
+    lambda_kd: float = 1.0
+    kd_temperature: float = 4.0
+    augment: bool = True
+    rotation_degrees: float = 180.0
+    eval_every: int = 1
+    steps_per_epoch: int = 0  # 0 = one pass over the WLI (or NBI, for the teacher) train set
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "kd_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_epochs", "lambda_den", "lambda_pro", "lambda_kd",
+                     "steps_per_epoch", "rotation_degrees"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class Config:
+    """Everything a run needs. ``teacher`` trains the NBI teacher, ``train`` the student."""
+
+    name: str = "custom"
+    data: SynthEndoConfig = field(default_factory=SynthEndoConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pro: GKDProConfig = field(default_factory=GKDProConfig)
+    den: GKDDenConfig = field(default_factory=GKDDenConfig)
+    seed: int = 0
+    device: str = "auto"  # auto = cuda, then mps, then cpu
+    out_dir: str = "runs"
+    bootstrap: int = 1000  # resamples for the 95% intervals
+
+
+def smoke() -> Config:
+    """Seconds: timm's tiny ``test_resnet``, 64 px, a few dozen images, one epoch."""
+    return Config(
+        name="smoke",
+        data=SynthEndoConfig(image_size=64, n_wli_train=48, n_nbi_train=48, n_wli_val=24,
+                             n_nbi_val=24, n_wli_test=36, n_nbi_test=36),
+        model=ModelConfig(backbone="test_resnet", dim=32, feature_index=-2),
+        teacher=TrainConfig(epochs=1, batch_size=12, warmup_epochs=0),
+        train=TrainConfig(epochs=2, batch_size=12, warmup_epochs=1),
+        pro=GKDProConfig(dim=32, num_queries=4, num_heads=4),
+        bootstrap=200,
+    )
+
+
+def demo() -> Config:
+    """The CPU demo and the SynthEndo benchmark setting (see README for timings)."""
+    return Config(
+        name="demo",
+        data=SynthEndoConfig(image_size=64),
+        model=ModelConfig(backbone="resnet10t", dim=64, feature_index=-2),
+        teacher=TrainConfig(epochs=12, batch_size=24, warmup_epochs=0),
+        train=TrainConfig(epochs=12, batch_size=24, warmup_epochs=3),
+        pro=GKDProConfig(dim=64, num_queries=12, num_heads=8),
+    )
+
+
+def paper() -> Config:
+    """The paper's setting (METHOD.md, "Paper setting"); needs a GPU and the weights hub."""
+    return Config(
+        name="paper",
+        data=SynthEndoConfig(image_size=448),
+        model=ModelConfig(backbone="resnet50", dim=128, feature_index=-1, pretrained=True),
+        teacher=TrainConfig(epochs=200, batch_size=24, lr=1e-4, weight_decay=1e-8,
+                            warmup_epochs=0),
+        train=TrainConfig(epochs=200, batch_size=24, lr=1e-4, weight_decay=1e-8,
+                          warmup_epochs=5, lambda_den=1.0, lambda_pro=0.001),
+        pro=GKDProConfig(dim=128, num_queries=12, num_heads=16),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {"smoke": smoke, "demo": demo, "paper": paper}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _parse(value: str, kind, where: str):
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value.lower() in ("none", "null", ""):
+            return None
+        kind = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected a boolean (true/false), got {value!r}")
+    if origin is tuple:
+        inner = args[0] if args else str
+        return tuple(_parse(v.strip(), inner, where) for v in value.split(",") if v.strip())
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: expected {getattr(kind, '__name__', kind)}, "
+                         f"got {value!r}") from err
+
+
+def override(cfg: Config, assignments: list[str]) -> Config:
+    """Apply ``section.field=value`` (or top-level ``field=value``) assignments.
+
+    Returns a new Config; every dataclass is rebuilt so its validation runs again.
+    Unknown names raise ValueError listing the valid ones.
+    """
+    cfg = dataclasses.replace(cfg)
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected NAME=VALUE, e.g. train.epochs=3")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        target = cfg
+        for p in parts[:-1]:
+            sub = getattr(target, p, None)
+            if not dataclasses.is_dataclass(sub):
+                sections = [f.name for f in dataclasses.fields(Config)
+                            if dataclasses.is_dataclass(getattr(cfg, f.name))]
+                raise ValueError(f"override {item!r}: {p!r} is not a section; "
+                                 f"sections: {sections}")
+            target = sub
+        hints = typing.get_type_hints(type(target))
+        name = parts[-1]
+        if name not in hints:
+            raise ValueError(f"override {item!r}: {type(target).__name__} has no field {name!r}; "
+                             f"fields: {sorted(f.name for f in dataclasses.fields(target))}")
+        new = dataclasses.replace(target, **{name: _parse(value.strip(), hints[name], key)})
+        if len(parts) == 1:
+            cfg = new
+        else:
+            parent = cfg
+            for p in parts[:-2]:
+                parent = getattr(parent, p)
+            setattr(parent, parts[-2], new)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (JSON- and ``weights_only``-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of :func:`to_dict` (tuples restored from lists)."""
+    def build(cls, values):
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            v = values[f.name]
+            if dataclasses.is_dataclass(hints[f.name]):
+                v = build(hints[f.name], v)
+            elif isinstance(v, list):
+                v = tuple(v)
+            kwargs[f.name] = v
+        return cls(**kwargs)
+    return build(Config, d)

@@ -1,0 +1,385 @@
+"""``pagkd-lite cv``: the paper's protocol on your own WLI/NBI data.
+
+K-fold cross-validation with predictions pooled over folds (METHOD.md, "Paper setting"):
+
+1. Load the data (:func:`pagkd_lite.realdata.load_dataset`: a folder tree or a CSV
+   manifest) into ``{"WLI": ImageSet, "NBI": ImageSet}`` and a load report.
+2. Build K leakage-free folds over both modalities at once
+   (:func:`pagkd_lite.splits.lesion_folds`): no patient (or lesion) of a test fold
+   appears in that fold's training or validation images, WLI or NBI.
+3. Per fold: train the NBI teacher on the fold's NBI training images, train the WLI
+   student with the chosen method (best epoch on the fold's WLI validation images), and
+   predict the fold's WLI test images.
+4. Pool the test predictions over folds (every WLI image is predicted exactly once) and
+   score them, with bootstrap 95% intervals; per-fold scores are reported beside them.
+
+Outputs under ``--out`` (default ``runs/cv-<preset>-<method>``): ``cv_results.csv`` (one
+row per fold and a pooled row), ``predictions.csv`` (one row per WLI image), ``report.md``,
+``load_report.{json,txt}`` and ``fold<i>/<method>/{best,last}.pt``.
+
+A data set that images the same lesions in both modalities (CPC-Paired, PICCOLO, Mesejo et
+al.) is used unpaired with ``--unpair`` (:func:`unpaired_folds`): in each fold every training
+lesion trains either the NBI teacher or the WLI student, never both (``splits.unpair``).
+
+``paired_oracle`` is refused: it distils from the NBI image of the *same* lesion, which an
+unpaired data set does not have, and the folds here hold WLI and NBI images of different
+lesions. To compare against true pairs, use ``pagkd-lite bench`` on SynthEndo (which
+renders each training lesion in both modalities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import METHODS, Config
+from .data import ImageSet
+from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics, macro_specificity
+from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
+
+#: Methods that need an NBI image paired with every WLI training image.
+PAIRED_METHODS = ("paired_oracle",)
+#: Methods the cross-validation path runs.
+CV_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
+
+FOLD_COLUMNS = ("fold", "n_test", *METRICS)
+
+
+@dataclass
+class CVResult:
+    """What :func:`run_cv` returns.
+
+    Attributes:
+        method: the student's training method.
+        class_names: the label space (index = label).
+        folds: one dict per fold: ``fold``, ``n_test``, each metric of
+            :data:`pagkd_lite.metrics.METRICS` (NaN where a class is missing from the fold's
+            test images), ``n_wli_train``, ``n_nbi_train``, ``n_wli_val``, ``n_nbi_val``,
+            ``best_epoch``, ``val_auc``, ``teacher_nbi_auc`` (NaN for ``wli_only``),
+            ``seconds``.
+        pooled: each metric on the pooled predictions, with its bootstrap 95% interval.
+        probs: ``(N, K)`` pooled WLI test probabilities, row i = WLI image i.
+        labels: ``(N,)`` WLI labels.
+        fold_of: ``(N,)`` the fold that predicted each WLI image.
+        out_dir: where the files were written (None: nothing written).
+        seconds: wall time.
+        files: the files written, by kind (``results``, ``predictions``, ``report``,
+            ``load_report``).
+    """
+
+    method: str
+    class_names: list[str]
+    folds: list[dict]
+    pooled: dict[str, Estimate]
+    probs: np.ndarray
+    labels: np.ndarray
+    fold_of: np.ndarray
+    out_dir: Path | None = None
+    seconds: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """Markdown: one row per fold and the pooled row (with 95% intervals)."""
+        head = "| fold | WLI test images | " + " | ".join(
+            m.upper() if m == "auc" else m for m in METRICS) + " |"
+        lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+        for r in self.folds:
+            cells = " | ".join("n/a" if math.isnan(r[m]) else f"{r[m]:.3f}" for m in METRICS)
+            lines.append(f"| {r['fold']} | {r['n_test']} | {cells} |")
+        cells = " | ".join(str(self.pooled[m]) for m in METRICS)
+        lines.append(f"| **pooled** | {len(self.labels)} | {cells} |")
+        return "\n".join(lines)
+
+
+def check_method(method: str) -> None:
+    """Raise ``ValueError`` unless ``method`` can run on unpaired cross-validation folds."""
+    if method in PAIRED_METHODS:
+        raise ValueError(
+            f"method {method!r} distils from the NBI image of the same lesion, aligned with "
+            f"every WLI training image; the cross-validation path is pairing-free and keeps "
+            f"no such alignment (real unpaired data has none). Compare against true pairs "
+            f"with `pagkd-lite bench` on SynthEndo instead, or choose one of "
+            f"{list(CV_METHODS)}.")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(CV_METHODS)}")
+
+
+def fold_sets(sets: dict[str, ImageSet], fold: dict) -> dict[str, ImageSet]:
+    """The six splits of one fold: ``wli_train, nbi_train, wli_val, nbi_val, wli_test,
+    nbi_test`` as ImageSets (``fold`` holds index tensors, see ``splits.lesion_folds``)."""
+    return {key: sets[key.split("_")[0].upper()].subset(fold[key]) for key in FOLD_KEYS}
+
+
+def unpaired_folds(sets: dict[str, ImageSet], folds: list[dict], seed: int,
+                   group_by: str = "patient") -> list[dict]:
+    """Folds for a *paired* data set used unpaired: in each fold, every training lesion
+    group keeps its images of one modality only (``splits.unpair``), so no lesion trains
+    both the NBI teacher and the WLI student. Validation and test parts are unchanged."""
+    out = []
+    for i, fold in enumerate(folds):
+        u = unpair(sets, seed + i, fold=fold, group_by=group_by)
+        out.append({**fold, "wli_train": u["wli_train"], "nbi_train": u["nbi_train"]})
+    return out
+
+
+def _point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The metrics of :func:`pagkd_lite.metrics.compute_metrics`, with AUC = NaN when a class
+    is missing from ``labels`` (AUC is undefined then; the other metrics are not)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    if len(labels) == 0:
+        return {m: float("nan") for m in METRICS}
+    k = probs.shape[1]
+    if len(np.unique(labels)) == k:
+        return compute_metrics(labels, probs)
+    pred = probs.argmax(axis=1)
+    kw = {"labels": list(range(k)), "average": "macro", "zero_division": 0}
+    return {"auc": float("nan"), "accuracy": float(accuracy_score(labels, pred)),
+            "precision": float(precision_score(labels, pred, **kw)),
+            "sensitivity": float(recall_score(labels, pred, **kw)),
+            "specificity": macro_specificity(labels, pred, k),
+            "f1": float(f1_score(labels, pred, **kw))}
+
+
+def _check_fold(i: int, fs: dict[str, ImageSet], needs_nbi: bool) -> None:
+    """Clear errors for folds the training loop cannot use (empty or one-class splits)."""
+    keys = ["wli_train", "wli_val", "wli_test"]
+    if needs_nbi:
+        keys += ["nbi_train", "nbi_val"]
+    for key in keys:
+        s = fs[key]
+        if len(s) == 0:
+            raise ValueError(f"fold {i}: {key} is empty ({len(fs['wli_train'])} WLI / "
+                             f"{len(fs['nbi_train'])} NBI training images); use fewer folds "
+                             f"or more data")
+        if key.endswith("_val") and min(s.class_counts()) == 0:
+            missing = [c for c, n in zip(s.class_names, s.class_counts(), strict=True) if n == 0]
+            raise ValueError(
+                f"fold {i}: {key} has no images of class(es) {missing} (counts "
+                f"{dict(zip(s.class_names, s.class_counts(), strict=True))}); model "
+                f"selection needs every class in validation. Use fewer folds, group by "
+                f"lesion, or collect more patients of that class.")
+
+
+def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: str,
+           out_dir: str | Path | None = None, progress: bool = False, *,
+           group_by: str = "patient", load_report=None,
+           log: Callable[[str], None] | None = print) -> CVResult:
+    """Cross-validate ``method`` over ``folds``; pool the WLI test predictions.
+
+    Args:
+        cfg: run settings (model, teacher and student training, seed, device, bootstrap).
+        sets: ``{"WLI": ImageSet, "NBI": ImageSet}`` (e.g. from ``realdata.load_dataset``).
+        folds: fold dicts of index tensors (``splits.lesion_folds``); the WLI test parts
+            must partition the WLI images.
+        method: a student method of ``config.METHODS`` except ``paired_oracle``.
+        out_dir: where to write the CSVs, the report, the load report and each fold's
+            student checkpoints; None writes nothing.
+        progress: tqdm bars while training.
+        group_by: ``"patient"`` or ``"lesion"``, for the leakage check of every fold.
+        load_report: the ``realdata.LoadReport`` to save beside the results (optional).
+        log: called with one line per fold (None: silent).
+
+    Returns:
+        A :class:`CVResult`.
+    """
+    from .pipeline import train_student, train_teacher
+    from .train import pick_device, predict
+
+    check_method(method)
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    if set(sets) != {"WLI", "NBI"}:
+        raise ValueError(f"run_cv: sets must be {{'WLI': ImageSet, 'NBI': ImageSet}}, got keys "
+                         f"{sorted(sets)}")
+    if not folds:
+        raise ValueError("run_cv: no folds given")
+    wli = sets["WLI"]
+    n, k = len(wli), wli.num_classes
+    count = np.zeros(n, dtype=np.int64)
+    for fold in folds:
+        count[fold["wli_test"].numpy()] += 1
+    if (count != 1).any():
+        bad = np.flatnonzero(count != 1)[:10].tolist()
+        raise ValueError(f"run_cv: the folds' wli_test parts must cover every WLI image "
+                         f"exactly once; WLI images {bad} are tested {count[bad].tolist()} "
+                         f"times")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    needs_teacher = method != "wli_only"
+
+    t0 = time.perf_counter()
+    probs = np.full((n, k), np.nan)
+    fold_of = np.full(n, -1, dtype=np.int64)
+    rows = []
+    shared = 0
+    for i, fold in enumerate(folds):  # every fold checked before any training
+        check_disjoint(fold, sets, group_by=group_by)
+        fs = fold_sets(sets, fold)
+        _check_fold(i, fs, needs_teacher)
+        shared += len(set(fs["wli_train"].lesion_ids) & set(fs["nbi_train"].lesion_ids))
+    if shared and needs_teacher:
+        warnings.warn(f"{shared} lesion(s) (summed over folds) have training images in both "
+                      f"WLI and NBI: the teacher sees lesions the student trains on, so the "
+                      f"run is not pairing-free. Use unpaired_folds(...) (CLI: --unpair).",
+                      stacklevel=2)
+    for i, fold in enumerate(folds):
+        fs = fold_sets(sets, fold)
+        t_fold = time.perf_counter()
+        teacher, teacher_auc = None, float("nan")
+        if needs_teacher:
+            # No teacher cache: its key hashes the SynthEndo config, which says nothing
+            # about which real images are in this fold.
+            teacher, _ = train_teacher(cfg, fs, out_dir=None, progress=progress, cache=False)
+            if len(fs["nbi_test"]):
+                teacher_auc = _point_metrics(fs["nbi_test"].labels.numpy(),
+                                             predict(teacher, fs["nbi_test"], device))["auc"]
+        fold_dir = out / f"fold{i}" if out is not None else None
+        student, result = train_student(cfg, fs, method, teacher, out_dir=fold_dir,
+                                        progress=progress)
+        p = predict(student, fs["wli_test"], device)
+        idx = fold["wli_test"].numpy()
+        probs[idx] = p
+        fold_of[idx] = i
+        row = {"fold": i, "n_test": len(idx),
+               **_point_metrics(fs["wli_test"].labels.numpy(), p),
+               "n_wli_train": len(fs["wli_train"]), "n_nbi_train": len(fs["nbi_train"]),
+               "n_wli_val": len(fs["wli_val"]), "n_nbi_val": len(fs["nbi_val"]),
+               "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
+               "teacher_nbi_auc": teacher_auc, "seconds": time.perf_counter() - t_fold}
+        rows.append(row)
+        del teacher, student
+        if log is not None:
+            teacher_txt = f"teacher NBI test AUC {teacher_auc:.3f}; " if needs_teacher else ""
+            log(f"fold {i + 1}/{len(folds)}: {method} WLI test AUC {row['auc']:.3f} "
+                f"({row['n_test']} images; {teacher_txt}{row['seconds']:.0f} s)")
+    labels = wli.labels.numpy()
+    pooled = bootstrap_metrics(labels, probs, n_boot=cfg.bootstrap, seed=cfg.seed)
+    res = CVResult(method=method, class_names=list(wli.class_names), folds=rows, pooled=pooled,
+                   probs=probs, labels=labels, fold_of=fold_of, out_dir=out,
+                   seconds=time.perf_counter() - t0)
+    if out is not None:
+        res.files = write_results(res, cfg, wli, out, load_report=load_report,
+                                  group_by=group_by)
+    return res
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_report=None,
+                  group_by: str = "patient") -> dict[str, Path]:
+    """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report)."""
+    files = {}
+    extra = ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "best_epoch", "val_auc",
+             "teacher_nbi_auc", "seconds")
+    columns = [*FOLD_COLUMNS, *(f"{m}_{b}" for m in METRICS for b in ("low", "high")), *extra]
+    files["results"] = out / "cv_results.csv"
+    with files["results"].open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in res.folds:
+            w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)})
+        pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds)}
+        for m, e in res.pooled.items():
+            pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
+        w.writerow(pooled)
+
+    files["predictions"] = out / "predictions.csv"
+    names = res.class_names
+    with files["predictions"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "lesion_id", "patient_id", "fold", "label", "pred",
+                    *(f"prob_{c}" for c in names)])
+        for i in range(len(res.labels)):
+            w.writerow([i, wli.paths[i] if wli.paths else "", wli.lesion_ids[i],
+                        wli.patient_ids[i], int(res.fold_of[i]), names[res.labels[i]],
+                        names[int(res.probs[i].argmax())],
+                        *(f"{p:.6f}" for p in res.probs[i])])
+
+    lines = [f"# Cross-validation: {res.method}", "",
+             f"{len(res.folds)} folds grouped by {group_by}; predictions pooled over folds; "
+             f"intervals: percentile bootstrap over images ({cfg.bootstrap} resamples), "
+             f"95%. Wall time {res.seconds:.0f} s.", "",
+             f"Config: preset `{cfg.name}`, backbone `{cfg.model.backbone}` "
+             f"(pretrained={cfg.model.pretrained}), images {wli.images.shape[-1]} px, teacher "
+             f"{cfg.teacher.epochs} epoch(s), student {cfg.train.epochs} epoch(s), batch "
+             f"{cfg.train.batch_size}, seed {cfg.seed}.", ""]
+    if load_report is not None:
+        files["load_report"], _ = load_report.save(out / "load_report")
+        lines += [f"Data: `{load_report.root}` ({load_report.layout} layout), "
+                  f"{load_report.num_loaded} images loaded, {len(load_report.skipped)} "
+                  f"skipped, {len(load_report.ignored)} ignored, "
+                  f"{len(load_report.duplicates)} duplicate groups (details: "
+                  f"`load_report.txt`).", ""]
+    counts = ", ".join(f"{c}: {n}" for c, n in zip(names, wli.class_counts(), strict=True))
+    lines += [f"WLI images per class: {counts}.", "", res.table(), ""]
+    files["report"] = out / "report.md"
+    files["report"].write_text("\n".join(lines))
+    return files
+
+
+def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``pagkd-lite cv`` on the CLI's subparsers."""
+    p = sub.add_parser("cv", help="K-fold cross-validation on your own WLI/NBI data",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="data root: <DIR>/<modality>/<class>/<image>, or the folder the "
+                        "manifest paths are relative to")
+    p.add_argument("--manifest", default=None, metavar="CSV",
+                   help="CSV with path,modality,label,patient_id,lesion_id[,fold]")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--method", default="pagkd",
+                   help=f"student method, one of {', '.join(CV_METHODS)} (default pagkd)")
+    p.add_argument("--group-by", default="patient", choices=GROUP_BY,
+                   help="keep patients (default) or only lesions out of training")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each fold's training groups used for model selection")
+    p.add_argument("--id-regex", default=None,
+                   help="folder layout: regex with named groups lesion/patient searched in "
+                        "each file stem, e.g. '^(?P<lesion>.+)_\\d+$'")
+    p.add_argument("--unpair", action="store_true",
+                   help="paired data (the same lesions in WLI and NBI): train each fold's "
+                        "teacher and student on disjoint lesions (splits.unpair)")
+    p.add_argument("--class-names", default=None, metavar="A,B,...",
+                   help="label order (index = label), e.g. hyperplastic,adenoma")
+    p.set_defaults(func=cmd_cv)
+
+
+def cmd_cv(args) -> None:
+    """Load, fold, cross-validate, write; see the module docstring."""
+    from .cli import build_config
+    from .realdata import RealDataConfig, load_dataset
+    from .splits import lesion_folds
+
+    check_method(args.method)
+    cfg = build_config(args)
+    out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
+    names = tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None
+    sets, report = load_dataset(RealDataConfig(
+        root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
+        id_regex=args.id_regex, class_names=names, progress=not args.quiet))
+    print(report.to_text())
+    folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
+                         val_fraction=args.val_fraction)
+    if args.unpair:
+        folds = unpaired_folds(sets, folds, cfg.seed, group_by=args.group_by)
+    res = run_cv(cfg, sets, folds, args.method, out, progress=not args.quiet,
+                 group_by=args.group_by, load_report=report)
+    print(res.table())
+    print(f"\nresults: {res.files['results']}  predictions: {res.files['predictions']}  "
+          f"report: {res.files['report']}  (wall time {res.seconds:.0f} s)")

@@ -1,0 +1,184 @@
+"""The training loop shared by the teacher and every student method.
+
+One epoch = ``steps_per_epoch`` group steps from :class:`GroupSampler` (a WLI batch and,
+for distillers that need it, an NBI batch of the same class composition). After every
+``eval_every`` epochs the model is scored on the VALIDATION set (AUC); the best epoch's
+weights are kept (model selection never looks at test data). Each epoch ends with an
+atomic ``last.pt``, so ``resume=True`` continues an interrupted run; the sampler and the
+augmentation are reseeded per epoch, so a resumed run gives the same numbers as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ImageSet
+from .distill import Distiller, StepBatch
+from .distributed import average_gradients, broadcast_buffers, gather_rows, rank, world_size
+from .metrics import auc_score
+from .sampler import GroupSampler
+from .transforms import normalize, prepare, to_float
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda if available, then mps, then cpu; otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
+            batch_size: int = 128) -> np.ndarray:
+    """Class probabilities (N, K) for an ImageSet; ``model`` is a Classifier or a distiller.
+
+    Distributed: each rank scores every world_size-th image and the rows are gathered, so
+    every rank (rank 0 included) gets all N rows.
+    """
+    was_training = model.training
+    model.eval()
+    index = torch.arange(rank(), len(images), world_size())
+    out = []
+    for i in range(0, len(index), batch_size):
+        x = normalize(to_float(images.images[index[i : i + batch_size]].to(device)))
+        logits = model(x)
+        logits = getattr(logits, "logits", logits)
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train(was_training)
+    local = torch.cat(out) if out else torch.empty(0, images.num_classes)
+    return gather_rows(local, index, len(images)).numpy()
+
+
+@dataclass
+class FitResult:
+    """What a training run returns: the best (validation) epoch and the history."""
+
+    best_epoch: int
+    best_val_auc: float
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: dict = field(default_factory=dict)
+
+
+def fit(
+    distiller: Distiller,
+    train_w: ImageSet,
+    val: ImageSet,
+    tcfg,
+    device: torch.device,
+    seed: int = 0,
+    train_n: ImageSet | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``distiller`` on ``train_w`` (+ ``train_n``), select on ``val``.
+
+    For ``distiller.paired`` methods ``train_n`` must be aligned with ``train_w`` (image i
+    of one is the other modality's rendering of image i); the NBI batch is then the twins
+    of the WLI batch. On return the distiller holds the best epoch's weights.
+    """
+    if distiller.needs_nbi and train_n is None:
+        raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
+    if distiller.paired and (train_n is None or train_n.lesion_ids != train_w.lesion_ids):
+        raise ValueError("paired method: train_n must hold the NBI twins of train_w, in order")
+    distiller.to(device)
+    params = distiller.learnable_parameters()
+    opt = torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    nbi_labels = train_n.labels if (train_n is not None and not distiller.paired) else None
+    # Distributed: every rank takes its own steps; together they cover one pass per epoch.
+    steps = tcfg.steps_per_epoch or -(-len(train_w) // (tcfg.batch_size * world_size()))
+    is_main = rank() == 0
+
+    start_epoch, history = 0, []
+    best = {"epoch": -1, "auc": -1.0, "state": None}
+    last = Path(out_dir) / "last.pt" if out_dir is not None else None
+    if resume and last is not None and last.exists():
+        ck = load_checkpoint(last, required=("distiller", "optimizer", "epoch", "history"))
+        distiller.load_trainable_state_dict(ck["distiller"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, history = ck["epoch"] + 1, ck["history"]
+        best = {"epoch": ck["best_epoch"], "auc": ck["best_auc"], "state": ck["best_state"]}
+
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, tcfg.epochs):
+        distiller.train()
+        sampler = GroupSampler(
+            train_w.labels,
+            nbi_labels if nbi_labels is not None else train_w.labels,
+            tcfg.batch_size,
+            num_classes=train_w.num_classes,
+            steps_per_epoch=steps,
+            seed=seed * 10_007 + epoch,
+            class_names=train_w.class_names,
+            rank=rank(),
+            world_size=world_size(),
+        )
+        aug = torch.Generator().manual_seed(seed * 10_007 + epoch + 1 + 7919 * rank())
+        if hasattr(distiller, "generator"):
+            distiller.generator = torch.Generator().manual_seed(seed * 10_007 + epoch + 2)
+        sums: dict[str, float] = {}
+        bar = tqdm(sampler, desc=f"{desc} {epoch + 1}/{tcfg.epochs}", leave=False,
+                   disable=not (progress and is_main))
+        for step in bar:
+            x_w, img_w = prepare(train_w.images[step.wli], device, tcfg.augment,
+                                 tcfg.rotation_degrees, aug)
+            batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device))
+            if distiller.needs_nbi:
+                nbi_idx = step.wli if distiller.paired else step.nbi
+                batch.x_n, batch.img_n = prepare(train_n.images[nbi_idx], device, tcfg.augment,
+                                                 tcfg.rotation_degrees, aug)
+                batch.y_n = train_n.labels[nbi_idx].to(device)
+            _, losses = distiller.forward_train(batch, epoch)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            average_gradients(params)
+            opt.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
+        record = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}}
+        broadcast_buffers(distiller)
+        if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
+            # every rank scores the same validation set with the same weights and buffers,
+            # so every rank takes the same model-selection decision
+            probs = predict(distiller, val, device)
+            record["val_auc"] = auc_score(val.labels.numpy(), probs)
+            if record["val_auc"] > best["auc"]:
+                best = {"epoch": epoch, "auc": record["val_auc"],
+                        "state": copy.deepcopy(distiller.trainable_state_dict())}
+        history.append(record)
+        if last is not None and is_main:
+            save_checkpoint(last, {
+                "distiller": distiller.trainable_state_dict(), "optimizer": opt.state_dict(),
+                "epoch": epoch, "history": history, "best_epoch": best["epoch"],
+                "best_auc": best["auc"], "best_state": best["state"],
+            })
+    distiller.load_trainable_state_dict(best["state"])
+    return FitResult(best_epoch=best["epoch"], best_val_auc=best["auc"], history=history,
+                     seconds=time.perf_counter() - t0)

@@ -1,0 +1,43 @@
+"""The command line, end to end on the smoke preset."""
+
+import subprocess
+import sys
+import time
+
+from pagkd_lite.cli import main
+
+
+def test_demo_smoke_under_a_minute(tmp_path):
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "pagkd_lite.cli", "demo", "--preset", "smoke",
+                          "--quiet", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    wall = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr[-2000:]
+    for row in ("teacher_nbi", "wli_only", "pagkd"):
+        assert f"| {row} |" in res.stdout
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    print(f"pagkd-lite demo --preset smoke: {wall:.1f} s")  # the acceptance number (< 60 s)
+
+
+def test_train_evaluate_resume_round_trip(tmp_path, capsys):
+    args = ["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--set", "train.epochs=1"]
+    assert main(["train-student", "--method", "wli_only", *args]) == 0
+    assert main(["evaluate", "--method", "wli_only", *args]) == 0
+    out = capsys.readouterr().out
+    assert "| wli_only | wli_test |" in out
+    # resume with more epochs continues from last.pt
+    assert main(["train-student", "--method", "wli_only", "--resume", "--preset", "smoke",
+                 "--quiet", "--out", str(tmp_path), "--set", "train.epochs=2"]) == 0
+
+
+def test_make_data_exports_manifest(tmp_path, capsys):
+    assert main(["make-data", "--preset", "smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "synthendo" / "manifest.csv").exists()
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    assert main(["train-student", "--preset", "smoke", "--set", "train.epochs=0"]) == 2
+    assert "epochs must be >= 1" in capsys.readouterr().err
+    assert main(["evaluate", "--preset", "smoke", "--checkpoint", str(tmp_path / "x.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err

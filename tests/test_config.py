@@ -1,0 +1,40 @@
+import pytest
+
+from pagkd_lite.config import PRESETS, from_dict, get_preset, override, to_dict
+
+
+def test_presets_build_and_round_trip():
+    for name in PRESETS:
+        cfg = get_preset(name)
+        assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_paper_preset_is_the_papers_setting():
+    p = get_preset("paper")
+    assert (p.model.backbone, p.data.image_size, p.model.dim) == ("resnet50", 448, 128)
+    assert (p.pro.num_queries, p.pro.num_heads, p.train.batch_size) == (12, 16, 24)
+    assert (p.train.lr, p.train.weight_decay, p.train.epochs) == (1e-4, 1e-8, 200)
+    assert (p.train.lambda_den, p.train.lambda_pro, p.train.warmup_epochs) == (1.0, 0.001, 5)
+
+
+def test_override_any_field_by_type():
+    cfg = override(get_preset("smoke"), ["train.epochs=7", "model.backbone=resnet18",
+                                         "den.scale=true", "train.lr=0.01", "seed=3",
+                                         "data.wli_contrast=0.5"])
+    assert cfg.train.epochs == 7 and cfg.model.backbone == "resnet18" and cfg.den.scale is True
+    assert cfg.train.lr == 0.01 and cfg.seed == 3 and cfg.data.wli_contrast == 0.5
+    assert get_preset("smoke").train.epochs != 7  # the preset itself is untouched
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.epochz=3", "no field 'epochz'"),
+    ("nope.x=1", "'nope' is not a section"),
+    ("train.epochs=three", "expected int"),
+    ("train.epochs=0", "epochs must be >= 1"),
+    ("den.scale=maybe", "expected a boolean"),
+    ("train.epochs", "expected NAME=VALUE"),
+    ("model.backbone=resnet_nope", "no model named"),
+])
+def test_bad_values_are_named(item, message):
+    with pytest.raises(ValueError, match=message):
+        override(get_preset("smoke"), [item])
