@@ -21,8 +21,8 @@ Scene model (one *latent instance* per image; see :class:`SynthLatents`)
 The class lives ONLY in the spatial pattern, after the NICE classification (Hewett et al.,
 Gastroenterology 2012) that endoscopists apply to NBI:
 
-- type 1, ``hyperplastic``: a regular lattice of round, uniform dark spots (crypt openings) with
-  a white rim, and only isolated thin lacy vessels;
+- type 1, ``hyperplastic``: a regular hexagonal lattice of round, uniform dark spots (crypt
+  openings) set in white epithelium, and only a few isolated thin lacy vessels;
 - type 2, ``adenoma``: a dense, regular network of brown vessels around oval / tubular white
   structures (a staggered, brick-like mesh of elongated cells);
 - type 3, ``adenocarcinoma``: thick, tortuous, interrupted vessels of varying calibre and an
@@ -48,10 +48,13 @@ Both share Lambertian shading of the same height field (folds + lesion dome + mi
 Blinn-Phong highlight on the dome.
 
 Knobs (:class:`SynthEndoConfig`): ``wli_contrast`` and ``nbi_contrast`` in [0, 1] scale how much
-of the pattern each modality shows; ``nuisance`` in [0, 1] scales the WLI nuisances. The defaults
-were fixed once from the premise "NBI easy, WLI hard but learnable" (a small CNN: NBI AUC about
-0.9 or more, WLI clearly above chance and clearly below NBI) before any distillation method was
-run on this data, and are frozen. Change them only for realism, and say so.
+of the pattern each modality shows (colour and relief; at 0 the image no longer depends on the
+class at all); ``nuisance`` in [0, 1] scales the WLI nuisances. The defaults, ``wli_contrast =
+0.35``, ``nbi_contrast = 0.9``, ``nuisance = 0.6``, were fixed once from the premise "NBI easy,
+WLI hard but learnable" (a small CNN: NBI AUC about 1.0, WLI about 0.6-0.85 depending on seed,
+size and model; see ``data_cards/synthendo.md``) before any distillation method was measured on
+this data, and are frozen. Change the generator only for realism, and say so in the card.
+``views_per_lesion`` (images of each lesion) and ``images_per_patient`` set the id structure.
 
 Splits: ``wli_train``, ``nbi_train``, ``wli_val``, ``nbi_val``, ``wli_test``, ``nbi_test`` have
 disjoint lesions and disjoint patients (unpaired by construction). ``paired_nbi`` is the NBI
@@ -68,6 +71,7 @@ on CPU); the only Python loops run over chunks of images and over classes.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -89,6 +93,7 @@ __all__ = [
     "export_folder",
     "generate",
     "make_generator",
+    "preview_grid",
     "render",
     "sample_latents",
 ]
@@ -101,14 +106,19 @@ _LESION_TEX = 48  # lesion fields: 48 x 48 texels over lesion coordinates [-1, 1
 _LESION_EXTENT = 1.0  # beyond, where the lesion mask is ~0 anyway)
 _BG_TEX = 32  # background fields: 32 x 32 texels over the crop
 _GLINT_TEX = 28  # specular glints: blobs of about one texel
-_CHUNK = 64  # images rendered at once
+_CHUNK_PIXELS = 64 * 128 * 128  # pixels rendered at once (64 images at 128 px)
 
 # Smoothing (in texels) of each lesion field: warp x, warp y, fine line field (type 1 lacy
 # vessels), gate (vessel interruptions), coarse line field (type 3 vessels), roughness
 # (calibre variation), amorphous field (type 3 surface).
-_LESION_SIGMAS = (5.0, 5.0, 1.4, 2.0, 1.6, 0.6, 1.2)
+# (The B-spline resampling adds a smoothing of about 0.58 texel.)
+_LESION_SIGMAS = (5.0, 5.0, 1.3, 1.9, 1.5, 0.3, 1.05)
 # Background fields: mottle, vessel line field, vessel gate, fold warp.
-_BG_SIGMAS = (1.2, 1.6, 2.0, 3.0)
+_BG_SIGMAS = (1.05, 1.5, 1.9, 3.0)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclass
@@ -138,7 +148,7 @@ class SynthEndoConfig:
     n_wli_test: int = 240
     n_nbi_val: int = 120
     n_nbi_test: int = 240
-    wli_contrast: float = 0.3
+    wli_contrast: float = 0.35
     nbi_contrast: float = 0.9
     nuisance: float = 0.6
     images_per_patient: int = 4
@@ -150,25 +160,27 @@ class SynthEndoConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        if not isinstance(self.image_size, int) or self.image_size < 32:
+        if not _is_int(self.image_size) or self.image_size < 32:
             raise ValueError(f"SynthEndoConfig.image_size must be an int >= 32, "
                              f"got {self.image_size!r}")
         if self.num_classes not in (2, 3):
-            raise ValueError(f"SynthEndoConfig.num_classes must be 2 or 3, got {self.num_classes!r}")
+            raise ValueError(f"SynthEndoConfig.num_classes must be 2 or 3, "
+                             f"got {self.num_classes!r}")
         for name in ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "n_wli_test",
                      "n_nbi_test"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
+            if not _is_int(v) or v < 0:
                 raise ValueError(f"SynthEndoConfig.{name} must be an int >= 0, got {v!r}")
         for name in ("wli_contrast", "nbi_contrast", "nuisance"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
+                    or not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"SynthEndoConfig.{name} must be in [0, 1], got {v!r}")
         for name in ("images_per_patient", "views_per_lesion"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"SynthEndoConfig.{name} must be an int >= 1, got {v!r}")
-        if not isinstance(self.seed, int):
+        if not _is_int(self.seed):
             raise ValueError(f"SynthEndoConfig.seed must be an int, got {self.seed!r}")
 
     def split_size(self, split: str) -> int:
@@ -254,16 +266,38 @@ def _smooth_fields(n: int, sigmas: tuple[float, ...], size: int,
         f = F.conv2d(F.pad(f, (0, 0, r, r), mode="circular"), k.view(1, 1, -1, 1))
         out.append(f)
     f = torch.cat(out, 1)
-    f = f - f.mean(dim=(2, 3), keepdim=True)
-    return f / f.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    # The renderer resamples these with the cubic B-spline (:func:`_resample`), which smooths by
+    # [1, 4, 1] / 6 at the texels: normalise the fields as they will be seen.
+    k = torch.tensor([1.0, 4.0, 1.0]) / 6.0
+    c = f.shape[1]
+    seen = F.conv2d(F.pad(f, (1, 1, 0, 0), mode="circular"), k.view(1, 1, 1, 3).repeat(c, 1, 1, 1),
+                    groups=c)
+    seen = F.conv2d(F.pad(seen, (0, 0, 1, 1), mode="circular"),
+                    k.view(1, 1, 3, 1).repeat(c, 1, 1, 1), groups=c)
+    f = f - seen.mean(dim=(2, 3), keepdim=True)
+    return f / seen.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
 
 
 def sample_latents(n: int, cfg: SynthEndoConfig, generator: torch.Generator,
                    prefix: str = "synth") -> SynthLatents:
     """Draw ``n`` latent instances (images), class-balanced, grouped into lesions and patients.
 
-    Ids: patient ``f"{prefix}-p{i:04d}"``, lesion ``f"{prefix}-p{i:04d}-l{j}"``. Every draw
-    except the pattern parameters listed under type-specific below is class-independent.
+    Classes get ``n // K`` images each (the first ``n % K`` classes one more); each lesion gets
+    ``cfg.views_per_lesion`` images (the last lesion of a class may get fewer); lesions are
+    shuffled and dealt to patients, ``max(1, images_per_patient // views_per_lesion)`` each, so
+    a patient may hold lesions of different classes. Ids: patient ``f"{prefix}-p{i:04d}"``,
+    lesion ``f"{prefix}-p{i:04d}-l{j}"``. Images are ordered lesion by lesion.
+
+    ``params`` (lengths in image half-widths at zoom 1; one row per image):
+      patient: ``mucosa`` (3 log-gains), ``fold_theta``, ``fold_freq``, ``fold_amp``;
+      lesion: ``radius``, ``harm`` (5 x 2 Fourier coefficients of the outline), ``elevation``,
+      ``tint``, ``dark_frac`` / ``light_frac`` (pixel fractions of dark and white structures),
+      ``pat_theta``, ``pat_period``, ``pat_offset``, ``elong``, ``warp_amp``, ``fields``
+      (7 smooth random fields on a 48 x 48 grid over lesion coordinates);
+      view: ``center``, ``rotation``, ``zoom``, ``light`` (direction), ``fold_phase``,
+      ``bg_fields`` (4 background fields), ``bg_vessel_amt``.
+    Only ``pat_period``, ``elong`` and ``warp_amp`` have class-dependent distributions (they are
+    part of the spatial pattern); every other draw is the same for every class.
     """
     g = generator
     K = cfg.num_classes
@@ -375,7 +409,7 @@ def _quantile_mask(score: torch.Tensor, frac: torch.Tensor, tau: float) -> torch
     srt = sub.sort(dim=1).values
     k = ((1.0 - frac) * (srt.shape[1] - 1)).round().long().clamp(0, srt.shape[1] - 1)
     t = srt.gather(1, k[:, None]).view(b, 1, 1)
-    return torch.sigmoid((score - t) / tau)
+    return torch.sigmoid((score - t) / tau) * (frac > 0).view(b, 1, 1)
 
 
 def _pattern_frame(qx, qy, fields, p):
@@ -391,7 +425,8 @@ def _pattern_frame(qx, qy, fields, p):
 
 
 def _scores_hyperplastic(qx, qy, fields, p):
-    """NICE 1: hexagonal lattice of round dark spots with white rims, isolated thin vessels."""
+    """NICE 1: hexagonal lattice of round, uniform dark spots (crypt openings) in a white
+    honeycomb, and a few isolated thin lacy vessels. Returns (dark score, white score)."""
     u, v = _pattern_frame(qx, qy, fields, p)
     k = (4 * math.pi / (math.sqrt(3) * p["pat_period"])).view(-1, 1, 1)
     h = (torch.cos(k * u) + torch.cos(k * (-0.5 * u + 0.8660254 * v))
@@ -429,6 +464,31 @@ def _scores_carcinoma(qx, qy, fields, p):
 _SCORES = (_scores_hyperplastic, _scores_adenoma, _scores_carcinoma)
 
 
+@functools.lru_cache(maxsize=32)
+def _bspline_matrix(t_in: int, n_out: int) -> torch.Tensor:
+    """``(n_out, t_in)`` matrix that resamples a periodic 1-D signal of ``t_in`` texels at
+    ``n_out`` evenly spaced points with the uniform cubic B-spline.
+
+    The B-spline is C2, so fields, and the gradients that shading takes of them, are free of the
+    texel-rate ripple that PyTorch's bicubic kernel (a = -0.75) leaves in derivatives.
+    """
+    u = (torch.arange(n_out, dtype=torch.float64) + 0.5) * t_in / n_out - 0.5
+    i0 = torch.floor(u)
+    f = u - i0
+    w = torch.stack([(1 - f) ** 3, 3 * f ** 3 - 6 * f ** 2 + 4,
+                     -3 * f ** 3 + 3 * f ** 2 + 3 * f + 1, f ** 3], 1) / 6.0
+    idx = (i0.long()[:, None] + torch.arange(-1, 3)[None, :]) % t_in
+    m = torch.zeros(n_out, t_in, dtype=torch.float64)
+    m.scatter_add_(1, idx, w)
+    return m.float()
+
+
+def _resample(fields: torch.Tensor, size: int) -> torch.Tensor:
+    """Smoothly resample periodic fields ``(B, C, T, T)`` to ``(B, C, size, size)``."""
+    m = _bspline_matrix(fields.shape[-1], size)
+    return m @ fields @ m.T
+
+
 def _pixel_grid(s: int) -> tuple[torch.Tensor, torch.Tensor]:
     lin = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
     y, x = torch.meshgrid(lin, lin, indexing="ij")
@@ -448,11 +508,6 @@ def _blur(img: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(b * c, 1, -1, 1),
                  groups=b * c)
     return x.view(b, c, h, w)
-
-
-def _col(rgb, b: int | None = None) -> torch.Tensor:
-    t = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1)
-    return t if b is None else t.expand(b, 3, 1, 1)
 
 
 def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
@@ -489,7 +544,9 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     dome = torch.sigmoid((1.0 - tn) / 0.16)
 
     grid = torch.stack((qx, qy), -1) / _LESION_EXTENT
-    fields = F.grid_sample(p["fields"], grid, mode="bicubic", padding_mode="reflection",
+    # lesion fields: B-spline upsampled to about 1.5 texels per pixel, then bilinear lookup
+    tex = _resample(p["fields"], min(384, max(96, 3 * s // 2)))
+    fields = F.grid_sample(tex, grid, mode="bilinear", padding_mode="reflection",
                            align_corners=False)
 
     # ---- class pattern: dark structures (vessels, crypts) and white structures (pits) ----
@@ -514,16 +571,23 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     light = light * pmask
 
     # ---- background: folds, mottle, vessels (no class) ----
-    bg = F.interpolate(p["bg_fields"], size=(s, s), mode="bicubic", align_corners=False)
+    bg = _resample(p["bg_fields"], s)
     ft = col("fold_theta")
     fc = x * torch.cos(ft) + y * torch.sin(ft) + 0.12 * bg[:, 3]
     fold = col("fold_amp") * (0.5 + 0.5 * torch.cos(2 * math.pi * col("fold_freq") * fc
                                                     + col("fold_phase"))) ** 2
-    bgv = torch.exp(-(bg[:, 1] / 0.10) ** 2) * torch.sigmoid((bg[:, 2] - 0.1) / 0.2)
+    # background vessels: zero crossings of a smooth field, drawn at a constant width (distance
+    # to the crossing ~ |f| / |grad f|, in half-widths) and gated into separate segments
+    fy, fx = torch.gradient(bg[:, 1], spacing=2.0 / s, dim=(1, 2))
+    dist = bg[:, 1].abs() * torch.rsqrt(fx * fx + fy * fy + 1e-4)
+    bgv = torch.exp(-(dist / 0.018) ** 2) * torch.sigmoid((bg[:, 2] - 0.1) / 0.2)
     bgv = bgv * col("bg_vessel_amt") * (1.0 - 0.8 * mask)
 
     # ---- shading from the height field ----
-    height = fold + col("elevation") * dome + 0.004 * (light - dark)
+    # pits are slightly raised and vessels sunk; the relief scales with the modality's contrast
+    # knob, so that contrast 0 removes every trace of the pattern
+    knob = cfg.wli_contrast if wli else cfg.nbi_contrast
+    height = fold + col("elevation") * dome + 0.005 * knob * (light - dark)
     hy, hx = torch.gradient(height, spacing=2.0 / s, dim=(1, 2))
     nz = torch.rsqrt(1.0 + hx * hx + hy * hy)
     lx = p["light"][:, 0].view(b, 1, 1)
@@ -567,7 +631,7 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     a_ves = contrast * dark
     a_pit = contrast * light
     gl = torch.randn(b, 1, _GLINT_TEX, _GLINT_TEX, generator=g)
-    gl = F.interpolate(gl, size=(s, s), mode="bicubic", align_corners=False)[:, 0]
+    gl = _resample(gl, s)[:, 0]
     glints = _quantile_mask(gl, glint_frac, 0.12) * (0.4 + 0.6 * diffuse)
     hl = (spec_amp * spec + glints).clamp(max=1.0)  # broad dome highlight + small glints
     r2 = (x * x + y * y) / 2.0
@@ -610,8 +674,9 @@ def render(latents: SynthLatents, modality: str, cfg: SynthEndoConfig,
     if int(latents.labels.max()) >= cfg.num_classes:
         raise ValueError(f"render: latents hold labels up to {int(latents.labels.max())} but "
                          f"cfg.num_classes = {cfg.num_classes}")
-    out = [_render_chunk(latents.subset(range(i, min(i + _CHUNK, n))), modality, cfg, generator)
-           for i in range(0, n, _CHUNK)]
+    chunk = max(1, _CHUNK_PIXELS // (s * s))
+    out = [_render_chunk(latents.subset(range(i, min(i + chunk, n))), modality, cfg, generator)
+           for i in range(0, n, chunk)]
     return torch.cat(out, 0)
 
 
@@ -692,7 +757,10 @@ def export_folder(sets: dict[str, ImageSet], root: str | Path) -> Path:
 def preview_grid(cfg: SynthEndoConfig | None = None, per_class: int = 3,
                  path: str | Path | None = None) -> Image.Image:
     """A PIL image: one row per class, ``per_class`` lesions per row, each shown as the WLI and
-    the NBI rendering of the same latent instance side by side. Saved to ``path`` if given."""
+    the NBI rendering of the same latent instance side by side.
+
+    If ``path`` is given the grid is also saved there as a 256-colour PNG (small enough to
+    commit; ``docs/synthendo_grid.png`` is made this way with the default config)."""
     from PIL import ImageDraw, ImageFont
 
     cfg = SynthEndoConfig() if cfg is None else cfg
@@ -725,5 +793,5 @@ def preview_grid(cfg: SynthEndoConfig | None = None, per_class: int = 3,
                 tile = Image.fromarray(imgs[i].permute(1, 2, 0).contiguous().numpy())
                 canvas.paste(tile, (x0 + dx, y0))
     if path is not None:
-        canvas.save(path, optimize=True)
+        canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return canvas

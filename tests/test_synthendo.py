@@ -27,6 +27,7 @@ from pagkd_lite.synthendo import (
     export_folder,
     generate,
     make_generator,
+    preview_grid,
     render,
     sample_latents,
 )
@@ -41,10 +42,18 @@ def _small_cfg(**kw) -> SynthEndoConfig:
     return SynthEndoConfig(**base)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: these small ops only lose time to a thread pool on a shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def sets64() -> dict[str, ImageSet]:
     """Default knobs at 64 px: 180 training and 180 test images per modality."""
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     cfg = SynthEndoConfig(image_size=64, n_wli_train=180, n_nbi_train=180, n_wli_val=30,
                           n_nbi_val=30, n_wli_test=180, n_nbi_test=180, seed=0)
     return generate(cfg)
@@ -82,6 +91,22 @@ def test_render_is_deterministic_given_generator():
     assert torch.equal(x1, x2)
     with pytest.raises(ValueError, match="modality"):
         render(lat, "XYZ", cfg, make_generator(0, "r"))
+
+
+def test_same_scenes_at_any_image_size():
+    """Latents live at a fixed resolution: a 64 px render, downsampled, matches the 32 px one."""
+    lat = sample_latents(9, _small_cfg(), make_generator(0, "size"))
+    small = render(lat, "NBI", _small_cfg(), make_generator(0, "r")).float()
+    large = render(lat, "NBI", _small_cfg(image_size=64), make_generator(0, "r")).float()
+    down = F.avg_pool2d(large, 2)
+    corr = torch.corrcoef(torch.stack([small.flatten(), down.flatten()]))[0, 1]
+    assert corr > 0.9, float(corr)
+
+
+def test_preview_grid_layout():
+    img = preview_grid(_small_cfg(), per_class=2)
+    assert img.mode == "RGB"
+    assert img.size[0] > 2 * 2 * 32 and img.size[1] > 3 * 32
 
 
 # ------------------------------------------------------------------------------------------
@@ -147,6 +172,34 @@ def test_colour_histograms_do_not_reveal_the_class(sets64):
     print(f"colour-histogram AUC: WLI {auc_wli:.3f}, NBI {auc_nbi:.3f}")
     assert auc_wli <= 0.65, auc_wli
     assert auc_nbi <= 0.75, auc_nbi
+
+
+def test_colour_histogram_check_has_power(sets64):
+    """Negative control: a class-dependent tint (as NICE colour would give) is caught."""
+
+    def tinted(ims: ImageSet) -> ImageSet:
+        shift = torch.tensor([0.0, 12.0, 24.0])[ims.labels].view(-1, 1, 1, 1)
+        x = (ims.images.float() + shift * torch.tensor([1.0, -0.5, -1.0]).view(1, 3, 1, 1))
+        return ImageSet(images=x.clamp(0, 255).to(torch.uint8), labels=ims.labels,
+                        patient_ids=ims.patient_ids, lesion_ids=ims.lesion_ids,
+                        class_names=ims.class_names, modality=ims.modality)
+
+    assert _histogram_auc(tinted(sets64["wli_train"]), tinted(sets64["wli_test"])) > 0.8
+
+
+def test_class_enters_only_through_the_pattern():
+    """At zero pattern contrast, relabelling the same latents changes no pixel; at the default
+    contrast it does."""
+    for modality, knob in (("WLI", "wli_contrast"), ("NBI", "nbi_contrast")):
+        cfg = _small_cfg(**{knob: 0.0})
+        lat = sample_latents(12, cfg, make_generator(0, "relabel"))
+        other = lat.subset(range(len(lat)))
+        other.labels = (lat.labels + 1) % cfg.num_classes
+        same = [render(x, modality, cfg, make_generator(0, "r")) for x in (lat, other)]
+        assert torch.equal(same[0], same[1]), modality
+        default = _small_cfg()
+        diff = [render(x, modality, default, make_generator(0, "r")) for x in (lat, other)]
+        assert not torch.equal(diff[0], diff[1]), modality
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,7 +283,7 @@ def test_export_folder_writes_readable_pngs_and_manifest(tmp_path):
         with Image.open(root / r["path"]) as im:
             assert im.mode == "RGB" and im.size == (32, 32)
     with Image.open(root / r0["path"]) as im:
-        back = torch.from_numpy(np.asarray(im)).permute(2, 0, 1)
+        back = torch.from_numpy(np.array(im)).permute(2, 0, 1)
     assert torch.equal(back, first.images[0])
 
 
