@@ -139,7 +139,10 @@ def fit(
             rank=rank(),
             world_size=world_size(),
         )
-        aug = torch.Generator().manual_seed(seed * 10_007 + epoch + 1 + 7919 * rank())
+        # Separate augmentation streams per modality: the WLI images of a seed are augmented
+        # identically whatever the method, so methods differ only by their losses.
+        aug_w = torch.Generator().manual_seed(seed * 10_007 + epoch + 1 + 7919 * rank())
+        aug_n = torch.Generator().manual_seed(seed * 10_007 + epoch + 3 + 7919 * rank())
         if hasattr(distiller, "generator"):
             distiller.generator = torch.Generator().manual_seed(seed * 10_007 + epoch + 2)
         sums: dict[str, float] = {}
@@ -147,12 +150,12 @@ def fit(
                    disable=not (progress and is_main))
         for step in bar:
             x_w, img_w = prepare(train_w.images[step.wli], device, tcfg.augment,
-                                 tcfg.rotation_degrees, aug)
+                                 tcfg.rotation_degrees, aug_w)
             batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device))
             if distiller.needs_nbi:
                 nbi_idx = step.wli if distiller.paired else step.nbi
                 batch.x_n, batch.img_n = prepare(train_n.images[nbi_idx], device, tcfg.augment,
-                                                 tcfg.rotation_degrees, aug)
+                                                 tcfg.rotation_degrees, aug_n)
                 batch.y_n = train_n.labels[nbi_idx].to(device)
             _, losses = distiller.forward_train(batch, epoch)
             opt.zero_grad(set_to_none=True)
