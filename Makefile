@@ -20,8 +20,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check pagkd_lite tests benchmarks
-	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q tests
-	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --durations=10 tests
+	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --nbval -p no:cacheprovider notebooks
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

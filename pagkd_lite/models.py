@@ -112,4 +112,5 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+        p.grad = None  # gradients left from the teacher's own training are dead weight
     return model
