@@ -119,10 +119,12 @@ class _TeacherSide(Distiller):
         tokens = self.adapter(feats.detach()).flatten(2).transpose(1, 2)
         return tokens, logits.detach(), cam
 
-    def token_labels(self, batch: StepBatch, cam_w: torch.Tensor, cam_n: torch.Tensor, hw):
-        """Grad-CAMs -> PAR refinement -> tri-state token labels (B, h*w) in {1, 0, -1},
-        for the WLI and the NBI images (one batched PAR call over both)."""
+    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor):
+        """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels
+        (B, h*w) in {1, 0, -1} for the WLI and the NBI images (one batched PAR call)."""
+        cam_w = grad_cam(out.logits, out.features, batch.y_w)
         refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]))
+        hw = tuple(out.features.shape[-2:])
         labels = token_labels(refined, hw, high=self.den_cfg.high, low=self.den_cfg.low)
         return labels[: len(cam_w)], labels[len(cam_w) :]
 
@@ -148,11 +150,9 @@ class PaGKD(_TeacherSide):
         losses = {"ce": ce}
         total = ce
         if epoch >= self.warmup_epochs:
-            hw = tuple(out.features.shape[-2:])
             tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=self.use_den)
             if self.use_den:
-                cam_w = grad_cam(out.logits, out.features, batch.y_w)
-                lab_w, lab_n = self.token_labels(batch, cam_w, cam_n, hw)
+                lab_w, lab_n = self.token_labels(batch, out, cam_n)
                 den = self.den(out.tokens, batch.y_w, lab_w, tok_n, batch.y_n, lab_n)
                 losses["den"] = den["den"]
                 total = total + self.lambda_den * den["den"]
@@ -191,10 +191,8 @@ class PseudoPair(_TeacherSide):
         losses = {"ce": ce}
         total = ce
         if epoch >= self.warmup_epochs:
-            hw = tuple(out.features.shape[-2:])
             tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
-            cam_w = grad_cam(out.logits, out.features, batch.y_w)
-            lab_w, lab_n = self.token_labels(batch, cam_w, cam_n, hw)
+            lab_w, lab_n = self.token_labels(batch, out, cam_n)
             iw, in_ = self.pairs(batch)
             den = pair_loss(out.tokens[iw], lab_w[iw], tok_n[in_], lab_n[in_], self.den_cfg)
             losses["den"] = den["den"]
