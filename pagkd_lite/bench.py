@@ -68,7 +68,8 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
             else:
                 model, result = train_student(c, sets, method, teacher, progress=progress)
                 test, secs = sets["wli_test"], result.seconds
-            m = compute_metrics(test.labels.numpy(), predict(model, test, device))
+            probs = predict(model, test, device, runtime=c.runtime)
+            m = compute_metrics(test.labels.numpy(), probs)
             row = {"method": method, "seed": seed, **{k: f"{m[k]:.4f}" for k in
                    ("auc", "accuracy", "f1", "sensitivity", "specificity")},
                    "train_seconds": f"{secs:.1f}", **extra}

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .accel import at_least_float32, float32_region
+
 # the 8 neighbours of a 3 x 3 window, as (dy, dx) in units of the dilation
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -77,9 +79,10 @@ def grad_cam(logits: Tensor, feature_map: Tensor, labels: Tensor) -> Tensor:
     )
     if grads is None:
         raise ValueError("grad_cam: logits do not depend on feature_map")
-    with torch.no_grad():
-        weights = grads.mean(dim=(2, 3))  # (B, C)
-        cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, feature_map.detach()))
+    with torch.no_grad(), float32_region(grads):  # float32 maps, also under bf16 autocast
+        weights = at_least_float32(grads).mean(dim=(2, 3))  # (B, C)
+        fmap = at_least_float32(feature_map.detach())
+        cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, fmap))
         return minmax_normalise(cam)
 
 

@@ -19,11 +19,12 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from . import bench, cv
 from .checkpoint import CheckpointError
 from .config import METHODS, PRESETS, Config, get_preset, override
-from .distributed import init_from_env, rank
-from .train import pick_device
+from .distributed import init_from_env, rank, shutdown
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -70,7 +71,8 @@ def cmd_train_teacher(args) -> None:
     sets = make_data(cfg)
     teacher, info = train_teacher(cfg, sets, out_dir=_out(args, cfg), progress=not args.quiet,
                                   cache=not args.no_cache)
-    ev = evaluate(teacher, sets["nbi_test"], teacher.fc.weight.device, cfg.bootstrap, cfg.seed)
+    ev = evaluate(teacher, sets["nbi_test"], teacher.fc.weight.device, cfg.bootstrap, cfg.seed,
+                  runtime=cfg.runtime)
     print(f"teacher: best epoch {info['best_epoch'] + 1}, val AUC {info['best_val_auc']:.3f}, "
           f"NBI test AUC {ev.metrics['auc']}")
 
@@ -87,7 +89,7 @@ def cmd_train_student(args) -> None:
     distiller, result = train_student(cfg, sets, args.method, teacher, out_dir=out,
                                       resume=args.resume, progress=not args.quiet)
     ev = evaluate(distiller, sets["wli_test"], distiller.student.fc.weight.device,
-                  cfg.bootstrap, cfg.seed)
+                  cfg.bootstrap, cfg.seed, runtime=cfg.runtime)
     print(f"{args.method}: best epoch {result.best_epoch + 1} (val AUC "
           f"{result.best_val_auc:.3f}); WLI test AUC {ev.metrics['auc']}")
     print(f"checkpoint: {out / args.method / 'best.pt'}")
@@ -111,8 +113,9 @@ def cmd_evaluate(args) -> None:
     teacher = Classifier(cfg.model, k) if needs_teacher else None
     distiller = build_distiller(ck["method"], Classifier(cfg.model, k), teacher, cfg, k)
     distiller.load_trainable_state_dict(ck["distiller"])
-    ev = evaluate(distiller.to(pick_device(cfg.device)), sets["wli_test"],
-                  pick_device(cfg.device), cfg.bootstrap, cfg.seed)
+    device = pick_device(cfg.device)
+    ev = evaluate(distiller.to(device), sets["wli_test"], device, cfg.bootstrap, cfg.seed,
+                  runtime=cfg.runtime)
     print(format_table([{"name": ck["method"], "split": "wli_test", "metrics": ev.metrics,
                          "seconds": 0.0}],
                        metrics=("auc", "accuracy", "precision", "sensitivity", "specificity",
@@ -164,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_parser(sub, _common)
 
     args = parser.parse_args(argv)
+    wants_cuda = (args.device or "auto").split(":")[0] in ("auto", "cuda")
     if args.command in ("train-teacher", "train-student") and init_from_env(
-        pick_device(args.device or "auto").type
+        "cuda" if wants_cuda and torch.cuda.is_available() else "cpu"
     ):
         # torchrun: every rank trains on its own group steps; rank 0 prints and saves
         if rank() != 0:
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"pagkd-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
+    shutdown()
     return 0
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
+from .accel import RuntimeConfig
 from .gkd_den import GKDDenConfig
 from .gkd_pro import GKDProConfig
 from .models import ModelConfig
@@ -82,6 +83,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pro: GKDProConfig = field(default_factory=GKDProConfig)
     den: GKDDenConfig = field(default_factory=GKDDenConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     device: str = "auto"  # auto = cuda, then mps, then cpu
     out_dir: str = "runs"

@@ -243,11 +243,12 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
             teacher, _ = train_teacher(cfg, fs, out_dir=None, progress=progress, cache=False)
             if len(fs["nbi_test"]):
                 teacher_auc = _point_metrics(fs["nbi_test"].labels.numpy(),
-                                             predict(teacher, fs["nbi_test"], device))["auc"]
+                                             predict(teacher, fs["nbi_test"], device,
+                                                     runtime=cfg.runtime))["auc"]
         fold_dir = out / f"fold{i}" if out is not None else None
         student, result = train_student(cfg, fs, method, teacher, out_dir=fold_dir,
                                         progress=progress)
-        p = predict(student, fs["wli_test"], device)
+        p = predict(student, fs["wli_test"], device, runtime=cfg.runtime)
         idx = fold["wli_test"].numpy()
         probs[idx] = p
         fold_of[idx] = i

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accel import at_least_float32, float32_region
 from .cam import grad_cam, par_refine, token_labels
 from .gkd_den import GKDDen, GKDDenConfig, pair_loss
 from .gkd_pro import GKDPro
@@ -236,14 +237,17 @@ class LogitKD(Distiller):
         total = ce
         if epoch >= self.warmup_epochs:
             with torch.no_grad():
-                p_t = F.softmax(self.teacher(batch.x_n).logits / self.t, dim=1)  # (Bn, K)
+                logits_t = at_least_float32(self.teacher(batch.x_n).logits)
+            with torch.no_grad(), float32_region(logits_t):
+                p_t = F.softmax(logits_t / self.t, dim=1)                        # (Bn, K)
                 onehot = F.one_hot(batch.y_n, self.num_classes).float().T        # (K, Bn)
                 counts = onehot.sum(1, keepdim=True)
                 class_mean = (onehot @ p_t) / counts.clamp_min(1)                # (K, K)
                 keep = counts.flatten()[batch.y_w] > 0
-            log_p_s = F.log_softmax(out.logits[keep] / self.t, dim=1)
-            target = class_mean[batch.y_w[keep]]
-            kd = F.kl_div(log_p_s, target, reduction="batchmean") * self.t**2
+            with float32_region(logits_t):
+                log_p_s = F.log_softmax(at_least_float32(out.logits[keep]) / self.t, dim=1)
+                target = class_mean[batch.y_w[keep]]
+                kd = F.kl_div(log_p_s, target, reduction="batchmean") * self.t**2
             losses["kd"] = kd
             total = total + self.lambda_kd * kd
         losses["total"] = total

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .accel import float32
+
 _NORM_EPS = 1e-16  # floor of a squared norm in the cosine (norm >= 1e-8), keeps grads finite
 
 
@@ -155,6 +157,7 @@ def masked_cosine(h: Tensor, t: Tensor, valid_rows: Tensor) -> Tensor:
     return dot / (nh * nt)
 
 
+@float32
 def pair_loss(
     tokens_w: Tensor, toklab_w: Tensor, tokens_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig,
     return_details: bool = False,
@@ -167,7 +170,8 @@ def pair_loss(
     and ``H_{n<-m}`` with ``R_mn^T`` (second term only if ``cfg.two_way``). Fully masked
     rows are dropped from both vectors; a pair with no valid row is left out of its
     direction's mean (and counted). Used by :class:`GKDDen` for all same-class pairs and
-    by baselines that bring their own pairing (pseudo pairs, paired oracle).
+    by baselines that bring their own pairing (pseudo pairs, paired oracle). Under
+    autocast it computes in float32 (:func:`pagkd_lite.accel.float32`).
 
     Args:
         tokens_w: ``(P, hw_w, d)``; toklab_w: ``(P, hw_w)``.

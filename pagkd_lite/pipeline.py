@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .accel import amp_dtype
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, to_dict
 from .data import ImageSet
@@ -48,8 +49,9 @@ class Evaluation:
 
 
 def evaluate(model: torch.nn.Module, images: ImageSet, device: torch.device,
-             n_boot: int = 1000, seed: int = 0) -> Evaluation:
-    probs = predict(model, images, device)
+             n_boot: int = 1000, seed: int = 0, runtime=None) -> Evaluation:
+    """Metrics on ``images`` with bootstrap intervals (``runtime``: see :mod:`.accel`)."""
+    probs = predict(model, images, device, runtime=runtime)
     labels = images.labels.numpy()
     return Evaluation(bootstrap_metrics(labels, probs, n_boot=n_boot, seed=seed), probs, labels)
 
@@ -59,10 +61,14 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
     """Train the NBI teacher (or load it from the cache), freeze it, return (teacher, info).
 
     The cache file is ``<out_dir>/teacher-<key>.pt`` where the key hashes the data, model,
-    teacher-training settings and seed, so a changed setting never reuses a stale teacher.
+    teacher-training settings, seed and precision (fp32 or bf16), so a changed setting
+    never reuses a stale teacher.
     """
     device = pick_device(cfg.device)
-    key = _key(cfg.data, cfg.model, cfg.teacher, cfg.seed)
+    parts = [cfg.data, cfg.model, cfg.teacher, cfg.seed]
+    if amp_dtype(cfg.runtime, device) is not None:
+        parts.append("bf16")  # fp32 keys stay what they were before mixed precision
+    key = _key(*parts)
     path = Path(out_dir) / f"teacher-{key}.pt" if out_dir is not None else None
     nbi = sets["nbi_train"]
     teacher = Classifier(cfg.model, nbi.num_classes)
@@ -74,7 +80,7 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
     teacher = Classifier(cfg.model, nbi.num_classes)
     wrapper = Distiller(teacher)
     result = fit(wrapper, nbi, sets["nbi_val"], cfg.teacher, device, seed=cfg.seed,
-                 progress=progress, desc="teacher (NBI)")
+                 progress=progress, desc="teacher (NBI)", runtime=cfg.runtime)
     info = {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
             "seconds": result.seconds, "history": result.history, "key": key,
             "class_names": nbi.class_names}
@@ -101,7 +107,7 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
     run_dir = Path(out_dir) / method if out_dir is not None else None
     result = fit(distiller, wli, sets["wli_val"], cfg.train, device, seed=cfg.seed,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,
-                 desc=method)
+                 desc=method, runtime=cfg.runtime)
     if run_dir is not None and rank() == 0:
         save_checkpoint(run_dir / "best.pt", {
             "distiller": distiller.trainable_state_dict(), "method": method,
@@ -134,13 +140,13 @@ def demo(cfg: Config, methods=("wli_only", "pagkd"), out_dir: str | Path | None 
     sets = make_data(cfg)
     teacher, tinfo = train_teacher(cfg, sets, out_dir=out, progress=progress)
     rows, curves = [], {"teacher_nbi": tinfo["history"]}
-    ev_t = evaluate(teacher, sets["nbi_test"], device, cfg.bootstrap, cfg.seed)
+    ev_t = evaluate(teacher, sets["nbi_test"], device, cfg.bootstrap, cfg.seed, cfg.runtime)
     rows.append({"name": "teacher_nbi", "split": "nbi_test", "metrics": ev_t.metrics,
                  "seconds": tinfo["seconds"], "eval": ev_t})
     for method in methods:
         distiller, result = train_student(cfg, sets, method, teacher, out_dir=out,
                                           progress=progress)
-        ev = evaluate(distiller, sets["wli_test"], device, cfg.bootstrap, cfg.seed)
+        ev = evaluate(distiller, sets["wli_test"], device, cfg.bootstrap, cfg.seed, cfg.runtime)
         rows.append({"name": method, "split": "wli_test", "metrics": ev.metrics,
                      "seconds": result.seconds, "eval": ev})
         curves[method] = result.history

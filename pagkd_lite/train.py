@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import accel
+from .accel import RuntimeConfig
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet
 from .distill import Distiller, StepBatch
@@ -30,10 +32,14 @@ from .transforms import normalize, prepare, to_float
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: cuda if available, then mps, then cpu; otherwise the named device."""
+    """``auto``: cuda if available, then mps, then cpu; otherwise the named device.
+
+    Under torchrun with CUDA, ``auto`` and ``cuda`` mean this rank's card (the one
+    :func:`~pagkd_lite.distributed.init_from_env` made current, ``LOCAL_RANK``).
+    """
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -53,8 +59,10 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
-            batch_size: int = 128) -> np.ndarray:
+            batch_size: int = 128, runtime: RuntimeConfig | None = None) -> np.ndarray:
     """Class probabilities (N, K) for an ImageSet; ``model`` is a Classifier or a distiller.
+
+    ``runtime`` (optional) sets bf16 autocast and the input memory format, as in training.
 
     Distributed: each rank scores every world_size-th image and the rows are gathered, so
     every rank (rank 0 included) gets all N rows.
@@ -64,8 +72,10 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     index = torch.arange(rank(), len(images), world_size())
     out = []
     for i in range(0, len(index), batch_size):
-        x = normalize(to_float(images.images[index[i : i + batch_size]].to(device)))
-        logits = model(x)
+        batch = accel.host_to_device(images.images, index[i : i + batch_size], device, runtime)
+        x = accel.input_format(normalize(to_float(batch)), runtime)
+        with accel.autocast(runtime, device):
+            logits = model(x)
         logits = getattr(logits, "logits", logits)
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     model.train(was_training)
@@ -96,18 +106,23 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     desc: str = "train",
+    runtime: RuntimeConfig | None = None,
 ) -> FitResult:
     """Train ``distiller`` on ``train_w`` (+ ``train_n``), select on ``val``.
 
     For ``distiller.paired`` methods ``train_n`` must be aligned with ``train_w`` (image i
     of one is the other modality's rendering of image i); the NBI batch is then the twins
     of the WLI batch. On return the distiller holds the best epoch's weights.
+
+    ``runtime`` (``cfg.runtime``) picks bf16 autocast, channels_last, pinned copies and
+    torch.compile (see :mod:`pagkd_lite.accel`); None or ``auto`` on a CPU is plain fp32.
     """
     if distiller.needs_nbi and train_n is None:
         raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
     if distiller.paired and (train_n is None or train_n.lesion_ids != train_w.lesion_ids):
         raise ValueError("paired method: train_n must hold the NBI twins of train_w, in order")
-    distiller.to(device)
+    accel.setup(runtime, device)
+    accel.place(distiller, runtime, device)
     params = distiller.learnable_parameters()
     opt = torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     nbi_labels = train_n.labels if (train_n is not None and not distiller.paired) else None
@@ -149,15 +164,19 @@ def fit(
         bar = tqdm(sampler, desc=f"{desc} {epoch + 1}/{tcfg.epochs}", leave=False,
                    disable=not (progress and is_main))
         for step in bar:
-            x_w, img_w = prepare(train_w.images[step.wli], device, tcfg.augment,
-                                 tcfg.rotation_degrees, aug_w)
-            batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device))
+            x_w, img_w = prepare(accel.host_to_device(train_w.images, step.wli, device, runtime),
+                                 device, tcfg.augment, tcfg.rotation_degrees, aug_w)
+            batch = StepBatch(x_w=accel.input_format(x_w, runtime), img_w=img_w,
+                              y_w=step.labels.to(device))
             if distiller.needs_nbi:
                 nbi_idx = step.wli if distiller.paired else step.nbi
-                batch.x_n, batch.img_n = prepare(train_n.images[nbi_idx], device, tcfg.augment,
-                                                 tcfg.rotation_degrees, aug_n)
+                x_n, batch.img_n = prepare(
+                    accel.host_to_device(train_n.images, nbi_idx, device, runtime),
+                    device, tcfg.augment, tcfg.rotation_degrees, aug_n)
+                batch.x_n = accel.input_format(x_n, runtime)
                 batch.y_n = train_n.labels[nbi_idx].to(device)
-            _, losses = distiller.forward_train(batch, epoch)
+            with accel.autocast(runtime, device):
+                _, losses = distiller.forward_train(batch, epoch)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             average_gradients(params)
@@ -170,7 +189,7 @@ def fit(
         if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
             # every rank scores the same validation set with the same weights and buffers,
             # so every rank takes the same model-selection decision
-            probs = predict(distiller, val, device)
+            probs = predict(distiller, val, device, runtime=runtime)
             record["val_auc"] = auc_score(val.labels.numpy(), probs)
             if record["val_auc"] > best["auc"]:
                 best = {"epoch": epoch, "auc": record["val_auc"],
