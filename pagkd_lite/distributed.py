@@ -46,6 +46,14 @@ def init_from_env(device_type: str = "cpu") -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group (call at the end of a torchrun job; a no-op otherwise).
+    Exiting with the group still open can abort the process (gloo's threads)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average ``.grad`` over ranks (zeros stand in for parameters unused on a rank)."""
     if not is_distributed():
@@ -72,6 +80,49 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """All-gather along dim 0 with the gradient sent back to the rows' owners.
+
+    Forward: every rank's ``(n_r, ...)`` rows, padded to the largest ``n_r`` for
+    ``all_gather`` and concatenated in rank order. Backward: each rank's loss may use every
+    rank's rows, so the incoming gradients are summed over ranks (``all_reduce``) and each
+    rank keeps the slice of its own rows.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        padded = x.new_zeros((max(sizes), *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        ctx.start = sum(sizes[: rank()])
+        ctx.n = x.shape[0]
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.start : ctx.start + ctx.n], None
+
+
+def all_gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's rows of ``x`` (``(n_r, ...)``, ``n_r`` may differ), concatenated in rank
+    order, and where this rank's rows start. Differentiable: a loss on the result sends
+    gradients back to the rank that owns each row. Not distributed: ``(x, 0)``.
+
+    Every rank must call it (a collective), and every rank's loss must depend on the result
+    when ``backward()`` runs, or the ranks wait for each other forever.
+    """
+    if not is_distributed():
+        return x, 0
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    sizes_int = [int(s) for s in sizes]
+    return _AllGatherRows.apply(x.contiguous(), sizes_int), sum(sizes_int[: rank()])
 
 
 def gather_rows(local: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tensor:

@@ -39,6 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .accel import float32
+from .distributed import all_gather_rows, is_distributed
+
 IDENTITIES = ("sinusoidal", "learned", "none")
 
 
@@ -58,6 +61,11 @@ class GKDProConfig:
             group sequence is built: ``"sinusoidal"`` (fixed, default), ``"learned"`` or
             ``"none"``. Authors: fixed scalars per position.
         max_group_size: rows of the identity table; a group with more images is an error.
+        gather: under torchrun, all-gather the prototype sets of every rank so that other
+            ranks' sets of OTHER classes join the InfoNCE denominator as extra negatives
+            (the positive stays this rank's NBI set of the anchor's class; other ranks'
+            same-class sets are left out). Off by default: each rank uses its own groups.
+            ``L_pcls`` is always local. No effect outside torchrun.
     """
 
     dim: int = 128
@@ -67,8 +75,11 @@ class GKDProConfig:
     plus_one: bool = True
     identity: str = "sinusoidal"
     max_group_size: int = 64
+    gather: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.gather, bool):
+            raise ValueError(f"GKDProConfig.gather must be a bool, got {self.gather!r}")
         for name in ("dim", "num_queries", "num_heads", "max_group_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -131,6 +142,9 @@ class GKDPro(nn.Module):
         L_con = mean_{c in C_WN} -log( exp(s(P_c^W, P_c^N) / tau)
                    / ([1 +] sum_{(c', m') != (c, W)} exp(s(P_c^W, P_{c'}^{m'}) / tau)) )
         L_pcls = mean_{(c, m)} CE(W_p * mean_k P_c^m + b_p, c)
+
+    With ``cfg.gather`` under torchrun the denominator also runs over every other rank's
+    prototype sets of other classes (:func:`pagkd_lite.distributed.all_gather_rows`).
 
     ``C_WN`` are the classes present in both modalities. The denominator sum runs over
     the positive ``P_c^N`` and every prototype set of another class in both modalities
@@ -206,6 +220,7 @@ class GKDPro(nn.Module):
         )
         return out, attn
 
+    @float32
     def prototypes(
         self, tokens: Tensor, labels: Tensor, num_classes: int | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -226,7 +241,21 @@ class GKDPro(nn.Module):
         protos, _ = self._attend(seq, pad, need_weights=False)
         return protos, group_class, present
 
+    def _columns(self, protos: Tensor, group_class: Tensor, is_w: Tensor):
+        """The prototype sets the contrast compares against: ``(cols (G_c, N_q, d),
+        class (G_c,), is_w (G_c,), local (G_c,) bool)``. This step's own sets, or with
+        ``cfg.gather`` under torchrun every rank's (rank order; gradients flow back)."""
+        local = torch.ones_like(is_w)
+        if not (self.cfg.gather and is_distributed()):
+            return protos, group_class, is_w, local
+        cols, start = all_gather_rows(protos)
+        meta, _ = all_gather_rows(torch.stack([group_class, is_w.long()], dim=1))
+        col_local = torch.zeros(cols.shape[0], dtype=torch.bool, device=cols.device)
+        col_local[start : start + protos.shape[0]] = True
+        return cols, meta[:, 0], meta[:, 1].bool(), col_local
+
     # ------------------------------------------------------------------ losses
+    @float32
     def forward(
         self, tokens_w: Tensor, labels_w: Tensor, tokens_n: Tensor, labels_n: Tensor,
         return_details: bool = False,
@@ -244,7 +273,8 @@ class GKDPro(nn.Module):
             ``{"con": L_con, "pcls": L_pcls, "n_pairs_skipped": classes present in only one
             modality (long scalar), "n_con_classes": classes used by L_con}``; with
             ``return_details`` also ``protos_w (G_w, N_q, d)``, ``classes_w (G_w,)``,
-            ``protos_n``, ``classes_n``, ``sim (G, G)`` (``s / tau``, WLI groups first),
+            ``protos_n``, ``classes_n``, ``sim (G, G_cols)`` (``s / tau``, WLI groups first;
+            ``G_cols = G`` unless ``cfg.gather`` under torchrun),
             ``attn (G, N_q, L_max * hw_max)`` (head-averaged) and ``key_padding_mask``.
         """
         k = self.num_classes
@@ -264,16 +294,20 @@ class GKDPro(nn.Module):
         group_class = torch.cat([cls_w, cls_n])
         is_w = torch.arange(group_class.shape[0], device=seq.device) < g_w
 
-        # s(A, B) = mean_k cos(A_k, B_k) for every pair of groups: (G, G)
+        # rows: this step's groups; columns: the same, or every rank's with cfg.gather
+        cols, col_class, col_is_w, col_local = self._columns(protos, group_class, is_w)
+
+        # s(A, B) = mean_k cos(A_k, B_k) for every (row, column) pair of groups: (G, G_cols)
         unit = F.normalize(protos, dim=-1)
-        sim = torch.einsum("akd,bkd->ab", unit, unit) / self.cfg.num_queries / self.cfg.tau
+        unit_cols = F.normalize(cols, dim=-1) if cols is not protos else unit
+        sim = torch.einsum("akd,bkd->ab", unit, unit_cols) / self.cfg.num_queries / self.cfg.tau
 
         # anchors: WLI groups whose class also has an NBI group
         both = pres_w & pres_n
         anchor = is_w & both[group_class]
-        # positive: the NBI group of the anchor's class
-        same = group_class[:, None] == group_class[None, :]
-        pos_mask = same & ~is_w[None, :] & anchor[:, None]
+        # positive: the (local) NBI group of the anchor's class
+        same = group_class[:, None] == col_class[None, :]
+        pos_mask = same & ~col_is_w[None, :] & col_local[None, :] & anchor[:, None]
         denom_mask = (~same | pos_mask) & anchor[:, None]
         logits = sim.masked_fill(~denom_mask, float("-inf"))
         if self.cfg.plus_one:  # log(1) = 0 joins the log-sum-exp
@@ -283,8 +317,8 @@ class GKDPro(nn.Module):
             pos_logit = (sim * pos_mask).sum(1)[anchor]
             lse = torch.logsumexp(logits[anchor], dim=1)
             con = (lse - pos_logit).mean()
-        else:
-            con = protos.sum() * 0.0
+        else:  # keeps the graph (and, with gather, every rank's backward in step)
+            con = cols.sum() * 0.0
 
         pcls = F.cross_entropy(self.classifier(protos.mean(dim=1)), group_class)
         out = {
