@@ -40,6 +40,33 @@ class TeacherForwardOnly(Distiller):
         return logits, losses
 
 
+def make_batch(cfg, batch_size: int | None = None, device: str | torch.device = "cpu",
+               seed: int = 0) -> StepBatch:
+    """A synthetic step: ``batch_size`` WLI and as many NBI images (classes round-robin),
+    normalised inputs ~ N(0, 1) and [0, 1] images for PAR, at the preset's image size."""
+    k, s = cfg.data.num_classes, cfg.data.image_size
+    b = batch_size or cfg.train.batch_size
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(b) % k
+    parts = (torch.randn(b, 3, s, s, generator=g), torch.rand(b, 3, s, s, generator=g), y,
+             torch.randn(b, 3, s, s, generator=g), torch.rand(b, 3, s, s, generator=g), y)
+    return StepBatch(*(t.to(device) for t in parts))
+
+
+def make_variants(cfg, seed: int = 0) -> dict[str, Distiller]:
+    """The five timed variants (module docstring), sharing one teacher."""
+    k = cfg.data.num_classes
+    torch.manual_seed(seed)
+    teacher = Classifier(cfg.model, k)
+    return {
+        "wli_only": build_distiller("wli_only", Classifier(cfg.model, k), None, cfg, k),
+        "wli_only+teacher": TeacherForwardOnly(Classifier(cfg.model, k), teacher),
+        "+gkd_pro": build_distiller("pagkd_no_den", Classifier(cfg.model, k), teacher, cfg, k),
+        "+gkd_den": build_distiller("pagkd_no_pro", Classifier(cfg.model, k), teacher, cfg, k),
+        "pagkd": build_distiller("pagkd", Classifier(cfg.model, k), teacher, cfg, k),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="demo")
@@ -50,21 +77,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = get_preset(args.preset)
-    k, b, s = cfg.data.num_classes, cfg.train.batch_size, cfg.data.image_size
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(b) % k
-    batch = StepBatch(torch.randn(b, 3, s, s, generator=g), torch.rand(b, 3, s, s, generator=g),
-                      y, torch.randn(b, 3, s, s, generator=g),
-                      torch.rand(b, 3, s, s, generator=g), y)
-    torch.manual_seed(0)
-    teacher = Classifier(cfg.model, k)
-    variants = {
-        "wli_only": build_distiller("wli_only", Classifier(cfg.model, k), None, cfg, k),
-        "wli_only+teacher": TeacherForwardOnly(Classifier(cfg.model, k), teacher),
-        "+gkd_pro": build_distiller("pagkd_no_den", Classifier(cfg.model, k), teacher, cfg, k),
-        "+gkd_den": build_distiller("pagkd_no_pro", Classifier(cfg.model, k), teacher, cfg, k),
-        "pagkd": build_distiller("pagkd", Classifier(cfg.model, k), teacher, cfg, k),
-    }
+    b, s = cfg.train.batch_size, cfg.data.image_size
+    batch = make_batch(cfg)
+    variants = make_variants(cfg)
     opts = {n: torch.optim.Adam(d.learnable_parameters(), lr=1e-4) for n, d in variants.items()}
     epoch = cfg.train.warmup_epochs  # group losses switched on
 
