@@ -73,7 +73,7 @@ def step_outputs(d, batch: StepBatch, epoch: int, rt: RuntimeConfig | None,
     losses["total"].backward()
     grad = torch.cat([p.grad.flatten().float() for p in d.learnable_parameters()
                       if p.grad is not None])
-    return {"losses": {k: float(v) for k, v in losses.items()}, "grad": grad.cpu(),
+    return {"losses": {k: float(v.detach()) for k, v in losses.items()}, "grad": grad.cpu(),
             "labels": torch.cat([lab_w.flatten(), lab_n.flatten()]).cpu()}
 
 
@@ -201,27 +201,37 @@ def main() -> int:
         return 2
     t0 = time.perf_counter()
     agree, timing = [], []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(final: bool) -> str:
+        """Results so far (after each part, so a run stopped by the timeout leaves them)."""
+        meta = {"device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                else f"CPU ({platform.processor() or platform.machine()}, "
+                                     f"{torch.get_num_threads()} threads)"),
+                "torch": torch.__version__, "cuda": torch.version.cuda,
+                "date": str(date.today()), "complete": final,
+                "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
+                "seconds": time.perf_counter() - t0}
+        text = markdown(meta, agree, timing)
+        if not final:
+            text += "\n**Incomplete: the run stopped before the end.**\n"
+        (out / "gpu_check.md").write_text(text)
+        (out / "gpu_check.json").write_text(json.dumps(
+            {"meta": meta, "agreement": agree, "speed": timing}, indent=1))
+        return text
+
     for name in args.presets.split(","):
         cfg = preset(name)
         agree += agreement(cfg, device, min(args.agree_batch, cfg.train.batch_size))
+        write(final=False)
         print(f"agreement {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
         for precision in args.precisions.split(","):
             timing += speed(cfg, device, precision, args.reps, args.warmup, args.compile)
+            write(final=False)
             print(f"speed {name} {precision}: done ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
-    meta = {"device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                            else f"CPU ({platform.processor() or platform.machine()}, "
-                                 f"{torch.get_num_threads()} threads)"),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "date": str(date.today()),
-            "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
-            "seconds": time.perf_counter() - t0}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(meta, agree, timing)
-    (out / "gpu_check.md").write_text(text)
-    (out / "gpu_check.json").write_text(json.dumps(
-        {"meta": meta, "agreement": agree, "speed": timing}, indent=1))
-    print(text)
+    print(write(final=True))
     return 0 if all(r["ok"] for r in agree if r["precision"] == "fp32") else 1
 
 

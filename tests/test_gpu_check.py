@@ -22,6 +22,7 @@ def test_gpu_check_runs_on_cpu_and_writes_both_tables(tmp_path):
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     # CPU fp32 vs CPU fp32 is the same computation: exactly zero error
     fp32 = next(r for r in data["agreement"] if r["precision"] == "fp32")
+    assert data["meta"]["complete"]
     assert fp32["rel_total"] == 0.0 and fp32["rel_grad"] == 0.0 and fp32["ok"]
     bf16 = next(r for r in data["agreement"] if r["precision"] == "bf16")
     assert 0.0 < bf16["rel_grad"] < 0.2  # bf16 really ran, and stayed close
