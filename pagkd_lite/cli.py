@@ -26,6 +26,9 @@ from .checkpoint import CheckpointError
 from .config import METHODS, PRESETS, Config, get_preset, override
 from .distributed import init_from_env, rank, shutdown
 
+# the commands that split their work over torchrun's ranks; the others run as one process
+DISTRIBUTED_COMMANDS = ("train-teacher", "train-student")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS),
@@ -167,8 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_parser(sub, _common)
 
     args = parser.parse_args(argv)
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if under_torchrun and args.command not in DISTRIBUTED_COMMANDS:
+        print(f"pagkd-lite {args.command}: error: under torchrun (WORLD_SIZE > 1) only "
+              f"{' and '.join(DISTRIBUTED_COMMANDS)} run; start {args.command} as one process",
+              file=sys.stderr)
+        return 2
     wants_cuda = (args.device or "auto").split(":")[0] in ("auto", "cuda")
-    if args.command in ("train-teacher", "train-student") and init_from_env(
+    if under_torchrun and init_from_env(
         "cuda" if wants_cuda and torch.cuda.is_available() else "cpu"
     ):
         # torchrun: every rank trains on its own group steps; rank 0 prints and saves

@@ -41,3 +41,10 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "epochs must be >= 1" in capsys.readouterr().err
     assert main(["evaluate", "--preset", "smoke", "--checkpoint", str(tmp_path / "x.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_commands_that_do_not_split_refuse_torchrun(monkeypatch, capsys):
+    """Under torchrun every rank would run the whole demo and write the same files."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["demo", "--preset", "smoke", "--quiet"]) == 2
+    assert "only train-teacher and train-student run" in capsys.readouterr().err
