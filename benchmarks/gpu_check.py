@@ -43,7 +43,8 @@ from step_time import make_batch, make_variants  # noqa: E402
 from pagkd_lite import accel  # noqa: E402
 from pagkd_lite.accel import RuntimeConfig  # noqa: E402
 from pagkd_lite.config import get_preset, override  # noqa: E402
-from pagkd_lite.distill import StepBatch  # noqa: E402
+from pagkd_lite.distill import StepBatch, build_distiller  # noqa: E402
+from pagkd_lite.models import Classifier  # noqa: E402
 
 # relative-error limits: fp32 on two devices differs by summation order only; bf16 keeps
 # 8 bits of mantissa in the backbones. den: see the module docstring.
@@ -63,7 +64,8 @@ def sync(device: torch.device) -> None:
 
 def step_outputs(d, batch: StepBatch, epoch: int, rt: RuntimeConfig | None,
                  device: torch.device) -> dict:
-    """Losses, flattened gradient and token labels of one training step (no optimiser)."""
+    """Losses, flattened gradient and token labels of one training step (no optimiser).
+    The token labels are computed again outside the step (same inputs, same weights)."""
     d.zero_grad(set_to_none=True)
     with accel.autocast(rt, device):
         _, losses = d.forward_train(batch, epoch)
@@ -80,7 +82,9 @@ def step_outputs(d, batch: StepBatch, epoch: int, rt: RuntimeConfig | None,
 def agreement(cfg, device: torch.device, batch_size: int) -> list[dict]:
     """CPU fp32 vs device fp32 and device bf16 for one PaGKD step (module docstring)."""
     k = cfg.data.num_classes
-    d_cpu = make_variants(cfg)["pagkd"].train()
+    torch.manual_seed(0)
+    d_cpu = build_distiller("pagkd", Classifier(cfg.model, k), Classifier(cfg.model, k), cfg,
+                            k).train()
     batch = make_batch(cfg, batch_size)
     epoch = cfg.train.warmup_epochs
     ref = step_outputs(d_cpu, batch, epoch, None, torch.device("cpu"))

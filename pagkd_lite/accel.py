@@ -148,9 +148,8 @@ def place(module: nn.Module, rt: RuntimeConfig | None, device: torch.device) -> 
         module.to(memory_format=torch.channels_last)
     if rt is not None and rt.compile != "off":
         for m in module.modules():
-            done = getattr(m, "backbone", None) is not None and getattr(
-                m.backbone, "_compiled_call_impl", None) is not None
-            if isinstance(m, Classifier) and not done:
+            compiled = getattr(getattr(m, "backbone", None), "_compiled_call_impl", None)
+            if isinstance(m, Classifier) and compiled is None:
                 kwargs = {"backend": rt.compile_backend}
                 if rt.compile != "default":
                     kwargs["mode"] = rt.compile
