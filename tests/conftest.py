@@ -1,5 +1,9 @@
 """Shared fixtures: small random ImageSets and one thread for reproducible timings."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +41,15 @@ def tiny_sets():
         "wli_test": random_set(18, k, "WLI", seed=5),
         "nbi_test": random_set(18, k, "NBI", seed=6),
     }
+
+
+@pytest.fixture(scope="session")
+def golden() -> tuple[dict, dict]:
+    """(stored, recomputed): the loss values in tests/fixtures/golden_losses.json and the
+    same values computed now by tests/make_golden.py."""
+    here = Path(__file__).parent
+    spec = importlib.util.spec_from_file_location("make_golden", here / "make_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stored = json.loads((here / "fixtures" / "golden_losses.json").read_text())["values"]
+    return stored, mod.compute_golden()

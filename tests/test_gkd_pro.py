@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +11,6 @@ import torch.nn.functional as F
 from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
-HERE = Path(__file__).parent
 
 
 # ----------------------------------------------------------------------------- reference
@@ -158,12 +154,8 @@ def test_no_class_in_both_modalities_gives_zero_with_graph():
     assert torch.isfinite(tw.grad).all() and torch.isfinite(tn.grad).all()
 
 
-def test_golden_values():
-    spec = importlib.util.spec_from_file_location("make_golden", HERE / "make_golden.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    stored = json.loads((HERE / "fixtures" / "golden_losses.json").read_text())["values"]
-    now = mod.compute_golden()
+def test_golden_values(golden):
+    stored, now = golden
     assert set(now) == set(stored)
     for key in sorted(k for k in stored if "/con" in k or "/pcls" in k):
         assert now[key] == pytest.approx(stored[key], rel=1e-5, abs=1e-5), key
