@@ -58,6 +58,7 @@ class Distiller(nn.Module):
 
     needs_nbi = False
     paired = False
+    warmup_epochs = 0  # distillation terms join the loss from this epoch on
 
     def __init__(self, student: Classifier, teacher: Classifier | None = None) -> None:
         super().__init__()
@@ -90,9 +91,23 @@ class Distiller(nn.Module):
         return self.student(x).logits
 
     def forward_train(self, batch: StepBatch, epoch: int):
+        """``total = CE + sum of the method's weighted terms`` (after the warm-up), added in
+        the order :meth:`distill_losses` gives them."""
         out = self.student(batch.x_w)
         ce = F.cross_entropy(out.logits, batch.y_w)
-        return out.logits, {"ce": ce, "total": ce}
+        losses, total = {"ce": ce}, ce
+        if epoch >= self.warmup_epochs:
+            named, terms = self.distill_losses(batch, out)
+            losses.update(named)
+            for term in terms:
+                total = total + term
+        losses["total"] = total
+        return out.logits, losses
+
+    def distill_losses(self, batch: StepBatch, out) -> tuple[dict, list]:
+        """The method's own losses: ``(named terms for the log, weighted terms to add)``.
+        Cross-entropy only: none."""
+        return {}, []
 
 
 class _TeacherSide(Distiller):
@@ -145,24 +160,19 @@ class PaGKD(_TeacherSide):
         self.pro = GKDPro(cfg.pro, num_classes) if use_pro else None
         self.den = GKDDen(cfg.den) if use_den else None
 
-    def forward_train(self, batch: StepBatch, epoch: int):
-        out = self.student(batch.x_w)
-        ce = F.cross_entropy(out.logits, batch.y_w)
-        losses = {"ce": ce}
-        total = ce
-        if epoch >= self.warmup_epochs:
-            tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=self.use_den)
-            if self.use_den:
-                lab_w, lab_n = self.token_labels(batch, out, cam_n)
-                den = self.den(out.tokens, batch.y_w, lab_w, tok_n, batch.y_n, lab_n)
-                losses["den"] = den["den"]
-                total = total + self.lambda_den * den["den"]
-            if self.use_pro:
-                pro = self.pro(out.tokens, batch.y_w, tok_n, batch.y_n)
-                losses["con"], losses["pcls"] = pro["con"], pro["pcls"]
-                total = total + self.lambda_pro * (pro["con"] + pro["pcls"])
-        losses["total"] = total
-        return out.logits, losses
+    def distill_losses(self, batch: StepBatch, out):
+        losses, terms = {}, []
+        tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=self.use_den)
+        if self.use_den:
+            lab_w, lab_n = self.token_labels(batch, out, cam_n)
+            den = self.den(out.tokens, batch.y_w, lab_w, tok_n, batch.y_n, lab_n)
+            losses["den"] = den["den"]
+            terms.append(self.lambda_den * den["den"])
+        if self.use_pro:
+            pro = self.pro(out.tokens, batch.y_w, tok_n, batch.y_n)
+            losses["con"], losses["pcls"] = pro["con"], pro["pcls"]
+            terms.append(self.lambda_pro * (pro["con"] + pro["pcls"]))
+        return losses, terms
 
 
 class PseudoPair(_TeacherSide):
@@ -186,20 +196,12 @@ class PseudoPair(_TeacherSide):
     def pairs(self, batch: StepBatch):
         return self.partners(batch.y_w, batch.y_n)
 
-    def forward_train(self, batch: StepBatch, epoch: int):
-        out = self.student(batch.x_w)
-        ce = F.cross_entropy(out.logits, batch.y_w)
-        losses = {"ce": ce}
-        total = ce
-        if epoch >= self.warmup_epochs:
-            tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
-            lab_w, lab_n = self.token_labels(batch, out, cam_n)
-            iw, in_ = self.pairs(batch)
-            den = pair_loss(out.tokens[iw], lab_w[iw], tok_n[in_], lab_n[in_], self.den_cfg)
-            losses["den"] = den["den"]
-            total = total + self.lambda_den * den["den"]
-        losses["total"] = total
-        return out.logits, losses
+    def distill_losses(self, batch: StepBatch, out):
+        tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+        lab_w, lab_n = self.token_labels(batch, out, cam_n)
+        iw, in_ = self.pairs(batch)
+        den = pair_loss(out.tokens[iw], lab_w[iw], tok_n[in_], lab_n[in_], self.den_cfg)
+        return {"den": den["den"]}, [self.lambda_den * den["den"]]
 
 
 class PairedOracle(PseudoPair):
@@ -230,28 +232,20 @@ class LogitKD(Distiller):
         self.warmup_epochs = cfg.train.warmup_epochs
         self.num_classes = num_classes
 
-    def forward_train(self, batch: StepBatch, epoch: int):
-        out = self.student(batch.x_w)
-        ce = F.cross_entropy(out.logits, batch.y_w)
-        losses = {"ce": ce}
-        total = ce
-        if epoch >= self.warmup_epochs:
-            with torch.no_grad():
-                logits_t = at_least_float32(self.teacher(batch.x_n).logits)
-            with torch.no_grad(), float32_region(logits_t):
-                p_t = F.softmax(logits_t / self.t, dim=1)                        # (Bn, K)
-                onehot = F.one_hot(batch.y_n, self.num_classes).float().T        # (K, Bn)
-                counts = onehot.sum(1, keepdim=True)
-                class_mean = (onehot @ p_t) / counts.clamp_min(1)                # (K, K)
-                keep = counts.flatten()[batch.y_w] > 0
-            with float32_region(logits_t):
-                log_p_s = F.log_softmax(at_least_float32(out.logits[keep]) / self.t, dim=1)
-                target = class_mean[batch.y_w[keep]]
-                kd = F.kl_div(log_p_s, target, reduction="batchmean") * self.t**2
-            losses["kd"] = kd
-            total = total + self.lambda_kd * kd
-        losses["total"] = total
-        return out.logits, losses
+    def distill_losses(self, batch: StepBatch, out):
+        with torch.no_grad():
+            logits_t = at_least_float32(self.teacher(batch.x_n).logits)
+        with torch.no_grad(), float32_region(logits_t):
+            p_t = F.softmax(logits_t / self.t, dim=1)                        # (Bn, K)
+            onehot = F.one_hot(batch.y_n, self.num_classes).float().T        # (K, Bn)
+            counts = onehot.sum(1, keepdim=True)
+            class_mean = (onehot @ p_t) / counts.clamp_min(1)                # (K, K)
+            keep = counts.flatten()[batch.y_w] > 0
+        with float32_region(logits_t):
+            log_p_s = F.log_softmax(at_least_float32(out.logits[keep]) / self.t, dim=1)
+            target = class_mean[batch.y_w[keep]]
+            kd = F.kl_div(log_p_s, target, reduction="batchmean") * self.t**2
+        return {"kd": kd}, [self.lambda_kd * kd]
 
 
 def build_distiller(method: str, student: Classifier, teacher: Classifier | None, cfg,
