@@ -1,5 +1,6 @@
 """Shared fixtures: small random ImageSets and one thread for reproducible timings."""
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -7,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pagkd_lite.config import smoke
 from pagkd_lite.data import ImageSet
+from pagkd_lite.distill import build_distiller
+from pagkd_lite.models import Classifier, ModelConfig
 
 torch.set_num_threads(2)
 
@@ -53,3 +57,17 @@ def golden() -> tuple[dict, dict]:
     spec.loader.exec_module(mod)
     stored = json.loads((here / "fixtures" / "golden_losses.json").read_text())["values"]
     return stored, mod.compute_golden()
+
+
+@pytest.fixture(scope="module")
+def distiller():
+    """The smallest full PaGKD (3 classes): test_resnet tokens of d = 16 and 3 queries,
+    random weights (student built first, then the teacher)."""
+    torch.manual_seed(0)
+    cfg = smoke()
+    cfg = dataclasses.replace(cfg, model=ModelConfig(backbone="test_resnet", dim=16,
+                                                     feature_index=-2))
+    cfg.pro = dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2)
+    student = Classifier(cfg.model, 3)
+    teacher = Classifier(cfg.model, 3)
+    return build_distiller("pagkd", student, teacher, cfg, 3)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -13,7 +11,7 @@ from conftest import random_set
 from pagkd_lite import embedding as emb
 from pagkd_lite.config import smoke
 from pagkd_lite.distill import build_distiller
-from pagkd_lite.models import Classifier, ModelConfig
+from pagkd_lite.models import Classifier
 from pagkd_lite.sampler import GroupSampler
 from pagkd_lite.transforms import normalize, to_float
 
@@ -125,16 +123,6 @@ def test_umap_2d_is_deterministic_and_keeps_clusters_apart():
 
 
 # ------------------------------------------------------------------ embeddings from models
-@pytest.fixture(scope="module")
-def distiller():
-    torch.manual_seed(0)
-    cfg = smoke()
-    cfg = dataclasses.replace(cfg, model=ModelConfig(backbone="test_resnet", dim=16,
-                                                     feature_index=-2))
-    cfg.pro = dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2)
-    return build_distiller("pagkd", Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg, 3)
-
-
 def test_image_embeddings_are_pooled_tokens(distiller):
     images = random_set(10, 3, "WLI", size=32, seed=5)
     x = normalize(to_float(images.images))

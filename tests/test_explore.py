@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -17,18 +15,6 @@ from pagkd_lite.distill import build_distiller
 from pagkd_lite.gkd_den import GKDDenConfig, relation_attention, relation_maps
 from pagkd_lite.models import Classifier, ModelConfig
 from pagkd_lite.transforms import prepare
-
-
-@pytest.fixture(scope="module")
-def distiller():
-    torch.manual_seed(0)
-    cfg = smoke()
-    cfg = dataclasses.replace(cfg, model=ModelConfig(backbone="test_resnet", dim=16,
-                                                     feature_index=-2))
-    cfg.pro = dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2)
-    teacher = Classifier(cfg.model, 3)
-    student = Classifier(cfg.model, 3)
-    return build_distiller("pagkd", student, teacher, cfg, 3)
 
 
 @pytest.fixture(scope="module")
