@@ -34,6 +34,8 @@ METHODS = (
     "pseudo_pair",
     "logit_kd",
     "paired_oracle",
+    "paired_hint",
+    "oracle_masks",
 )
 
 
@@ -53,6 +55,7 @@ class TrainConfig:
     lambda_den: float = 1.0
     lambda_pro: float = 0.001
     lambda_kd: float = 1.0
+    lambda_hint: float = 1.0
     kd_temperature: float = 4.0
     augment: bool = True
     rotation_degrees: float = 180.0
@@ -67,7 +70,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "warmup_epochs", "lambda_den", "lambda_pro", "lambda_kd",
-                     "steps_per_epoch", "rotation_degrees"):
+                     "lambda_hint", "steps_per_epoch", "rotation_degrees"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -27,6 +27,9 @@ class ImageSet:
         class_names: the label space, index = label.
         modality: ``"WLI"`` or ``"NBI"``.
         paths: optional list of N source paths (real data) for error messages and reports.
+        masks: optional uint8 ``(N, 1, H, W)`` ground-truth lesion masks (0..255), aligned
+            with ``images``. SynthEndo has them; real data does not. For diagnosis and the
+            ``oracle_masks`` reference only, never for training a method.
     """
 
     images: torch.Tensor
@@ -37,6 +40,7 @@ class ImageSet:
     modality: str
     paths: list[str] | None = None
     meta: dict = field(default_factory=dict)
+    masks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -57,6 +61,12 @@ class ImageSet:
         if self.paths is not None and len(self.paths) != n:
             raise ValueError(f"ImageSet({self.modality}): paths has {len(self.paths)} entries, "
                              f"images has {n}")
+        if self.masks is not None and (
+                self.masks.dtype != torch.uint8
+                or tuple(self.masks.shape) != (n, 1, *self.images.shape[2:])):
+            raise ValueError(f"ImageSet({self.modality}): masks must be uint8 "
+                             f"{(n, 1, *self.images.shape[2:])}, got {self.masks.dtype} "
+                             f"{tuple(self.masks.shape)}")
         self.labels = torch.as_tensor(self.labels, dtype=torch.long)
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
             raise ValueError(
@@ -87,4 +97,5 @@ class ImageSet:
             modality=self.modality,
             paths=None if self.paths is None else [self.paths[i] for i in pick],
             meta=dict(self.meta),
+            masks=None if self.masks is None else self.masks[idx],
         )

@@ -43,6 +43,8 @@ class StepBatch:
     x_w (B, 3, H, W) normalised WLI input, img_w the same in [0, 1] (for PAR), y_w (B,).
     x_n, img_n, y_n: the NBI batch (same class composition, no pairing), or for
     ``paired_oracle`` the NBI twins of the WLI images, aligned index by index.
+    mask_w, mask_n (B, 1, H, W): ground-truth lesion masks in [0, 1] under the same
+    augmentation, only for distillers with ``needs_masks`` (the ``oracle_masks`` reference).
     """
 
     x_w: torch.Tensor
@@ -51,6 +53,8 @@ class StepBatch:
     x_n: torch.Tensor | None = None
     img_n: torch.Tensor | None = None
     y_n: torch.Tensor | None = None
+    mask_w: torch.Tensor | None = None
+    mask_n: torch.Tensor | None = None
 
 
 class Distiller(nn.Module):
@@ -58,6 +62,7 @@ class Distiller(nn.Module):
 
     needs_nbi = False
     paired = False
+    needs_masks = False  # ground-truth lesion masks in the batch (references only)
     warmup_epochs = 0  # distillation terms join the loss from this epoch on
 
     def __init__(self, student: Classifier, teacher: Classifier | None = None) -> None:
@@ -162,7 +167,8 @@ class PaGKD(_TeacherSide):
 
     def distill_losses(self, batch: StepBatch, out):
         losses, terms = {}, []
-        tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=self.use_den)
+        tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n,
+                                               want_cam=self.use_den and not self.needs_masks)
         if self.use_den:
             lab_w, lab_n = self.token_labels(batch, out, cam_n)
             den = self.den(out.tokens, batch.y_w, lab_w, tok_n, batch.y_n, lab_n)
@@ -173,6 +179,55 @@ class PaGKD(_TeacherSide):
             losses["con"], losses["pcls"] = pro["con"], pro["pcls"]
             terms.append(self.lambda_pro * (pro["con"] + pro["pcls"]))
         return losses, terms
+
+
+class OracleMasks(PaGKD):
+    """Reference, not a method: PaGKD with token labels from SynthEndo's ground-truth lesion
+    masks instead of Grad-CAM + PAR. The mask, under the batch's augmentation, is
+    average-pooled to the token grid and thresholded exactly like a refined CAM
+    (``den.high`` / ``den.low``). Everything else is ``pagkd``'s, so ``oracle_masks - pagkd``
+    measures what perfect token labels would add."""
+
+    needs_masks = True
+
+    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor | None):
+        hw = tuple(out.features.shape[-2:])
+        lab = [token_labels(m[:, 0], hw, high=self.den_cfg.high, low=self.den_cfg.low)
+               for m in (batch.mask_w, batch.mask_n)]
+        return lab[0], lab[1]
+
+
+class PairedHint(Distiller):
+    """Reference, not a method: a FitNets-style hint (Romero et al., ICLR 2015) on TRUE,
+    pixel-aligned pairs, the strongest dense signal pairs can give. x_n[i] is the NBI
+    rendering of x_w[i] (same scene, same augmentation), so token p of one is token p of
+    the other::
+
+        L_hint = mean_{i, p} ( 1 - cos( r(T^S_i[p]), T^T_i[p] ) )
+
+    with T^S (B, hw, d) the student's tokens, T^T (B, hw, d_T) the frozen teacher's own
+    tokens on the twin, and r a trainable 1x1 regressor on the STUDENT side. The trainable
+    map sits on the student side (as in FitNets), not on the teacher side as PaGKD's
+    adapter does: with a fixed target the loss cannot be met by both sides collapsing to a
+    common constant vector. Weight: ``train.lambda_hint``.
+    """
+
+    needs_nbi = True
+    paired = True
+
+    def __init__(self, student, teacher, cfg, num_classes: int) -> None:
+        super().__init__(student, teacher)
+        self.regressor = nn.Linear(student.cfg.dim, teacher.cfg.dim)
+        self.lambda_hint = cfg.train.lambda_hint
+        self.warmup_epochs = cfg.train.warmup_epochs
+
+    def distill_losses(self, batch: StepBatch, out):
+        with torch.no_grad():
+            target = at_least_float32(self.teacher(batch.x_n).tokens)   # (B, hw, d_T)
+        with float32_region(target):
+            pred = self.regressor(at_least_float32(out.tokens))          # (B, hw, d_T)
+            hint = (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
+        return {"hint": hint}, [self.lambda_hint * hint]
 
 
 class PseudoPair(_TeacherSide):
@@ -264,6 +319,10 @@ def build_distiller(method: str, student: Classifier, teacher: Classifier | None
         cfg = dataclasses.replace(cfg, den=den)
         return PaGKD(student, teacher, cfg, num_classes,
                      use_pro=method != "pagkd_no_pro", use_den=method != "pagkd_no_den")
+    if method == "oracle_masks":
+        return OracleMasks(student, teacher, cfg, num_classes)
+    if method == "paired_hint":
+        return PairedHint(student, teacher, cfg, num_classes)
     if method == "pseudo_pair":
         return PseudoPair(student, teacher, cfg, num_classes)
     if method == "paired_oracle":

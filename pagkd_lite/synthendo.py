@@ -92,6 +92,7 @@ __all__ = [
     "class_names_for",
     "export_folder",
     "generate",
+    "lesion_masks",
     "make_generator",
     "preview_grid",
     "render",
@@ -510,54 +511,62 @@ def _blur(img: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     return x.view(b, c, h, w)
 
 
-def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
-                  g: torch.Generator) -> torch.Tensor:
-    p = lat.params
-    labels = lat.labels
-    b = len(lat)
-    s = cfg.image_size
-    pal = _PALETTE[modality]
-    wli = modality == "WLI"
+@dataclass
+class _Geometry:
+    """Where the lesion is in each crop, all ``(B, S, S)``: lesion coordinates ``qx, qy``
+    (rotated, zoomed, centred), the outline-normalised radius ``tn`` (1 on the outline), the
+    lesion mask and the dome profile (both soft, in [0, 1])."""
+
+    qx: torch.Tensor
+    qy: torch.Tensor
+    tn: torch.Tensor
+    mask: torch.Tensor
+    dome: torch.Tensor
+
+
+def _geometry(p: dict, s: int) -> _Geometry:
+    """Stage 1, lesion geometry. The outline is
+    ``r(theta) = radius (1 + sum_m a_m cos m theta + b_m sin m theta)``, m = 2..6, with cos/sin
+    of m theta by the angle-addition recurrence."""
     x, y = _pixel_grid(s)
-
-    def col(name):
-        return p[name].view(b, 1, 1)
-
-    # ---- lesion geometry (lesion coordinates q: rotated, zoomed, centred) ----
+    b = p["zoom"].shape[0]
     dx = x - p["center"][:, 0].view(b, 1, 1)
     dy = y - p["center"][:, 1].view(b, 1, 1)
-    cr, sr, z = torch.cos(col("rotation")), torch.sin(col("rotation")), col("zoom")
+    cr, sr = torch.cos(p["rotation"]).view(b, 1, 1), torch.sin(p["rotation"]).view(b, 1, 1)
+    z = p["zoom"].view(b, 1, 1)
     qx = (cr * dx + sr * dy) / z
     qy = (-sr * dx + cr * dy) / z
     rho = torch.sqrt(qx * qx + qy * qy + 1e-8)
     c1, s1 = qx / rho, qy / rho
-    # outline: r(theta) = radius (1 + sum_m a_m cos m theta + b_m sin m theta), m = 2..6,
-    # with cos/sin of m theta by the angle-addition recurrence
     cm, sm = c1, s1
     mod = torch.zeros_like(rho)
     for i in range(5):
         cm, sm = cm * c1 - sm * s1, sm * c1 + cm * s1
         mod = mod + p["harm"][:, i, 0].view(b, 1, 1) * cm + p["harm"][:, i, 1].view(b, 1, 1) * sm
-    r_theta = col("radius") * (1.0 + mod)
+    r_theta = p["radius"].view(b, 1, 1) * (1.0 + mod)
     tn = rho / r_theta
-    mask = torch.sigmoid((1.0 - tn) / 0.035)
-    dome = torch.sigmoid((1.0 - tn) / 0.16)
+    return _Geometry(qx, qy, tn, mask=torch.sigmoid((1.0 - tn) / 0.035),
+                     dome=torch.sigmoid((1.0 - tn) / 0.16))
 
-    grid = torch.stack((qx, qy), -1) / _LESION_EXTENT
+
+def _class_pattern(labels: torch.Tensor, p: dict, geo: _Geometry, s: int,
+                   num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2, the class pattern: soft masks ``(B, S, S)`` of the dark structures (vessels,
+    crypts) and the white structures (pits), faded at the lesion rim."""
+    b = labels.shape[0]
+    grid = torch.stack((geo.qx, geo.qy), -1) / _LESION_EXTENT
     # lesion fields: B-spline upsampled to about 1.5 texels per pixel, then bilinear lookup
     tex = _resample(p["fields"], min(384, max(96, 3 * s // 2)))
     fields = F.grid_sample(tex, grid, mode="bilinear", padding_mode="reflection",
                            align_corners=False)
-
-    # ---- class pattern: dark structures (vessels, crypts) and white structures (pits) ----
     dark_s = torch.empty(b, s, s)
     light_s = torch.empty(b, s, s)
-    for c in range(cfg.num_classes):
+    for c in range(num_classes):
         idx = (labels == c).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
         pc = {k: t[idx] for k, t in p.items()}
-        d, li = _SCORES[c](qx[idx], qy[idx], fields[idx], pc)
+        d, li = _SCORES[c](geo.qx[idx], geo.qy[idx], fields[idx], pc)
         dark_s[idx] = d
         light_s[idx] = li
     dark = _quantile_mask(dark_s, p["dark_frac"], 0.025)
@@ -566,28 +575,33 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
                                          - light_s.amin(dim=(1, 2), keepdim=True))
     lscale = light_s.flatten(1).std(1).view(b, 1, 1).clamp_min(1e-6)
     light = _quantile_mask(light_rank / lscale, p["light_frac"], 0.08) * (1.0 - dark)
-    pmask = mask * torch.sigmoid((1.0 - tn) / 0.06)  # pattern fades at the rim
-    dark = dark * pmask
-    light = light * pmask
+    pmask = geo.mask * torch.sigmoid((1.0 - geo.tn) / 0.06)  # pattern fades at the rim
+    return dark * pmask, light * pmask
 
-    # ---- background: folds, mottle, vessels (no class) ----
+
+def _background(p: dict, s: int, lesion_mask: torch.Tensor):
+    """Stage 3, the background (no class): smooth fields ``bg (B, 4, S, S)``, the fold
+    height ``(B, S, S)`` and the background vessels ``(B, S, S)``."""
+    b = lesion_mask.shape[0]
+    x, y = _pixel_grid(s)
     bg = _resample(p["bg_fields"], s)
-    ft = col("fold_theta")
+    ft = p["fold_theta"].view(b, 1, 1)
     fc = x * torch.cos(ft) + y * torch.sin(ft) + 0.12 * bg[:, 3]
-    fold = col("fold_amp") * (0.5 + 0.5 * torch.cos(2 * math.pi * col("fold_freq") * fc
-                                                    + col("fold_phase"))) ** 2
+    fold = p["fold_amp"].view(b, 1, 1) * (0.5 + 0.5 * torch.cos(
+        2 * math.pi * p["fold_freq"].view(b, 1, 1) * fc + p["fold_phase"].view(b, 1, 1))) ** 2
     # background vessels: zero crossings of a smooth field, drawn at a constant width (distance
     # to the crossing ~ |f| / |grad f|, in half-widths) and gated into separate segments
     fy, fx = torch.gradient(bg[:, 1], spacing=2.0 / s, dim=(1, 2))
     dist = bg[:, 1].abs() * torch.rsqrt(fx * fx + fy * fy + 1e-4)
     bgv = torch.exp(-(dist / 0.018) ** 2) * torch.sigmoid((bg[:, 2] - 0.1) / 0.2)
-    bgv = bgv * col("bg_vessel_amt") * (1.0 - 0.8 * mask)
+    bgv = bgv * p["bg_vessel_amt"].view(b, 1, 1) * (1.0 - 0.8 * lesion_mask)
+    return bg, fold, bgv
 
-    # ---- shading from the height field ----
-    # pits are slightly raised and vessels sunk; the relief scales with the modality's contrast
-    # knob, so that contrast 0 removes every trace of the pattern
-    knob = cfg.wli_contrast if wli else cfg.nbi_contrast
-    height = fold + col("elevation") * dome + 0.005 * knob * (light - dark)
+
+def _shading(p: dict, height: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 4, Lambertian diffuse term and Blinn-Phong specular term ``(B, S, S)`` of the
+    height field, light direction from the latents, viewer on the axis."""
+    b = height.shape[0]
     hy, hx = torch.gradient(height, spacing=2.0 / s, dim=(1, 2))
     nz = torch.rsqrt(1.0 + hx * hx + hy * hy)
     lx = p["light"][:, 0].view(b, 1, 1)
@@ -598,44 +612,71 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     hxv, hyv, hzv = lx * ln, ly * ln, ln + 1.0
     hn = torch.rsqrt(hxv * hxv + hyv * hyv + hzv * hzv)
     ndh = ((-hx * hxv - hy * hyv + hzv) * nz * hn).clamp(0.0, 1.0)
-    spec = ndh ** 120
+    return diffuse, ndh ** 120
+
+
+def _acquisition(modality: str, cfg: SynthEndoConfig, b: int, g: torch.Generator) -> dict:
+    """Stage 5, the modality's acquisition draws (the only randomness of rendering, in this
+    order from ``g``): pattern contrast, glint fraction, blur, vignetting, white balance,
+    exposure, gamma; plus the fixed highlight amplitude and sensor-noise level."""
+    s = cfg.image_size
+    if modality == "WLI":
+        a = {"contrast": cfg.wli_contrast * _uniform(b, 0.7, 1.3, g).view(b, 1, 1, 1),
+             "glint_frac": cfg.nuisance * _uniform(b, 0.010, 0.035, g),
+             "blur_px": (0.35 + cfg.nuisance * _uniform(b, 0.0, 1.6, g)) * s / 96,
+             "vign": 0.15 + cfg.nuisance * _uniform(b, 0.1, 0.6, g),
+             "gains": torch.exp(cfg.nuisance * 0.07 * torch.randn(b, 3, generator=g)),
+             "expo": torch.exp(cfg.nuisance * 0.15 * torch.randn(b, generator=g)),
+             "gamma": torch.exp(cfg.nuisance * 0.12 * torch.randn(b, generator=g)),
+             "spec_amp": 0.3 + cfg.nuisance * 0.4, "noise_sd": 0.010}
+    else:
+        a = {"contrast": cfg.nbi_contrast * _uniform(b, 0.7, 1.1, g).view(b, 1, 1, 1),
+             "glint_frac": _uniform(b, 0.002, 0.010, g),
+             "blur_px": _uniform(b, 0.3, 0.6, g) * s / 96,
+             "vign": _uniform(b, 0.2, 0.45, g),
+             "gains": torch.exp(0.03 * torch.randn(b, 3, generator=g)),
+             "expo": torch.exp(0.08 * torch.randn(b, generator=g)),
+             "gamma": torch.exp(0.05 * torch.randn(b, generator=g)),
+             "spec_amp": 0.25, "noise_sd": 0.018}
+    a["contrast"] = a["contrast"].clamp(0.0, 1.0).view(b, 1, 1)
+    return a
+
+
+def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
+                  g: torch.Generator) -> torch.Tensor:
+    """Render one chunk: geometry -> class pattern -> background -> shading -> acquisition
+    draws -> colour, highlights, blur, gamma, noise. uint8 ``(B, 3, S, S)``."""
+    p = lat.params
+    b = len(lat)
+    s = cfg.image_size
+    pal = _PALETTE[modality]
+    x, y = _pixel_grid(s)
+    geo = _geometry(p, s)
+    dark, light = _class_pattern(lat.labels, p, geo, s, cfg.num_classes)
+    bg, fold, bgv = _background(p, s, geo.mask)
+    # pits are slightly raised and vessels sunk; the relief scales with the modality's contrast
+    # knob, so that contrast 0 removes every trace of the pattern
+    knob = cfg.wli_contrast if modality == "WLI" else cfg.nbi_contrast
+    height = fold + p["elevation"].view(b, 1, 1) * geo.dome + 0.005 * knob * (light - dark)
+    diffuse, spec = _shading(p, height, s)
+    acq = _acquisition(modality, cfg, b, g)
+    contrast = acq["contrast"]
 
     # ---- colour ----
-    # acquisition draws (modality-specific)
-    if wli:
-        contrast = cfg.wli_contrast * _uniform(b, 0.7, 1.3, g).view(b, 1, 1, 1)
-        glint_frac = cfg.nuisance * _uniform(b, 0.010, 0.035, g)
-        blur_px = (0.35 + cfg.nuisance * _uniform(b, 0.0, 1.6, g)) * s / 96
-        vign = 0.15 + cfg.nuisance * _uniform(b, 0.1, 0.6, g)
-        gains = torch.exp(cfg.nuisance * 0.07 * torch.randn(b, 3, generator=g))
-        expo = torch.exp(cfg.nuisance * 0.15 * torch.randn(b, generator=g))
-        gamma = torch.exp(cfg.nuisance * 0.12 * torch.randn(b, generator=g))
-        spec_amp = 0.3 + cfg.nuisance * 0.4
-        noise_sd = 0.010
-    else:
-        contrast = cfg.nbi_contrast * _uniform(b, 0.7, 1.1, g).view(b, 1, 1, 1)
-        glint_frac = _uniform(b, 0.002, 0.010, g)
-        blur_px = _uniform(b, 0.3, 0.6, g) * s / 96
-        vign = _uniform(b, 0.2, 0.45, g)
-        gains = torch.exp(0.03 * torch.randn(b, 3, generator=g))
-        expo = torch.exp(0.08 * torch.randn(b, generator=g))
-        gamma = torch.exp(0.05 * torch.randn(b, generator=g))
-        spec_amp = 0.25
-        noise_sd = 0.018
-    contrast = contrast.clamp(0.0, 1.0).view(b, 1, 1)
     # The colour is a chain of "lerp towards colour c_k with weight a_k" (lesion tint, background
     # vessels, lesion vessels, pits), then shading, vignetting and a lerp to white (highlights).
     # Expanded, it is sum_k w_k c_k with single-channel weights w_k: one batched matmul.
-    a_les = mask
+    a_les = geo.mask
     a_bgv = 0.5 * contrast.sqrt() * bgv
     a_ves = contrast * dark
     a_pit = contrast * light
     gl = torch.randn(b, 1, _GLINT_TEX, _GLINT_TEX, generator=g)
     gl = _resample(gl, s)[:, 0]
-    glints = _quantile_mask(gl, glint_frac, 0.12) * (0.4 + 0.6 * diffuse)
-    hl = (spec_amp * spec + glints).clamp(max=1.0)  # broad dome highlight + small glints
+    glints = _quantile_mask(gl, acq["glint_frac"], 0.12) * (0.4 + 0.6 * diffuse)
+    hl = (acq["spec_amp"] * spec + glints).clamp(max=1.0)  # broad dome highlight + glints
     r2 = (x * x + y * y) / 2.0
-    light_mul = (0.45 + 0.55 * diffuse) * (1.0 - vign.view(b, 1, 1) * r2 ** 1.5) * (1.0 - hl)
+    light_mul = (0.45 + 0.55 * diffuse) * (1.0 - acq["vign"].view(b, 1, 1) * r2 ** 1.5) \
+        * (1.0 - hl)
     keep_pit = 1.0 - a_pit
     w_ves = a_ves * keep_pit
     keep = keep_pit * (1.0 - a_ves)
@@ -649,11 +690,11 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     lesion_col = base + (torch.tensor(pal["tint"]) - base) * (0.55 * p["tint"].view(b, 1))
     fixed = torch.tensor([pal["bg_vessel"], pal["vessel"], pal["pit"], (1.0, 1.0, 1.0)])
     colours = torch.cat([base[:, None], lesion_col[:, None], fixed.expand(b, 4, 3)], 1)
-    colours = colours * (gains * expo.view(b, 1))[:, None]  # white balance and exposure
+    colours = colours * (acq["gains"] * acq["expo"].view(b, 1))[:, None]  # white balance, exposure
     img = torch.bmm(colours.transpose(1, 2), weights).view(b, 3, s, s)
-    img = _blur(img, blur_px)
-    img = img.clamp(0.0, 1.0) ** gamma.view(b, 1, 1, 1)
-    img = img + noise_sd * torch.randn(b, 3, s, s, generator=g)
+    img = _blur(img, acq["blur_px"])
+    img = img.clamp(0.0, 1.0) ** acq["gamma"].view(b, 1, 1, 1)
+    img = img + acq["noise_sd"] * torch.randn(b, 3, s, s, generator=g)
     return (img.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
@@ -680,10 +721,29 @@ def render(latents: SynthLatents, modality: str, cfg: SynthEndoConfig,
     return torch.cat(out, 0)
 
 
+def lesion_masks(latents: SynthLatents, cfg: SynthEndoConfig) -> torch.Tensor:
+    """Ground-truth lesion masks: uint8 ``(N, 1, S, S)``, 255 inside the outline, 0 outside,
+    smooth over about one pixel at the edge.
+
+    They come from the same geometry stage as :func:`render` (no randomness), so they line up
+    with the images of either modality pixel for pixel. For DIAGNOSIS only: training never
+    sees them, except the ``oracle_masks`` reference method that exists to bound what perfect
+    token labels would give.
+    """
+    n, s = len(latents), cfg.image_size
+    chunk = max(1, _CHUNK_PIXELS // (s * s))
+    out = [_geometry(latents.subset(range(i, min(i + chunk, n))).params, s).mask
+           for i in range(0, n, chunk)]
+    if not out:
+        return torch.zeros(0, 1, s, s, dtype=torch.uint8)
+    return (torch.cat(out)[:, None] * 255.0 + 0.5).to(torch.uint8)
+
+
 def _to_imageset(latents: SynthLatents, images: torch.Tensor, modality: str, split: str,
                  cfg: SynthEndoConfig) -> ImageSet:
     return ImageSet(
         images=images,
+        masks=lesion_masks(latents, cfg),
         labels=latents.labels.clone(),
         patient_ids=list(latents.patient_ids),
         lesion_ids=list(latents.lesion_ids),
@@ -700,6 +760,9 @@ def generate(cfg: SynthEndoConfig | None = None) -> dict[str, ImageSet]:
     ``wli_test``, ``nbi_test`` (disjoint lesions and patients) and ``paired_nbi``: the NBI
     rendering of exactly the ``wli_train`` instances, aligned index by index (same lesion ids,
     same order), for the paired-oracle comparison only.
+
+    Every set also carries ``masks``, the ground-truth lesion masks (:func:`lesion_masks`),
+    for diagnosis.
     """
     cfg = SynthEndoConfig() if cfg is None else cfg
     cfg.validate()

@@ -83,6 +83,17 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     return gather_rows(local, index, len(images)).numpy()
 
 
+def _prepare_step(images: ImageSet, index: torch.Tensor, with_masks: bool, device, tcfg,
+                  generator: torch.Generator, runtime: RuntimeConfig | None):
+    """One modality's batch on the device, augmented: (network input, [0, 1] image, lesion
+    masks in [0, 1] under the same augmentation, or None)."""
+    imgs = accel.host_to_device(images.images, index, device, runtime)
+    masks = accel.host_to_device(images.masks, index, device, runtime) if with_masks else None
+    out = prepare(imgs, device, tcfg.augment, tcfg.rotation_degrees, generator, masks=masks)
+    x, img = out[0], out[1]
+    return accel.input_format(x, runtime), img, (out[2] if with_masks else None)
+
+
 @dataclass
 class FitResult:
     """What a training run returns: the best (validation) epoch and the history."""
@@ -121,6 +132,9 @@ def fit(
         raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
     if distiller.paired and (train_n is None or train_n.lesion_ids != train_w.lesion_ids):
         raise ValueError("paired method: train_n must hold the NBI twins of train_w, in order")
+    if distiller.needs_masks and any(s is not None and s.masks is None for s in (train_w, train_n)):
+        raise ValueError(f"{type(distiller).__name__} needs ground-truth lesion masks (SynthEndo "
+                         "has them; real data does not)")
     accel.setup(runtime, device)
     accel.place(distiller, runtime, device)
     params = distiller.learnable_parameters()
@@ -164,16 +178,13 @@ def fit(
         bar = tqdm(sampler, desc=f"{desc} {epoch + 1}/{tcfg.epochs}", leave=False,
                    disable=not (progress and is_main))
         for step in bar:
-            x_w, img_w = prepare(accel.host_to_device(train_w.images, step.wli, device, runtime),
-                                 device, tcfg.augment, tcfg.rotation_degrees, aug_w)
-            batch = StepBatch(x_w=accel.input_format(x_w, runtime), img_w=img_w,
-                              y_w=step.labels.to(device))
+            x_w, img_w, mask_w = _prepare_step(train_w, step.wli, distiller.needs_masks,
+                                               device, tcfg, aug_w, runtime)
+            batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device), mask_w=mask_w)
             if distiller.needs_nbi:
                 nbi_idx = step.wli if distiller.paired else step.nbi
-                x_n, batch.img_n = prepare(
-                    accel.host_to_device(train_n.images, nbi_idx, device, runtime),
-                    device, tcfg.augment, tcfg.rotation_degrees, aug_n)
-                batch.x_n = accel.input_format(x_n, runtime)
+                batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
+                    train_n, nbi_idx, distiller.needs_masks, device, tcfg, aug_n, runtime)
                 batch.y_n = train_n.labels[nbi_idx].to(device)
             with accel.autocast(runtime, device):
                 _, losses = distiller.forward_train(batch, epoch)

@@ -57,13 +57,21 @@ def prepare(
     augment: bool = False,
     max_degrees: float = 180.0,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    masks: torch.Tensor | None = None,
+):
     """uint8 batch -> (normalised input for the network, [0, 1] image for PAR).
 
     Both outputs see the same augmentation, so a CAM refined on the [0, 1] image lines up
-    with the network input.
+    with the network input. With ``masks`` (uint8 ``(B, 1, H, W)``, e.g. SynthEndo's lesion
+    masks) a third output is the masks in ``[0, 1]`` under the SAME rotation and flip: they
+    travel as a fourth channel through one ``grid_sample``, and the random draws depend only
+    on the batch size, so the images are the same with or without masks.
     """
     x = to_float(images.to(device, non_blocking=True))
+    if masks is not None:
+        x = torch.cat([x, to_float(masks.to(device, non_blocking=True))], dim=1)
     if augment:
         x = random_rotate_flip(x, max_degrees, generator)
-    return normalize(x), x
+    if masks is None:
+        return normalize(x), x
+    return normalize(x[:, :3]), x[:, :3], x[:, 3:]
