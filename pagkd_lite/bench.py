@@ -85,16 +85,45 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     return _read(csv_path)
 
 
-def summarize(rows: list[dict], baseline: str = "wli_only", by: str | None = None) -> str:
-    """Markdown: mean [95% CI] per method, and the seed-paired difference to ``baseline``."""
-    groups = sorted({r.get(by) for r in rows}) if by else [None]
+def _fields(by) -> list[str]:
+    return [] if by is None else [by] if isinstance(by, str) else list(by)
+
+
+def _cell(row: dict, fields: list[str]) -> tuple:
+    return tuple(str(row.get(f)) for f in fields)
+
+
+def _sort_key(cell: tuple) -> tuple:
+    return tuple((0, float(v), "") if _is_number(v) else (1, 0.0, v) for v in cell)
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def paired_gains(rows: list[dict], method: str, baseline: str = "wli_only") -> list[float]:
+    """Seed-paired AUC differences ``method - baseline`` over the rows of one cell."""
+    base = {r["seed"]: float(r["auc"]) for r in rows if r["method"] == baseline}
+    return [float(r["auc"]) - base[r["seed"]] for r in rows
+            if r["method"] == method and r["seed"] in base]
+
+
+def summarize(rows: list[dict], baseline: str = "wli_only", by=None) -> str:
+    """Markdown: mean [95% CI] per method, and the seed-paired difference to ``baseline``;
+    one table per cell of the ``by`` field(s) (a name or a list of names)."""
+    fields = _fields(by)
+    cells = sorted({_cell(r, fields) for r in rows}, key=_sort_key)
     out = []
-    for g in groups:
-        sub = [r for r in rows if by is None or r.get(by) == g]
+    for cell in cells:
+        sub = [r for r in rows if _cell(r, fields) == cell]
         methods = list(dict.fromkeys(r["method"] for r in sub))
-        base = {r["seed"]: float(r["auc"]) for r in sub if r["method"] == baseline}
-        if by:
-            out.append(f"\n**{by} = {g}**\n")
+        if fields:
+            named = ", ".join(f"{f} = {v}" for f, v in zip(fields, cell, strict=True))
+            out.append(f"\n**{named}**\n")
         out.append("| method | seeds | AUC mean [95% CI] | accuracy | F1 | "
                    f"AUC - {baseline}, seed-paired [95% CI] | train s |")
         out.append("|---|---|---|---|---|---|---|")
@@ -104,7 +133,7 @@ def summarize(rows: list[dict], baseline: str = "wli_only", by: str | None = Non
             acc = mean_interval([float(r["accuracy"]) for r in rs])
             f1 = mean_interval([float(r["f1"]) for r in rs])
             secs = np.mean([float(r["train_seconds"]) for r in rs])
-            diffs = [float(r["auc"]) - base[r["seed"]] for r in rs if r["seed"] in base]
+            diffs = paired_gains(sub, m, baseline)
             if m == baseline or m == "teacher_nbi" or len(diffs) < 2:
                 dtxt = "(reference)" if m == baseline else "n/a (NBI test set)" \
                     if m == "teacher_nbi" else "n/a"
@@ -115,6 +144,98 @@ def summarize(rows: list[dict], baseline: str = "wli_only", by: str | None = Non
             out.append(f"| {m} | {len(rs)} | {auc} | {acc.value:.3f} | {f1.value:.3f} | {dtxt} "
                        f"| {secs:.0f} |")
     return "\n".join(out)
+
+
+def gain_grid(rows: list[dict], rows_field: str, cols_field: str, method: str,
+              baseline: str = "wli_only"):
+    """(row values, column values, mean gain matrix, low, high) of ``method - baseline``
+    over a two-field grid; NaN where a cell has fewer than 2 paired seeds."""
+    rv = sorted({str(r[rows_field]) for r in rows}, key=lambda v: _sort_key((v,)))
+    cv = sorted({str(r[cols_field]) for r in rows}, key=lambda v: _sort_key((v,)))
+    mean, low, high = (np.full((len(rv), len(cv)), np.nan) for _ in range(3))
+    for i, a in enumerate(rv):
+        for j, b in enumerate(cv):
+            sub = [r for r in rows if str(r[rows_field]) == a and str(r[cols_field]) == b]
+            d = paired_gains(sub, method, baseline)
+            if len(d) >= 2:
+                e = mean_interval(d)
+                mean[i, j], low[i, j], high[i, j] = e.value, e.low, e.high
+    return rv, cv, mean, low, high
+
+
+def heatmap_figure(rows: list[dict], rows_field: str, cols_field: str, methods: list[str],
+                   baseline: str = "wli_only"):
+    """Plotly regime map: one heat map per method, the seed-paired AUC gain over
+    ``baseline`` per cell (text: mean and 95% CI; * where the interval excludes 0)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods,
+                        shared_yaxes=True, horizontal_spacing=0.03)
+    for k, m in enumerate(methods):
+        rv, cv, mean, low, high = gain_grid(rows, rows_field, cols_field, m, baseline)
+        text = [[("" if np.isnan(mean[i, j]) else
+                  f"{mean[i, j]:+.3f}{'*' if low[i, j] > 0 or high[i, j] < 0 else ''}<br>"
+                  f"[{low[i, j]:+.2f}, {high[i, j]:+.2f}]")
+                 for j in range(len(cv))] for i in range(len(rv))]
+        fig.add_heatmap(z=mean, x=[str(v) for v in cv], y=[str(v) for v in rv], text=text,
+                        texttemplate="%{text}", zmid=0, zmin=-0.15, zmax=0.15,
+                        colorscale="RdBu", showscale=k == len(methods) - 1,
+                        row=1, col=k + 1)
+        fig.update_xaxes(title_text=cols_field, type="category", row=1, col=k + 1)
+    fig.update_yaxes(title_text=rows_field, type="category", row=1, col=1)
+    fig.update_layout(title=f"AUC gain over {baseline} (seed-paired mean, 95% CI; "
+                            "* interval excludes 0)", height=360,
+                      width=max(600, 260 * len(methods)))
+    return fig
+
+
+def svg_heatmap(rows: list[dict], rows_field: str, cols_field: str, methods: list[str],
+                baseline: str = "wli_only", cell: int = 62) -> str:
+    """A dependency-free SVG of :func:`heatmap_figure` (for the README)."""
+    def colour(v: float) -> str:
+        if np.isnan(v):
+            return "#eeeeee"
+        t = max(-1.0, min(1.0, v / 0.15))
+        a, b = (np.array([178, 24, 43]), np.array([33, 102, 172]))
+        c = np.array([247, 247, 247]) + (b - 247 if t > 0 else a - 247) * abs(t)
+        return "#" + "".join(f"{int(x):02x}" for x in c)
+
+    grids = [gain_grid(rows, rows_field, cols_field, m, baseline) for m in methods]
+    rv, cv = grids[0][0], grids[0][1]
+    left, top, gap = 70, 40, 18
+    panel = cell * len(cv)
+    width = left + len(methods) * (panel + gap) + 10
+    height = top + cell * len(rv) + 45
+    el = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+          'font-family="sans-serif" font-size="10">',
+          f'<rect width="{width}" height="{height}" fill="white"/>',
+          f'<text x="{left}" y="14" font-size="12">AUC gain over {baseline} per cell '
+          '(seed-paired mean; * = 95% interval excludes 0)</text>']
+    for i, v in enumerate(rv):
+        el.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" '
+                  f'text-anchor="end">{v}</text>')
+    el.append(f'<text x="12" y="{top + cell * len(rv) / 2}" text-anchor="middle" '
+              f'transform="rotate(-90 12 {top + cell * len(rv) / 2})">{rows_field}</text>')
+    for k, (m, (_, _, mean, low, high)) in enumerate(zip(methods, grids, strict=True)):
+        x0 = left + k * (panel + gap)
+        el.append(f'<text x="{x0 + panel / 2}" y="{top - 6}" text-anchor="middle" '
+                  f'font-weight="bold">{m}</text>')
+        for i in range(len(rv)):
+            for j in range(len(cv)):
+                x, y = x0 + j * cell, top + i * cell
+                el.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
+                          f'fill="{colour(mean[i, j])}" stroke="white"/>')
+                if not np.isnan(mean[i, j]):
+                    star = "*" if low[i, j] > 0 or high[i, j] < 0 else ""
+                    el.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" '
+                              f'text-anchor="middle">{mean[i, j]:+.3f}{star}</text>')
+        for j, v in enumerate(cv):
+            el.append(f'<text x="{x0 + j * cell + cell / 2}" y="{top + cell * len(rv) + 14}" '
+                      f'text-anchor="middle">{v}</text>')
+        el.append(f'<text x="{x0 + panel / 2}" y="{top + cell * len(rv) + 30}" '
+                  f'text-anchor="middle">{cols_field}</text>')
+    el.append("</svg>")
+    return "\n".join(el)
 
 
 def figure(rows: list[dict], by: str | None = None):
@@ -196,13 +317,29 @@ def svg_gain_plot(rows: list[dict], by: str, method: str = "pagkd", width: int =
     return "\n".join(el)
 
 
+def parse_grid(sweeps: list[str] | None) -> list[dict[str, str]]:
+    """``["a.x=1,2", "b.y=3,4"]`` -> the cross product as dicts of field -> value, in order
+    (``[{}]`` for no sweep)."""
+    cells: list[dict[str, str]] = [{}]
+    for item in sweeps or []:
+        field, _, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not field.strip() or not vals:
+            raise ValueError(f"--sweep {item!r}: expected FIELD=V1,V2,...")
+        cells = [{**c, field.strip(): v} for c in cells for v in vals]
+    return cells
+
+
 def add_parser(sub, common) -> None:
     p = sub.add_parser("bench", help="the SynthEndo benchmark over seeds and methods")
     common(p)
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are FIRST..FIRST+N-1 (the benchmark: 0; validation: 100)")
     p.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
-    p.add_argument("--sweep", default=None, metavar="FIELD=V1,V2,...",
-                   help="repeat for each value of a config field, e.g. data.wli_contrast=0.1,0.3")
+    p.add_argument("--sweep", action="append", default=None, metavar="FIELD=V1,V2,...",
+                   help="repeat for each value of a config field, e.g. data.wli_contrast=0.1,0.3;"
+                        " several --sweep run their cross product (a grid)")
     p.add_argument("--csv", default=None, help="results CSV (default: <out>/<name>.csv)")
     p.set_defaults(func=cmd_bench)
 
@@ -216,28 +353,30 @@ def cmd_bench(args) -> None:
         if m not in METHODS:
             raise ValueError(f"bench: unknown method {m!r}; choose from {list(METHODS)}")
     out = _out(args, cfg) if args.out else Path("benchmarks/results")
-    name = "synthendo_bench" if args.sweep is None else "synthendo_sweep"
+    cells = parse_grid(args.sweep)
+    fields = list(cells[0])
+    name = "synthendo_bench" if not fields else "synthendo_sweep"
     csv_path = Path(args.csv) if args.csv else out / f"{name}.csv"
     t0 = time.perf_counter()
-    seeds = list(range(args.seeds))
-    if args.sweep:
-        field, _, values = args.sweep.partition("=")
-        if not values:
-            raise ValueError(f"--sweep {args.sweep!r}: expected FIELD=V1,V2,...")
-        for v in values.split(","):
-            c = override(cfg, [f"{field}={v}"])
-            run_bench(c, seeds, args.methods, csv_path, cache_dir=Path(cfg.out_dir) / "bench",
-                      progress=not args.quiet, extra={field: v})
-        rows, by = _read(csv_path), field
-    else:
-        rows, by = run_bench(cfg, seeds, args.methods, csv_path,
-                             cache_dir=Path(cfg.out_dir) / "bench", progress=not args.quiet), None
-    table = summarize(rows, by=by)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    for cell in cells:
+        c = override(cfg, [f"{f}={v}" for f, v in cell.items()])
+        run_bench(c, seeds, args.methods, csv_path, cache_dir=Path(cfg.out_dir) / "bench",
+                  progress=not args.quiet, extra=cell)
+    rows = _read(csv_path)
+    table = summarize(rows, by=fields or None)
     wall = time.perf_counter() - t0
     md = csv_path.with_suffix(".md")
     md.write_text(table + "\n")
-    figure(rows, by).write_html(csv_path.with_suffix(".html"), include_plotlyjs="cdn")
-    if by:
-        csv_path.with_suffix(".svg").write_text(svg_gain_plot(rows, by))
+    if len(fields) == 2:
+        methods = [m for m in args.methods if m != "wli_only"]
+        heatmap_figure(rows, *fields, methods).write_html(csv_path.with_suffix(".html"),
+                                                          include_plotlyjs="cdn")
+        csv_path.with_suffix(".svg").write_text(svg_heatmap(rows, *fields, methods))
+    else:
+        by = fields[0] if fields else None
+        figure(rows, by).write_html(csv_path.with_suffix(".html"), include_plotlyjs="cdn")
+        if by:
+            csv_path.with_suffix(".svg").write_text(svg_gain_plot(rows, by))
     print(table)
     print(f"\nrows: {csv_path}  table: {md}  wall time this run: {wall:.0f} s")

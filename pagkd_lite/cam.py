@@ -108,12 +108,12 @@ def _all_neighbours(x: Tensor, dilations: tuple[int, ...]) -> Tensor:
 
 def par_refine(
     image: Tensor, cam: Tensor, dilations: tuple[int, ...] = (1, 2, 4, 8), num_iter: int = 10,
-    w_colour: float = 0.3, eps: float = 1e-8,
+    w_colour: float = 0.3, eps: float = 1e-8, scale: int = 2,
 ) -> Tensor:
     """Pixel-adaptive refinement of activation maps (PAR, Ru et al., CVPR 2022).
 
-    At half image resolution (``H/2 x W/2``, bilinear), for pixel ``i`` and its neighbours
-    ``j`` (8 per dilation, replicate padding at the border)::
+    At 1/``scale`` of the image resolution (default half, ``H/2 x W/2``, bilinear), for
+    pixel ``i`` and its neighbours ``j`` (8 per dilation, replicate padding at the border)::
 
         kappa_ij = - mean_channels( |I_i - I_j| / (w_colour * sigma_i) )^2
         a_ij     = softmax_j(kappa_ij)
@@ -131,21 +131,25 @@ def par_refine(
         num_iter: propagation steps.
         w_colour: colour-kernel width (Ru et al.: 0.3).
         eps: added to ``sigma``.
+        scale: downsampling factor of the working resolution (2 = half resolution, the
+            paper's; 4 = quarter, about 4x cheaper).
 
     Returns:
-        ``(B, H // 2, W // 2)`` refined maps.
+        ``(B, H // scale, W // scale)`` refined maps.
     """
     if image.ndim != 4 or cam.ndim != 3 or image.shape[0] != cam.shape[0]:
         raise ValueError(
             f"par_refine: image must be (B, C, H, W) and cam (B, h, w) with the same B, "
             f"got {tuple(image.shape)} and {tuple(cam.shape)}"
         )
-    if image.shape[-2] < 2 or image.shape[-1] < 2:
-        raise ValueError(f"par_refine: image too small for half resolution: {tuple(image.shape)}")
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"par_refine: scale must be an int >= 1, got {scale!r}")
+    if image.shape[-2] < 2 * scale or image.shape[-1] < 2 * scale:
+        raise ValueError(f"par_refine: image {tuple(image.shape)} too small for scale {scale}")
     if num_iter < 0 or not dilations or min(dilations) < 1:
         raise ValueError("par_refine: need num_iter >= 0 and dilations of positive ints")
     with torch.no_grad():
-        size = (image.shape[-2] // 2, image.shape[-1] // 2)
+        size = (image.shape[-2] // scale, image.shape[-1] // scale)
         img = image.float() if not image.is_floating_point() else image
         img = F.interpolate(img.detach(), size=size, mode="bilinear", align_corners=False)
         m = F.interpolate(cam.detach()[:, None].to(img.dtype), size=size, mode="bilinear",

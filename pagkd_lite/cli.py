@@ -135,6 +135,23 @@ def cmd_demo(args) -> None:
     print(f"report: {res['report']}  (wall time {res['seconds']:.0f} s)")
 
 
+def cmd_diagnose(args) -> None:
+    from .diagnose import format_label_table, run_diagnosis
+
+    cfg = build_config(args)
+    res = run_diagnosis(cfg, args.method, out_dir=_out(args, cfg), progress=not args.quiet)
+    text = (f"Token labels against SynthEndo's true lesion masks (preset {cfg.name}, seed "
+            f"{cfg.seed}, test images; student: {args.method}, val AUC "
+            f"{res['student_val_auc']:.3f}).\n\n"
+            f"{format_label_table(res['labels'])}\n\nThresholds (paper's PAR):\n\n"
+            f"{format_label_table(res['thresholds'])}\n")
+    print(text)
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(text)
+        print(f"written to {args.md}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pagkd-lite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.add_argument("--methods", nargs="+", default=["wli_only", "pagkd"], choices=METHODS)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("diagnose", help="token-label and relation-map quality against "
+                                        "SynthEndo's true lesion masks")
+    _common(p)
+    p.add_argument("--method", default="pagkd", choices=METHODS,
+                   help="the student whose CAM is measured (default: pagkd)")
+    p.add_argument("--md", default=None, help="also write the tables to this Markdown file")
+    p.set_defaults(func=cmd_diagnose)
 
     bench.add_parser(sub, _common)
     cv.add_parser(sub, _common)

@@ -144,7 +144,8 @@ class _TeacherSide(Distiller):
         """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels
         (B, h*w) in {1, 0, -1} for the WLI and the NBI images (one batched PAR call)."""
         cam_w = grad_cam(out.logits, out.features, batch.y_w)
-        refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]))
+        refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]),
+                             num_iter=self.den_cfg.par_iters, scale=self.den_cfg.par_scale)
         hw = tuple(out.features.shape[-2:])
         labels = token_labels(refined, hw, high=self.den_cfg.high, low=self.den_cfg.low)
         return labels[: len(cam_w)], labels[len(cam_w) :]

@@ -48,6 +48,9 @@ class GKDDenConfig:
             (ablation ``pagkd_one_way``).
         high, low: token-label thresholds on the refined CAM, ``0 <= low < high <= 1``
             (used by :func:`pagkd_lite.cam.token_labels`).
+        par_scale: PAR's working resolution is the image size / ``par_scale`` (2 = half
+            resolution, the paper's PAR; 4 is about 4x cheaper).
+        par_iters: PAR propagation steps (paper: 10).
     """
 
     scale: bool = False
@@ -55,8 +58,13 @@ class GKDDenConfig:
     two_way: bool = True
     high: float = 0.7
     low: float = 0.3
+    par_scale: int = 2
+    par_iters: int = 10
 
     def __post_init__(self) -> None:
+        if self.par_scale < 1 or self.par_iters < 0:
+            raise ValueError(f"GKDDenConfig: need par_scale >= 1 and par_iters >= 0, got "
+                             f"par_scale={self.par_scale}, par_iters={self.par_iters}")
         for name in ("scale", "use_mask", "two_way"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GKDDenConfig.{name} must be a bool, got {getattr(self, name)!r}")

@@ -60,12 +60,14 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
                   progress: bool = True, cache: bool = True) -> tuple[Classifier, dict]:
     """Train the NBI teacher (or load it from the cache), freeze it, return (teacher, info).
 
-    The cache file is ``<out_dir>/teacher-<key>.pt`` where the key hashes the data, model,
-    teacher-training settings, seed and precision (fp32 or bf16), so a changed setting
-    never reuses a stale teacher.
+    The cache file is ``<out_dir>/teacher-<key>.pt`` where the key hashes the data (less the
+    WLI split sizes, which do not change the NBI splits), model, teacher-training settings,
+    seed and precision (fp32 or bf16), so a changed setting never reuses a stale teacher.
     """
     device = pick_device(cfg.device)
-    parts = [cfg.data, cfg.model, cfg.teacher, cfg.seed]
+    # the teacher sees only the NBI splits, which do not depend on the WLI split sizes
+    nbi_data = dataclasses.replace(cfg.data, n_wli_train=0, n_wli_val=0, n_wli_test=0)
+    parts = [nbi_data, cfg.model, cfg.teacher, cfg.seed]
     if amp_dtype(cfg.runtime, device) is not None:
         parts.append("bf16")  # fp32 keys stay what they were before mixed precision
     key = _key(*parts)

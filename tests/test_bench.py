@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+
 from pagkd_lite.bench import summarize
 from pagkd_lite.cli import main
 
@@ -31,3 +33,38 @@ def test_summary_paired_difference():
     table = summarize(rows)
     # differences 0.10, 0.09, 0.11: mean +0.100, interval excludes zero
     assert "+0.100" in table and "excludes 0" in table
+
+
+def test_grid_smoke_writes_every_cell_and_a_regime_map(tmp_path):
+    from pagkd_lite.bench import gain_grid, parse_grid
+
+    out = tmp_path / "grid"
+    args = ["bench", "--preset", "smoke", "--seeds", "2", "--first-seed", "100", "--quiet",
+            "--out", str(out), "--methods", "wli_only", "paired_hint", "oracle_masks",
+            "--set", "train.epochs=1", "--set", "teacher.epochs=1",
+            "--sweep", "data.n_wli_train=24,48", "--sweep", "model.feature_index=-2,-1"]
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "synthendo_sweep.csv").open()))
+    cells = {(r["data.n_wli_train"], r["model.feature_index"]) for r in rows}
+    assert cells == {(n, f) for n in ("24", "48") for f in ("-2", "-1")}
+    assert {r["seed"] for r in rows} == {"100", "101"}
+    assert len(rows) == 4 * 2 * 4  # cells x seeds x (teacher + 3 methods)
+    svg = (out / "synthendo_sweep.svg").read_text()
+    assert svg.startswith("<svg") and "paired_hint" in svg and "oracle_masks" in svg
+    assert "plotly" in (out / "synthendo_sweep.html").read_text()
+    rv, cv, mean, _, _ = gain_grid(rows, "data.n_wli_train", "model.feature_index",
+                                   "paired_hint")
+    assert rv == ["24", "48"] and cv == ["-2", "-1"] and mean.shape == (2, 2)
+    assert parse_grid(["a=1,2", "b=x"]) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
+
+
+def test_gain_grid_is_the_seed_paired_mean():
+    from pagkd_lite.bench import gain_grid
+
+    rows = [{"method": m, "seed": str(s), "auc": str(a), "n": n, "g": "4"}
+            for n, shift in (("8", 0.05), ("80", -0.02))
+            for s in range(3)
+            for m, a in (("wli_only", 0.6 + 0.01 * s), ("pagkd", 0.6 + 0.01 * s + shift))]
+    rv, cv, mean, low, high = gain_grid(rows, "n", "g", "pagkd")
+    assert rv == ["8", "80"] and cv == ["4"]
+    assert mean[0, 0] == pytest.approx(0.05) and mean[1, 0] == pytest.approx(-0.02)

@@ -1,0 +1,193 @@
+"""Diagnosis against SynthEndo's ground truth: how good are GKD-Den's token labels?
+
+GKD-Den never sees where the lesion is: it estimates it, token by token, from a Grad-CAM
+refined by PAR and cut at two thresholds (:mod:`pagkd_lite.cam`). SynthEndo knows the true
+lesion mask of every image (:func:`pagkd_lite.synthendo.lesion_masks`), so here the kit
+measures what the method can only estimate. Nothing in this module is used for training.
+
+Truth at the token grid: a token is *lesion* when at least half of its cell lies inside the
+true mask (the mask average-pooled to ``h x w``, ``>= 0.5``).
+
+Label quality of tri-state token labels ``L`` in {1 (fg), 0 (bg), -1 (uncertain)}::
+
+    fg precision = P(lesion | L = 1)        fg recall = P(L = 1 | lesion)
+    bg precision = P(not lesion | L = 0)    uncertain = P(L = -1)
+
+Relation-map quality: over every same-class WLI x NBI pair, the share of ``R = 1`` entries
+(token p of m and token q of n certain with the same label) whose tokens are truly the same
+kind (both lesion or both background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .cam import grad_cam, par_refine, token_labels
+from .data import ImageSet
+from .transforms import prepare
+
+
+def true_token_labels(masks: Tensor, token_hw: tuple[int, int]) -> Tensor:
+    """``(B, 1, H, W)`` masks in [0, 1] (or uint8 0..255) -> ``(B, h*w)`` bool: lesion tokens."""
+    m = masks.float() / 255.0 if masks.dtype == torch.uint8 else masks.float()
+    return (F.adaptive_avg_pool2d(m, token_hw) >= 0.5).flatten(1)
+
+
+def label_quality(labels: Tensor, truth: Tensor) -> dict[str, float]:
+    """Quality of token labels ``(B, hw)`` in {1, 0, -1} against truth ``(B, hw)`` bool.
+
+    Returns fg_precision, fg_recall, bg_precision, uncertain (shares in [0, 1]; NaN where the
+    denominator is empty) and the counts they come from.
+    """
+    if labels.shape != truth.shape:
+        raise ValueError(f"label_quality: labels {tuple(labels.shape)} and truth "
+                         f"{tuple(truth.shape)} differ")
+    fg, bg, truth = labels == 1, labels == 0, truth.bool()
+
+    def share(num: Tensor, den: Tensor) -> float:
+        d = int(den.sum())
+        return float((num & den).sum()) / d if d else float("nan")
+
+    return {"fg_precision": share(truth, fg), "fg_recall": share(fg, truth),
+            "bg_precision": share(~truth, bg), "uncertain": float((labels == -1).float().mean()),
+            "n_tokens": labels.numel(), "n_fg": int(fg.sum()), "n_lesion": int(truth.sum())}
+
+
+def relation_quality(lab_w: Tensor, lab_n: Tensor, truth_w: Tensor, truth_n: Tensor,
+                     y_w: Tensor, y_n: Tensor) -> dict[str, float]:
+    """Share of ``R = 1`` entries that are right, over every same-class WLI x NBI pair.
+
+    lab_* ``(B_*, hw)`` token labels, truth_* ``(B_*, hw)`` bool, y_* ``(B_*,)`` classes.
+    Returns ``r1_correct`` (NaN when no entry is 1), ``r1_share`` (share of entries that are 1)
+    and ``n_pairs``.
+    """
+    same = y_w[:, None] == y_n[None, :]
+    iw, in_ = same.nonzero(as_tuple=True)
+    if iw.numel() == 0:
+        return {"r1_correct": float("nan"), "r1_share": float("nan"), "n_pairs": 0}
+    a, b = lab_w[iw][:, :, None], lab_n[in_][:, None, :]
+    r1 = (a >= 0) & (a == b)
+    right = truth_w[iw][:, :, None] == truth_n[in_][:, None, :]
+    n1 = int(r1.sum())
+    return {"r1_correct": float((r1 & right).sum()) / n1 if n1 else float("nan"),
+            "r1_share": n1 / r1.numel(), "n_pairs": int(iw.numel())}
+
+
+@dataclass
+class Refinement:
+    """One way of turning a CAM into token labels: ``par_scale = 0`` means no PAR (the raw
+    CAM is pooled to the token grid directly)."""
+
+    name: str
+    par_scale: int = 2
+    par_iters: int = 10
+
+
+REFINEMENTS = (
+    Refinement("raw CAM (no PAR)", 0, 0),
+    Refinement("PAR, half res, 10 it (paper)", 2, 10),
+    Refinement("PAR, half res, 3 it", 2, 3),
+    Refinement("PAR, quarter res, 10 it", 4, 10),
+    Refinement("PAR, quarter res, 3 it", 4, 3),
+)
+
+
+def _cams(model, images: ImageSet, index: Tensor, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Grad-CAM of the true class for ``images[index]`` (no augmentation): (cam (B, h, w),
+    [0, 1] image (B, 3, H, W), masks (B, 1, H, W) in [0, 1])."""
+    x, img, masks = prepare(images.images[index], device, masks=images.masks[index])
+    y = images.labels[index].to(device)
+    with torch.enable_grad():
+        feats = model.backbone(x)[-1].detach().requires_grad_(True)
+        logits, _ = model.head(feats)
+        cam = grad_cam(logits, feats, y)
+    return cam, img, masks
+
+
+def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float = 0.7,
+                    low: float = 0.3, n_images: int = 96, device="cpu",
+                    refinements=REFINEMENTS) -> list[dict]:
+    """Token-label and relation-map quality of the teacher's CAM on NBI images and the
+    student's CAM on WLI images, for each refinement, against the true masks.
+
+    ``teacher``, ``student``: :class:`~pagkd_lite.models.Classifier` (eval mode is set and
+    restored by the caller; no gradient reaches them). ``nbi``, ``wli``: ImageSets WITH masks
+    (SynthEndo). The first ``n_images`` of each are used. Returns one row per (refinement,
+    modality) with :func:`label_quality`'s keys, plus ``r1_correct`` / ``r1_share`` (the same
+    for both rows of a refinement: R is built from both modalities' labels).
+    """
+    for s in (nbi, wli):
+        if s.masks is None:
+            raise ValueError(f"diagnose_labels: the {s.modality} set has no ground-truth masks "
+                             "(SynthEndo has them; real data does not)")
+    rows = []
+    device = torch.device(device)
+    cams = {}
+    for name, model, s in (("NBI", teacher, nbi), ("WLI", student, wli)):
+        idx = torch.arange(min(n_images, len(s)))
+        cams[name] = (*_cams(model, s, idx, device), s.labels[idx].to(device))
+    hw = None
+    for ref in refinements:
+        labs, truths = {}, {}
+        for name, (cam, img, masks, _) in cams.items():
+            hw = tuple(cam.shape[-2:])
+            refined = cam if ref.par_scale == 0 else par_refine(
+                img, cam, num_iter=ref.par_iters, scale=ref.par_scale)
+            labs[name] = token_labels(refined, hw, high=high, low=low)
+            truths[name] = true_token_labels(masks, hw)
+        rel = relation_quality(labs["WLI"], labs["NBI"], truths["WLI"], truths["NBI"],
+                               cams["WLI"][3], cams["NBI"][3])
+        for name, who in (("NBI", "teacher"), ("WLI", "student")):
+            rows.append({"refinement": ref.name, "cam_of": f"{who} on {name}",
+                         **label_quality(labs[name], truths[name]),
+                         "r1_correct": rel["r1_correct"], "r1_share": rel["r1_share"],
+                         "token_grid": f"{hw[0]}x{hw[1]}"})
+    return rows
+
+
+def format_label_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`diagnose_labels` rows."""
+    out = ["| token labels from | CAM of | grid | fg precision | fg recall | bg precision | "
+           "uncertain | R=1 entries right | R=1 share |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['refinement']} | {r['cam_of']} | {r['token_grid']} | "
+                   f"{r['fg_precision']:.3f} | {r['fg_recall']:.3f} | {r['bg_precision']:.3f} | "
+                   f"{r['uncertain']:.3f} | {r['r1_correct']:.3f} | {r['r1_share']:.3f} |")
+    return "\n".join(out)
+
+
+THRESHOLDS = ((0.7, 0.3), (0.6, 0.4), (0.55, 0.45))
+
+
+def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = False,
+                  n_images: int = 96) -> dict:
+    """The label chain of one setting, measured on the TEST splits of ``cfg``'s seed.
+
+    Trains (or loads from ``out_dir``'s cache) the NBI teacher, trains a ``method`` student,
+    and measures token labels of both CAMs for every refinement in :data:`REFINEMENTS` at
+    ``cfg.den``'s thresholds, and the paper's PAR at every pair in :data:`THRESHOLDS`.
+    Returns ``{"labels": rows, "thresholds": rows, "student_val_auc": float}``.
+    """
+    from .pipeline import make_data, train_student, train_teacher
+    from .train import pick_device
+
+    device = pick_device(cfg.device)
+    sets = make_data(cfg)
+    teacher, _ = train_teacher(cfg, sets, out_dir=out_dir, progress=progress)
+    distiller, result = train_student(cfg, sets, method, teacher, progress=progress)
+    student = distiller.student.eval()  # a throwaway student: no mode to restore
+    labels = diagnose_labels(teacher, student, sets["nbi_test"], sets["wli_test"],
+                             cfg.den.high, cfg.den.low, n_images, device)
+    paper = [r for r in REFINEMENTS if "paper" in r.name]
+    thresholds = []
+    for high, low in THRESHOLDS:
+        for row in diagnose_labels(teacher, student, sets["nbi_test"], sets["wli_test"],
+                                   high, low, n_images, device, refinements=paper):
+            thresholds.append({**row, "refinement": f"{row['refinement']}, "
+                                                    f"high {high} / low {low}"})
+    return {"labels": labels, "thresholds": thresholds,
+            "student_val_auc": result.best_val_auc}
