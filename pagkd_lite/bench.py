@@ -380,3 +380,36 @@ def cmd_bench(args) -> None:
             csv_path.with_suffix(".svg").write_text(svg_gain_plot(rows, by))
     print(table)
     print(f"\nrows: {csv_path}  table: {md}  wall time this run: {wall:.0f} s")
+
+
+PAIR_ORACLES = ("paired_oracle", "paired_hint")
+
+
+def premise_check(rows: list[dict], fields: list[str], baseline: str = "wli_only",
+                  oracles=PAIR_ORACLES) -> list[dict]:
+    """The premise check of each cell: can distillation from TRUE pairs help here?
+
+    For every cell of ``fields``, the seed-paired gain of each pair oracle over ``baseline``
+    (mean and 95% t-interval). The criterion was fixed before any PaGKD result was looked
+    at: a cell is a valid testbed when the best pair oracle's interval lies above 0, and the
+    demo / benchmark cell is the one whose best pair oracle has the largest LOWER bound (the
+    clearest gain, not the largest mean). Only the oracles' and the baseline's rows are
+    read; every other method's rows are ignored. Returns one dict per cell, best first.
+    """
+    out = []
+    for cell in sorted({_cell(r, fields) for r in rows}, key=_sort_key):
+        sub = [r for r in rows if _cell(r, fields) == cell and r["method"] in (baseline,
+                                                                              *oracles)]
+        best = None
+        for m in oracles:
+            d = paired_gains(sub, m, baseline)
+            if len(d) >= 2:
+                e = mean_interval(d)
+                if best is None or e.low > best[1].low:
+                    best = (m, e, len(d))
+        if best is None:
+            continue
+        m, e, n = best
+        out.append({**dict(zip(fields, cell, strict=True)), "oracle": m, "gain": e.value,
+                    "low": e.low, "high": e.high, "seeds": n, "valid": e.low > 0})
+    return sorted(out, key=lambda r: -r["low"])
