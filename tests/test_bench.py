@@ -39,22 +39,23 @@ def test_grid_smoke_writes_every_cell_and_a_regime_map(tmp_path):
     from pagkd_lite.bench import gain_grid, parse_grid
 
     out = tmp_path / "grid"
+    # the teacher's cache key ignores the WLI budget and the student's training settings,
+    # so the four cells share one teacher per seed
     args = ["bench", "--preset", "smoke", "--seeds", "2", "--first-seed", "100", "--quiet",
-            "--out", str(out), "--methods", "wli_only", "paired_hint", "oracle_masks",
+            "--out", str(out), "--methods", "wli_only", "paired_hint",
             "--set", "train.epochs=1", "--set", "teacher.epochs=1",
-            "--sweep", "data.n_wli_train=24,48", "--sweep", "model.feature_index=-2,-1"]
+            "--sweep", "data.n_wli_train=24,48", "--sweep", "train.lambda_hint=0.5,1"]
     assert main(args) == 0
     rows = list(csv.DictReader((out / "synthendo_sweep.csv").open()))
-    cells = {(r["data.n_wli_train"], r["model.feature_index"]) for r in rows}
-    assert cells == {(n, f) for n in ("24", "48") for f in ("-2", "-1")}
+    cells = {(r["data.n_wli_train"], r["train.lambda_hint"]) for r in rows}
+    assert cells == {(n, w) for n in ("24", "48") for w in ("0.5", "1")}
     assert {r["seed"] for r in rows} == {"100", "101"}
-    assert len(rows) == 4 * 2 * 4  # cells x seeds x (teacher + 3 methods)
+    assert len(rows) == 4 * 2 * 3  # cells x seeds x (teacher + 2 methods)
     svg = (out / "synthendo_sweep.svg").read_text()
-    assert svg.startswith("<svg") and "paired_hint" in svg and "oracle_masks" in svg
+    assert svg.startswith("<svg") and "paired_hint" in svg
     assert "plotly" in (out / "synthendo_sweep.html").read_text()
-    rv, cv, mean, _, _ = gain_grid(rows, "data.n_wli_train", "model.feature_index",
-                                   "paired_hint")
-    assert rv == ["24", "48"] and cv == ["-2", "-1"] and mean.shape == (2, 2)
+    rv, cv, mean, _, _ = gain_grid(rows, "data.n_wli_train", "train.lambda_hint", "paired_hint")
+    assert rv == ["24", "48"] and cv == ["0.5", "1"] and mean.shape == (2, 2)
     assert parse_grid(["a=1,2", "b=x"]) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
 
 
@@ -68,3 +69,22 @@ def test_gain_grid_is_the_seed_paired_mean():
     rv, cv, mean, low, high = gain_grid(rows, "n", "g", "pagkd")
     assert rv == ["8", "80"] and cv == ["4"]
     assert mean[0, 0] == pytest.approx(0.05) and mean[1, 0] == pytest.approx(-0.02)
+
+
+def test_premise_check_reads_only_the_references():
+    from pagkd_lite.bench import premise_check
+
+    rows = []
+    for cell, hint_shift, oracle_shift in (("a", 0.05, 0.0), ("b", 0.01, 0.02)):
+        for s in range(3):
+            base = 0.6 + 0.02 * s
+            for m, a in (("wli_only", base), ("paired_hint", base + hint_shift + 0.001 * s),
+                         ("paired_oracle", base + oracle_shift + 0.001 * s),
+                         ("pagkd", base + 0.5)):  # pagkd must not influence the choice
+                rows.append({"method": m, "seed": str(s), "auc": str(a), "cell": cell})
+    out = premise_check(rows, ["cell"])
+    assert [r["cell"] for r in out] == ["a", "b"]
+    assert out[0]["oracle"] == "paired_hint" and out[0]["valid"]
+    assert out[1]["oracle"] == "paired_oracle" and out[0]["gain"] == pytest.approx(0.051)
+    rows = [r for r in rows if r["method"] != "pagkd"]
+    assert premise_check(rows, ["cell"]) == out
