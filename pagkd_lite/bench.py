@@ -28,7 +28,7 @@ COLUMNS = ("method", "seed", "auc", "accuracy", "f1", "sensitivity", "specificit
            "train_seconds")
 
 
-def _read(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open() as f:
@@ -51,7 +51,7 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     extra = extra or {}
     columns = list(COLUMNS) + list(extra)
     done = {(r["method"], str(r["seed"]), *(str(r.get(k)) for k in extra))
-            for r in _read(csv_path)}
+            for r in read_rows(csv_path)}
     device = pick_device(cfg.device)
     for seed in seeds:
         c = override(cfg, [f"seed={seed}", f"data.seed={seed}"])
@@ -82,7 +82,7 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
                 w.writerow(row)
             log(f"seed {seed} {method:14s} AUC {m['auc']:.3f} "
                 f"({secs:.0f} s train, {time.perf_counter() - t0:.0f} s total) {extra or ''}")
-    return _read(csv_path)
+    return read_rows(csv_path)
 
 
 def summarize(rows: list[dict], baseline: str = "wli_only", by: str | None = None) -> str:
@@ -196,48 +196,12 @@ def svg_gain_plot(rows: list[dict], by: str, method: str = "pagkd", width: int =
     return "\n".join(el)
 
 
-def add_parser(sub, common) -> None:
-    p = sub.add_parser("bench", help="the SynthEndo benchmark over seeds and methods")
-    common(p)
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    p.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
-    p.add_argument("--sweep", default=None, metavar="FIELD=V1,V2,...",
-                   help="repeat for each value of a config field, e.g. data.wli_contrast=0.1,0.3")
-    p.add_argument("--csv", default=None, help="results CSV (default: <out>/<name>.csv)")
-    p.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args) -> None:
-    from .cli import _out, build_config
-    from .config import METHODS
-
-    cfg = build_config(args)
-    for m in args.methods:
-        if m not in METHODS:
-            raise ValueError(f"bench: unknown method {m!r}; choose from {list(METHODS)}")
-    out = _out(args, cfg) if args.out else Path("benchmarks/results")
-    name = "synthendo_bench" if args.sweep is None else "synthendo_sweep"
-    csv_path = Path(args.csv) if args.csv else out / f"{name}.csv"
-    t0 = time.perf_counter()
-    seeds = list(range(args.seeds))
-    if args.sweep:
-        field, _, values = args.sweep.partition("=")
-        if not values:
-            raise ValueError(f"--sweep {args.sweep!r}: expected FIELD=V1,V2,...")
-        for v in values.split(","):
-            c = override(cfg, [f"{field}={v}"])
-            run_bench(c, seeds, args.methods, csv_path, cache_dir=Path(cfg.out_dir) / "bench",
-                      progress=not args.quiet, extra={field: v})
-        rows, by = _read(csv_path), field
-    else:
-        rows, by = run_bench(cfg, seeds, args.methods, csv_path,
-                             cache_dir=Path(cfg.out_dir) / "bench", progress=not args.quiet), None
-    table = summarize(rows, by=by)
-    wall = time.perf_counter() - t0
+def write_outputs(rows: list[dict], csv_path: Path, by: str | None = None) -> Path:
+    """Beside ``csv_path``: the summary table (``.md``), the figure (``.html``) and, for a
+    sweep, the gain plot (``.svg``). Returns the table's path."""
     md = csv_path.with_suffix(".md")
-    md.write_text(table + "\n")
+    md.write_text(summarize(rows, by=by) + "\n")
     figure(rows, by).write_html(csv_path.with_suffix(".html"), include_plotlyjs="cdn")
     if by:
         csv_path.with_suffix(".svg").write_text(svg_gain_plot(rows, by))
-    print(table)
-    print(f"\nrows: {csv_path}  table: {md}  wall time this run: {wall:.0f} s")
+    return md

@@ -23,7 +23,7 @@ same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs)
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,14 @@ class Distiller(nn.Module):
         return {}, []
 
 
+class WLIOnly(Distiller):
+    """``wli_only``: the student on WLI with cross-entropy alone; the teacher is not used."""
+
+    def __init__(self, student: Classifier, teacher: Classifier | None = None, cfg=None,
+                 num_classes: int = 0) -> None:
+        super().__init__(student)
+
+
 class _TeacherSide(Distiller):
     """Shared parts of the distillers that use the teacher: adapter, CAM, token labels."""
 
@@ -149,16 +157,24 @@ class PaGKD(_TeacherSide):
     """PaGKD: cross-entropy + GKD-Den + GKD-Pro over unpaired same-class groups.
 
     ``use_pro`` / ``use_den`` switch the modules (ablations ``pagkd_no_pro`` and
-    ``pagkd_no_den``); the GKD-Den settings (mask, one-way) come from ``den``.
+    ``pagkd_no_den``); ``use_mask`` / ``two_way`` (None: as in ``cfg.den``) replace those
+    GKD-Den settings (ablations ``pagkd_no_mask`` and ``pagkd_one_way``).
     """
 
-    def __init__(self, student, teacher, cfg, num_classes: int, use_pro=True, use_den=True):
-        super().__init__(student, teacher, cfg.den)
+    def __init__(self, student, teacher, cfg, num_classes: int, use_pro: bool = True,
+                 use_den: bool = True, use_mask: bool | None = None,
+                 two_way: bool | None = None) -> None:
+        den = cfg.den
+        if use_mask is not None:
+            den = dataclasses.replace(den, use_mask=use_mask)
+        if two_way is not None:
+            den = dataclasses.replace(den, two_way=two_way)
+        super().__init__(student, teacher, den)
         self.use_pro, self.use_den = use_pro, use_den
         self.lambda_den, self.lambda_pro = cfg.train.lambda_den, cfg.train.lambda_pro
         self.warmup_epochs = cfg.train.warmup_epochs
         self.pro = GKDPro(cfg.pro, num_classes) if use_pro else None
-        self.den = GKDDen(cfg.den) if use_den else None
+        self.den = GKDDen(den) if use_den else None
 
     def distill_losses(self, batch: StepBatch, out):
         losses, terms = {}, []
@@ -248,28 +264,70 @@ class LogitKD(Distiller):
         return {"kd": kd}, [self.lambda_kd * kd]
 
 
+@dataclass(frozen=True)
+class Method:
+    """One entry of :data:`METHODS`: a distiller class, its keyword options, one line of help.
+
+    ``Method(...)(student, teacher, cfg, num_classes)`` builds the distiller; every
+    distiller class takes ``(student, teacher, cfg, num_classes, **options)``.
+    """
+
+    cls: type[Distiller]
+    help: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.cls.needs_nbi
+
+    @property
+    def paired(self) -> bool:
+        """Needs the NBI twin of every WLI training image (true pairs)."""
+        return self.cls.paired
+
+    def __call__(self, student: Classifier, teacher: Classifier | None, cfg,
+                 num_classes: int) -> Distiller:
+        return self.cls(student, teacher, cfg, num_classes, **self.options)
+
+
+#: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``
+#: take their choices and help text from here; a new method is one class and one entry.
+METHODS: dict[str, Method] = {
+    "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)"),
+    "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups"),
+    "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro (ablation)", {"use_pro": False}),
+    "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den (ablation)", {"use_den": False}),
+    "pagkd_no_mask": Method(PaGKD, "PaGKD with plain cross-attention in GKD-Den (no relation "
+                                   "mask)", {"use_mask": False}),
+    "pagkd_one_way": Method(PaGKD, "PaGKD with GKD-Den one way: WLI queries NBI only",
+                            {"two_way": False}),
+    "pseudo_pair": Method(PseudoPair, "dense loss on random same-class WLI/NBI pairs "
+                                      "(image-level baseline)"),
+    "logit_kd": Method(LogitKD, "each WLI image toward the teacher's mean soft prediction of "
+                                "its class (unpaired logit KD)"),
+    "paired_oracle": Method(PairedOracle, "dense loss on TRUE WLI/NBI pairs (SynthEndo only; "
+                                          "the upper reference)"),
+}
+
+
+def method_help(names=None) -> str:
+    """One line per method, ``name: help``, for ``--help`` texts."""
+    names = list(METHODS) if names is None else names
+    width = max(len(n) for n in names)
+    return "\n".join(f"  {n:{width}s}  {METHODS[n].help}" for n in names)
+
+
+def get_method(method: str) -> Method:
+    """The registry entry of ``method``; an unknown name raises ``ValueError``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    return METHODS[method]
+
+
 def build_distiller(method: str, student: Classifier, teacher: Classifier | None, cfg,
                     num_classes: int) -> Distiller:
-    """The distiller for a method name (see ``config.METHODS``)."""
-    if method == "wli_only":
-        return Distiller(student)
-    if teacher is None:
+    """The distiller for a method name (see :data:`METHODS`)."""
+    entry = get_method(method)
+    if entry.needs_teacher and teacher is None:
         raise ValueError(f"method {method!r} needs a trained teacher")
-    if method in ("pagkd", "pagkd_no_pro", "pagkd_no_den", "pagkd_no_mask", "pagkd_one_way"):
-        den = cfg.den
-        if method == "pagkd_no_mask":
-            den = dataclasses.replace(den, use_mask=False)
-        if method == "pagkd_one_way":
-            den = dataclasses.replace(den, two_way=False)
-        cfg = dataclasses.replace(cfg, den=den)
-        return PaGKD(student, teacher, cfg, num_classes,
-                     use_pro=method != "pagkd_no_pro", use_den=method != "pagkd_no_den")
-    if method == "pseudo_pair":
-        return PseudoPair(student, teacher, cfg, num_classes)
-    if method == "paired_oracle":
-        return PairedOracle(student, teacher, cfg, num_classes)
-    if method == "logit_kd":
-        return LogitKD(student, teacher, cfg, num_classes)
-    from .config import METHODS
-
-    raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    return entry(student, teacher if entry.needs_teacher else None, cfg, num_classes)
