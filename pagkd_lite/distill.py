@@ -129,6 +129,17 @@ class _TeacherSide(Distiller):
         # Trainable 1x1 adapter on the detached teacher map -> the student's token space.
         self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1)
 
+    def adapt(self, feats: torch.Tensor) -> torch.Tensor:
+        """Teacher feature map (B, C_T, h, w) -> teacher tokens (B, h*w, d) through the
+        trainable 1x1 adapter; the map is detached, so no gradient reaches the teacher."""
+        return self.adapter(feats.detach()).flatten(2).transpose(1, 2)
+
+    def teacher_tokens(self, x_n: torch.Tensor) -> torch.Tensor:
+        """Adapted teacher tokens (B, h*w, d) of NBI inputs, without the CAM."""
+        with torch.no_grad():
+            feats = self.teacher.backbone(x_n)[-1]
+        return self.adapt(feats)
+
     def teacher_forward(self, x_n: torch.Tensor, y_n: torch.Tensor, want_cam: bool):
         """Teacher tokens through the adapter (B, hw, d), teacher logits, and the teacher's
         Grad-CAM of the true class (B, h, w) or None. No gradient reaches the teacher."""
@@ -140,17 +151,24 @@ class _TeacherSide(Distiller):
             logits, _ = self.teacher.head(leaf)
             if want_cam:
                 cam = grad_cam(logits, leaf, y_n)
-        tokens = self.adapter(feats.detach()).flatten(2).transpose(1, 2)
-        return tokens, logits.detach(), cam
+        return self.adapt(feats), logits.detach(), cam
 
-    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor):
-        """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels
-        (B, h*w) in {1, 0, -1} for the WLI and the NBI images (one batched PAR call)."""
+    def cam_labels(self, batch: StepBatch, out, cam_n: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels, with
+        every intermediate: ``cam_w (B_w, h, w)``, ``refined (B_w + B_n, H/2, W/2)`` (WLI
+        rows first; one batched PAR call), ``lab_w (B_w, h*w)``, ``lab_n (B_n, h*w)`` in
+        {1, 0, -1}."""
         cam_w = grad_cam(out.logits, out.features, batch.y_w)
         refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]))
         hw = tuple(out.features.shape[-2:])
         labels = token_labels(refined, hw, high=self.den_cfg.high, low=self.den_cfg.low)
-        return labels[: len(cam_w)], labels[len(cam_w) :]
+        b = len(cam_w)
+        return {"cam_w": cam_w, "refined": refined, "lab_w": labels[:b], "lab_n": labels[b:]}
+
+    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor):
+        """Token labels (B, h*w) of the WLI and the NBI images (see :meth:`cam_labels`)."""
+        parts = self.cam_labels(batch, out, cam_n)
+        return parts["lab_w"], parts["lab_n"]
 
 
 class PaGKD(_TeacherSide):

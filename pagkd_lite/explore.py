@@ -30,9 +30,10 @@ from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from .cam import grad_cam, par_refine, token_labels
 from .data import ImageSet
+from .distill import StepBatch
 from .gkd_den import GKDDenConfig, relation_attention, relation_maps
+from .models import eval_mode
 from .transforms import prepare
 
 LABEL_NAMES = {1: "foreground", 0: "background", -1: "uncertain"}
@@ -88,11 +89,10 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
              device: torch.device | str = "cpu") -> DenStep:
     """Run GKD-Den's front half (CAM -> PAR -> token labels, tokens) on chosen images.
 
-    The same calls as :meth:`pagkd_lite.distill.PaGKD.forward_train`, in eval mode and
-    without augmentation: student Grad-CAM on the WLI images, teacher Grad-CAM and adapted
-    tokens from ``distiller.teacher_forward`` on the NBI images, one batched
-    :func:`~pagkd_lite.cam.par_refine`, then :func:`~pagkd_lite.cam.token_labels` with the
-    distiller's thresholds.
+    The distiller's own calls, as in training but in eval mode and without augmentation:
+    ``distiller.teacher_forward`` (adapted teacher tokens and teacher Grad-CAM on the NBI
+    images) and ``distiller.cam_labels`` (student Grad-CAM, one batched PAR refinement,
+    token labels with the distiller's thresholds).
 
     Args:
         distiller: a distiller with a teacher and an adapter (``pagkd`` and its ablations,
@@ -109,22 +109,18 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     device = torch.device(device)
     wli_idx = torch.as_tensor(wli_idx, dtype=torch.long)
     nbi_idx = torch.as_tensor(nbi_idx, dtype=torch.long)
-    was_training = distiller.training
-    distiller.to(device).eval()
-    try:
+    with eval_mode(distiller, device):
         x_w, img_w = prepare(wli.images[wli_idx], device)
         x_n, img_n = prepare(nbi.images[nbi_idx], device)
         y_w, y_n = wli.labels[wli_idx].to(device), nbi.labels[nbi_idx].to(device)
+        batch = StepBatch(x_w=x_w, img_w=img_w, y_w=y_w, x_n=x_n, img_n=img_n, y_n=y_n)
         with torch.enable_grad():
             out = distiller.student(x_w)
-            cam_w = grad_cam(out.logits, out.features, y_w)
-        tokens_n, _, cam_n = distiller.teacher_forward(x_n, y_n, want_cam=True)
-        hw = tuple(out.features.shape[-2:])
-        refined = par_refine(torch.cat([img_w, img_n]), torch.cat([cam_w, cam_n]))
-        cfg = distiller.den_cfg
-        labels = token_labels(refined, hw, high=cfg.high, low=cfg.low)
-    finally:
-        distiller.train(was_training)
+            tokens_n, _, cam_n = distiller.teacher_forward(x_n, y_n, want_cam=True)
+            parts = distiller.cam_labels(batch, out, cam_n)
+    cfg = distiller.den_cfg
+    hw = tuple(out.features.shape[-2:])
+    cam_w, refined = parts["cam_w"], parts["refined"]
     b = len(wli_idx)
 
     def cpu(t: Tensor) -> Tensor:
@@ -133,7 +129,7 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     return DenStep(
         img_w=cpu(img_w), img_n=cpu(img_n), y_w=cpu(y_w), y_n=cpu(y_n),
         cam_w=cpu(cam_w), cam_n=cpu(cam_n), refined_w=cpu(refined[:b]),
-        refined_n=cpu(refined[b:]), lab_w=cpu(labels[:b]), lab_n=cpu(labels[b:]),
+        refined_n=cpu(refined[b:]), lab_w=cpu(parts["lab_w"]), lab_n=cpu(parts["lab_n"]),
         tokens_w=cpu(out.tokens), tokens_n=cpu(tokens_n), token_hw=hw, cfg=cfg,
         class_names=list(wli.class_names),
     )

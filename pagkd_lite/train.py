@@ -27,6 +27,7 @@ from .data import ImageSet
 from .distill import Distiller, StepBatch
 from .distributed import average_gradients, broadcast_buffers, gather_rows, rank, world_size
 from .metrics import auc_score
+from .models import eval_mode
 from .sampler import GroupSampler
 from .transforms import normalize, prepare, to_float
 
@@ -67,18 +68,16 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     Distributed: each rank scores every world_size-th image and the rows are gathered, so
     every rank (rank 0 included) gets all N rows.
     """
-    was_training = model.training
-    model.eval()
     index = torch.arange(rank(), len(images), world_size())
     out = []
-    for i in range(0, len(index), batch_size):
-        batch = accel.host_to_device(images.images, index[i : i + batch_size], device, runtime)
-        x = accel.input_format(normalize(to_float(batch)), runtime)
-        with accel.autocast(runtime, device):
-            logits = model(x)
-        logits = getattr(logits, "logits", logits)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(index), batch_size):
+            batch = accel.host_to_device(images.images, index[i : i + batch_size], device, runtime)
+            x = accel.input_format(normalize(to_float(batch)), runtime)
+            with accel.autocast(runtime, device):
+                logits = model(x)
+            logits = getattr(logits, "logits", logits)
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
     local = torch.cat(out) if out else torch.empty(0, images.num_classes)
     return gather_rows(local, index, len(images)).numpy()
 
