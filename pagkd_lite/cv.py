@@ -42,7 +42,7 @@ import numpy as np
 from .config import Config
 from .data import ImageSet
 from .distill import METHODS
-from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics, macro_specificity
+from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics
 from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
 
 #: Methods that need an NBI image paired with every WLI training image.
@@ -128,25 +128,6 @@ def unpaired_folds(sets: dict[str, ImageSet], folds: list[dict], seed: int,
         u = unpair(sets, seed + i, fold=fold, group_by=group_by)
         out.append({**fold, "wli_train": u["wli_train"], "nbi_train": u["nbi_train"]})
     return out
-
-
-def _point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The metrics of :func:`pagkd_lite.metrics.compute_metrics`, with AUC = NaN when a class
-    is missing from ``labels`` (AUC is undefined then; the other metrics are not)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    if len(labels) == 0:
-        return {m: float("nan") for m in METRICS}
-    k = probs.shape[1]
-    if len(np.unique(labels)) == k:
-        return compute_metrics(labels, probs)
-    pred = probs.argmax(axis=1)
-    kw = {"labels": list(range(k)), "average": "macro", "zero_division": 0}
-    return {"auc": float("nan"), "accuracy": float(accuracy_score(labels, pred)),
-            "precision": float(precision_score(labels, pred, **kw)),
-            "sensitivity": float(recall_score(labels, pred, **kw)),
-            "specificity": macro_specificity(labels, pred, k),
-            "f1": float(f1_score(labels, pred, **kw))}
 
 
 def _check_fold(i: int, fs: dict[str, ImageSet], needs_nbi: bool) -> None:
@@ -242,7 +223,7 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
             # about which real images are in this fold.
             teacher, _ = train_teacher(cfg, fs, out_dir=None, progress=progress, cache=False)
             if len(fs["nbi_test"]):
-                teacher_auc = _point_metrics(fs["nbi_test"].labels.numpy(),
+                teacher_auc = compute_metrics(fs["nbi_test"].labels.numpy(),
                                              predict(teacher, fs["nbi_test"], device,
                                                      runtime=cfg.runtime))["auc"]
         fold_dir = out / f"fold{i}" if out is not None else None
@@ -253,7 +234,7 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
         probs[idx] = p
         fold_of[idx] = i
         row = {"fold": i, "n_test": len(idx),
-               **_point_metrics(fs["wli_test"].labels.numpy(), p),
+               **compute_metrics(fs["wli_test"].labels.numpy(), p),
                "n_wli_train": len(fs["wli_train"]), "n_nbi_train": len(fs["nbi_train"]),
                "n_wli_val": len(fs["wli_val"]), "n_nbi_val": len(fs["nbi_val"]),
                "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
