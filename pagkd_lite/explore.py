@@ -25,8 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
-from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 from torch import Tensor
 
@@ -35,11 +33,10 @@ from .distill import StepBatch
 from .gkd_den import GKDDenConfig, relation_attention, relation_maps
 from .models import eval_mode
 from .transforms import prepare
+from .viz import _TURBO, LABEL_RGB, heat_overlay, label_overlay  # noqa: F401 (re-exported)
+from .viz import as_hwc as to_rgb
 
 LABEL_NAMES = {1: "foreground", 0: "background", -1: "uncertain"}
-# token-label colours (RGB): foreground yellow, background blue, uncertain grey (a red
-# foreground tint would vanish on pink WLI mucosa)
-LABEL_RGB = {1: (255, 205, 0), 0: (40, 90, 230), -1: (150, 150, 150)}
 
 
 @dataclass
@@ -165,51 +162,6 @@ def _check_pair(step: DenStep, wli_index: int, nbi_index: int) -> None:
 
 
 # ------------------------------------------------------------------------------ drawing
-def _lut(colorscale: str = "Turbo") -> np.ndarray:
-    """(256, 3) uint8 colour table of a plotly colour scale."""
-    cols = sample_colorscale(colorscale, list(np.linspace(0.0, 1.0, 256)))
-    return np.array([unlabel_rgb(c) for c in cols], dtype=np.float64).round().astype(np.uint8)
-
-
-_TURBO = _lut("Turbo")
-
-
-def to_rgb(img: Tensor) -> np.ndarray:
-    """``(3, H, W)`` float in ``[0, 1]`` -> ``(H, W, 3)`` uint8 for ``go.Image``."""
-    return (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
-
-def heat_overlay(rgb: np.ndarray, heat: Tensor, alpha: float = 0.55,
-                 mode: str = "bilinear", normalise: bool = False) -> np.ndarray:
-    """Blend a map ``(h, w)`` with values in ``[0, 1]`` into an ``(H, W, 3)`` image.
-
-    The map is resized to the image (``mode``: ``"bilinear"`` for CAMs, ``"nearest"`` for
-    token grids), coloured with the Turbo scale and mixed: ``(1-alpha) * image + alpha * map``.
-    ``normalise=True`` divides by the map's maximum first (attention rows sum to 1).
-    """
-    h, w = rgb.shape[:2]
-    m = heat.detach().float()
-    if normalise and float(m.max()) > 0:
-        m = m / m.max()
-    kw = {"align_corners": False} if mode == "bilinear" else {}
-    m = F.interpolate(m[None, None], size=(h, w), mode=mode, **kw)[0, 0].clamp(0, 1)
-    colours = _TURBO[(m * 255).round().long().numpy()]
-    return ((1 - alpha) * rgb + alpha * colours).round().astype(np.uint8)
-
-
-def label_overlay(rgb: np.ndarray, labels: Tensor, token_hw: tuple[int, int],
-                  alpha: float = 0.45) -> np.ndarray:
-    """Tint each token cell by its label: foreground yellow, background blue, uncertain grey."""
-    h, w = rgb.shape[:2]
-    grid = labels.reshape(1, 1, *token_hw).float()
-    per_pixel = F.interpolate(grid, size=(h, w), mode="nearest")[0, 0].long().numpy()
-    out = rgb.astype(np.float64)
-    for lab, colour in LABEL_RGB.items():
-        sel = per_pixel == lab
-        out[sel] = (1 - alpha) * out[sel] + alpha * np.array(colour)
-    return out.round().astype(np.uint8)
-
-
 def _token_box(fig: go.Figure, token: int, token_hw: tuple[int, int], size: tuple[int, int],
                row: int, col: int, colour: str = "white") -> None:
     """Outline token ``token`` (row-major on the ``h x w`` grid) on an image panel."""

@@ -82,6 +82,21 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     return gather_rows(local, index, len(images)).numpy()
 
 
+def train_step(distiller: Distiller, opt: torch.optim.Optimizer, batch: StepBatch, epoch: int,
+               runtime: RuntimeConfig | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step, the same for the teacher, every student and the benchmarks:
+    ``losses = distiller.forward_train(batch, epoch)`` (under the run's autocast), backward
+    of ``losses["total"]``, gradients averaged over torchrun ranks, ``opt.step()``.
+    Returns the losses."""
+    with accel.autocast(runtime, batch.x_w.device):
+        _, losses = distiller.forward_train(batch, epoch)
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    average_gradients([p for group in opt.param_groups for p in group["params"]])
+    opt.step()
+    return losses
+
+
 @dataclass
 class FitResult:
     """What a training run returns: the best (validation) epoch and the history."""
@@ -174,12 +189,7 @@ def fit(
                     device, tcfg.augment, tcfg.rotation_degrees, aug_n)
                 batch.x_n = accel.input_format(x_n, runtime)
                 batch.y_n = train_n.labels[nbi_idx].to(device)
-            with accel.autocast(runtime, device):
-                _, losses = distiller.forward_train(batch, epoch)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            average_gradients(params)
-            opt.step()
+            losses = train_step(distiller, opt, batch, epoch, runtime)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
