@@ -17,7 +17,9 @@ Methods: ``wli_only``; ``pagkd`` and its ablations ``pagkd_no_pro``, ``pagkd_no_
 ``pagkd_no_mask`` (plain cross-attention), ``pagkd_one_way`` (WLI queries NBI only); the
 image-level baselines ``pseudo_pair`` (random same-class pairs, dense loss per pair) and
 ``logit_kd`` (each WLI image toward the teacher's mean softened prediction over the
-same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs).
+same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs). The list
+lives once, in :data:`METHODS` at the end of this module: a new method is one class and one
+entry there.
 """
 
 from __future__ import annotations

@@ -97,3 +97,13 @@ def test_help_lists_the_registry_and_only_real_presets(monkeypatch, capsys):
     assert "my_method" in top
     for preset in re.findall(r"--preset (\w+)", top):
         assert preset in PRESETS, preset
+
+
+def test_library_modules_do_not_import_the_cli():
+    """bench and cv are plain library modules: importing them leaves the CLI unloaded."""
+    code = ("import sys, pagkd_lite.bench, pagkd_lite.cv, pagkd_lite.config; "
+            "print('pagkd_lite.cli' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False"
