@@ -45,6 +45,7 @@ from pagkd_lite.accel import RuntimeConfig  # noqa: E402
 from pagkd_lite.config import get_preset, override  # noqa: E402
 from pagkd_lite.distill import StepBatch, build_distiller  # noqa: E402
 from pagkd_lite.models import Classifier  # noqa: E402
+from pagkd_lite.train import train_step  # noqa: E402
 
 # relative-error limits: fp32 on two devices differs by summation order only; bf16 keeps
 # 8 bits of mantissa in the backbones. den: see the module docstring.
@@ -134,11 +135,7 @@ def speed(cfg, device: torch.device, precision: str, reps: int, warmup: int,
         for i in range(warmup + reps):
             sync(device)
             t0 = time.perf_counter()
-            with accel.autocast(rt, device):
-                _, losses = d.forward_train(batch, epoch)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            opt.step()
+            train_step(d, opt, batch, epoch, rt)
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)

@@ -26,6 +26,7 @@ import torch
 from pagkd_lite.config import get_preset
 from pagkd_lite.distill import Distiller, StepBatch, build_distiller
 from pagkd_lite.models import Classifier
+from pagkd_lite.train import train_step
 
 
 class TeacherForwardOnly(Distiller):
@@ -86,10 +87,7 @@ def main() -> None:
     def step(name: str) -> float:
         d, opt = variants[name], opts[name]
         t0 = time.perf_counter()
-        _, losses = d.forward_train(batch, epoch)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        opt.step()
+        train_step(d, opt, batch, epoch)
         return time.perf_counter() - t0
 
     for d in variants.values():

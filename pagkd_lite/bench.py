@@ -28,7 +28,7 @@ COLUMNS = ("method", "seed", "auc", "accuracy", "f1", "sensitivity", "specificit
            "train_seconds")
 
 
-def _read(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open() as f:
@@ -51,7 +51,7 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     extra = extra or {}
     columns = list(COLUMNS) + list(extra)
     done = {(r["method"], str(r["seed"]), *(str(r.get(k)) for k in extra))
-            for r in _read(csv_path)}
+            for r in read_rows(csv_path)}
     device = pick_device(cfg.device)
     for seed in seeds:
         c = override(cfg, [f"seed={seed}", f"data.seed={seed}"])
@@ -82,7 +82,7 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
                 w.writerow(row)
             log(f"seed {seed} {method:14s} AUC {m['auc']:.3f} "
                 f"({secs:.0f} s train, {time.perf_counter() - t0:.0f} s total) {extra or ''}")
-    return _read(csv_path)
+    return read_rows(csv_path)
 
 
 def _fields(by) -> list[str]:
@@ -330,58 +330,6 @@ def parse_grid(sweeps: list[str] | None) -> list[dict[str, str]]:
     return cells
 
 
-def add_parser(sub, common) -> None:
-    p = sub.add_parser("bench", help="the SynthEndo benchmark over seeds and methods")
-    common(p)
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds")
-    p.add_argument("--first-seed", type=int, default=0,
-                   help="seeds are FIRST..FIRST+N-1 (the benchmark: 0; validation: 100)")
-    p.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
-    p.add_argument("--sweep", action="append", default=None, metavar="FIELD=V1,V2,...",
-                   help="repeat for each value of a config field, e.g. data.wli_contrast=0.1,0.3;"
-                        " several --sweep run their cross product (a grid)")
-    p.add_argument("--csv", default=None, help="results CSV (default: <out>/<name>.csv)")
-    p.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args) -> None:
-    from .cli import _out, build_config
-    from .config import METHODS
-
-    cfg = build_config(args)
-    for m in args.methods:
-        if m not in METHODS:
-            raise ValueError(f"bench: unknown method {m!r}; choose from {list(METHODS)}")
-    out = _out(args, cfg) if args.out else Path("benchmarks/results")
-    cells = parse_grid(args.sweep)
-    fields = list(cells[0])
-    name = "synthendo_bench" if not fields else "synthendo_sweep"
-    csv_path = Path(args.csv) if args.csv else out / f"{name}.csv"
-    t0 = time.perf_counter()
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    for cell in cells:
-        c = override(cfg, [f"{f}={v}" for f, v in cell.items()])
-        run_bench(c, seeds, args.methods, csv_path, cache_dir=Path(cfg.out_dir) / "bench",
-                  progress=not args.quiet, extra=cell)
-    rows = _read(csv_path)
-    table = summarize(rows, by=fields or None)
-    wall = time.perf_counter() - t0
-    md = csv_path.with_suffix(".md")
-    md.write_text(table + "\n")
-    if len(fields) == 2:
-        methods = [m for m in args.methods if m != "wli_only"]
-        heatmap_figure(rows, *fields, methods).write_html(csv_path.with_suffix(".html"),
-                                                          include_plotlyjs="cdn")
-        csv_path.with_suffix(".svg").write_text(svg_heatmap(rows, *fields, methods))
-    else:
-        by = fields[0] if fields else None
-        figure(rows, by).write_html(csv_path.with_suffix(".html"), include_plotlyjs="cdn")
-        if by:
-            csv_path.with_suffix(".svg").write_text(svg_gain_plot(rows, by))
-    print(table)
-    print(f"\nrows: {csv_path}  table: {md}  wall time this run: {wall:.0f} s")
-
-
 PAIR_ORACLES = ("paired_oracle", "paired_hint")
 
 
@@ -413,3 +361,28 @@ def premise_check(rows: list[dict], fields: list[str], baseline: str = "wli_only
         out.append({**dict(zip(fields, cell, strict=True)), "oracle": m, "gain": e.value,
                     "low": e.low, "high": e.high, "seeds": n, "valid": e.low > 0})
     return sorted(out, key=lambda r: -r["low"])
+
+
+def write_outputs(rows: list[dict], csv_path: Path, by=None,
+                  methods: list[str] | None = None) -> Path:
+    """Beside ``csv_path``: the summary table (``.md``), the figure (``.html``) and an SVG.
+
+    ``by``: None, one sweep field (gain plot against it) or two fields (the regime map: a
+    heat map per method of ``methods``, default every method but ``wli_only``). Returns the
+    table's path.
+    """
+    fields = _fields(by)
+    md = csv_path.with_suffix(".md")
+    md.write_text(summarize(rows, by=fields or None) + "\n")
+    html, svg = csv_path.with_suffix(".html"), csv_path.with_suffix(".svg")
+    if len(fields) == 2:
+        shown = [m for m in (methods or dict.fromkeys(r["method"] for r in rows))
+                 if m not in ("wli_only", "teacher_nbi")]
+        heatmap_figure(rows, *fields, shown).write_html(html, include_plotlyjs="cdn")
+        svg.write_text(svg_heatmap(rows, *fields, shown))
+    else:
+        by1 = fields[0] if fields else None
+        figure(rows, by1).write_html(html, include_plotlyjs="cdn")
+        if by1:
+            svg.write_text(svg_gain_plot(rows, by1))
+    return md

@@ -5,11 +5,13 @@
     pagkd-lite train-student  --preset demo --method pagkd
     pagkd-lite evaluate       --preset demo --method pagkd
     pagkd-lite demo           --preset smoke
-    pagkd-lite bench          --preset bench --seeds 5
+    pagkd-lite bench          --preset demo --seeds 5
     pagkd-lite cv             --data-root DIR --folds 5 --method pagkd
 
 Every config field can be changed with ``--set section.field=value`` (repeatable), e.g.
-``--set train.epochs=3 --set model.backbone=resnet18``. Also ``python -m pagkd_lite.cli``.
+``--set train.epochs=3 --set model.backbone=resnet18``; every command honours ``--set``,
+``--seed`` and ``--device`` (``evaluate`` applies them to the checkpoint's config). Also
+``python -m pagkd_lite.cli``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from . import bench, cv
 from .checkpoint import CheckpointError
-from .config import METHODS, PRESETS, Config, get_preset, override
+from .config import PRESETS, Config, override
+from .config import build_config as _build_config
+from .distill import METHODS, get_method, method_help
 from .distributed import init_from_env, rank, shutdown
 
 # the commands that split their work over torchrun's ranks; the others run as one process
@@ -41,14 +45,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    cfg = get_preset(args.preset)
-    extra = list(args.overrides)
-    if args.seed is not None:
-        extra += [f"seed={args.seed}", f"data.seed={args.seed}"]
-    if args.device is not None:
-        extra.append(f"device={args.device}")
-    return override(cfg, extra)
+def build_config(args: argparse.Namespace, base: Config | None = None) -> Config:
+    """The run's Config: ``base`` (default: the ``--preset``) with ``--set``, ``--seed`` and
+    ``--device`` applied."""
+    return _build_config(args.preset if base is None else base, args.overrides, args.seed,
+                         args.device)
 
 
 def _out(args, cfg: Config) -> Path:
@@ -87,7 +88,7 @@ def cmd_train_student(args) -> None:
     out = _out(args, cfg)
     sets = make_data(cfg)
     teacher = None
-    if args.method != "wli_only":
+    if METHODS[args.method].needs_teacher:
         teacher, _ = train_teacher(cfg, sets, out_dir=out, progress=not args.quiet)
     distiller, result = train_student(cfg, sets, args.method, teacher, out_dir=out,
                                       resume=args.resume, progress=not args.quiet)
@@ -109,10 +110,10 @@ def cmd_evaluate(args) -> None:
     cfg = build_config(args)
     path = Path(args.checkpoint) if args.checkpoint else _out(args, cfg) / args.method / "best.pt"
     ck = load_checkpoint(path, required=("distiller", "config", "method"))
-    cfg = from_dict(ck["config"])
+    cfg = build_config(args, base=from_dict(ck["config"]))
     sets = make_data(cfg)
     k = sets["wli_test"].num_classes
-    needs_teacher = ck["method"] != "wli_only"
+    needs_teacher = get_method(ck["method"]).needs_teacher
     teacher = Classifier(cfg.model, k) if needs_teacher else None
     distiller = build_distiller(ck["method"], Classifier(cfg.model, k), teacher, cfg, k)
     distiller.load_trainable_state_dict(ck["distiller"])
@@ -152,48 +153,140 @@ def cmd_diagnose(args) -> None:
         print(f"written to {args.md}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def cmd_bench(args) -> None:
+    """Train and score every (seed, method), optionally per sweep value; see :mod:`.bench`."""
+    from .bench import parse_grid, read_rows, run_bench, summarize, write_outputs
+
+    cfg = build_config(args)
+    out = _out(args, cfg) if args.out else Path("benchmarks/results")
+    cells = parse_grid(args.sweep)
+    fields = list(cells[0])
+    name = "synthendo_sweep" if fields else "synthendo_bench"
+    csv_path = Path(args.csv) if args.csv else out / f"{name}.csv"
+    t0 = time.perf_counter()
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    cache = Path(cfg.out_dir) / "bench"
+    for cell in cells:  # a grid is the cross product of the --sweep fields
+        run_bench(override(cfg, [f"{f}={v}" for f, v in cell.items()]), seeds, args.methods,
+                  csv_path, cache_dir=cache, progress=not args.quiet, extra=cell)
+    rows = read_rows(csv_path)
+    md = write_outputs(rows, csv_path, fields or None, methods=args.methods)
+    print(summarize(rows, by=fields or None))
+    print(f"\nrows: {csv_path}  table: {md}  wall time this run: "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+def cmd_cv(args) -> None:
+    """Load, fold, cross-validate, write; see :mod:`.cv`."""
+    from .cv import check_method, run_cv, unpaired_folds
+    from .realdata import RealDataConfig, load_dataset
+    from .splits import lesion_folds
+
+    check_method(args.method)
+    cfg = build_config(args)
+    out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
+    names = tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None
+    sets, report = load_dataset(RealDataConfig(
+        root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
+        id_regex=args.id_regex, class_names=names, progress=not args.quiet))
+    print(report.to_text())
+    folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
+                         val_fraction=args.val_fraction)
+    if args.unpair:
+        folds = unpaired_folds(sets, folds, cfg.seed, group_by=args.group_by)
+    res = run_cv(cfg, sets, folds, args.method, out, progress=not args.quiet,
+                 group_by=args.group_by, load_report=report)
+    print(res.table())
+    print(f"\nresults: {res.files['results']}  predictions: {res.files['predictions']}  "
+          f"report: {res.files['report']}  (wall time {res.seconds:.0f} s)")
+
+
+def _command(sub, name: str, help: str, func, methods=None, description=None):
+    """A subcommand with the common options; ``methods`` (names) are listed, one line each
+    with their registry help, at the end of its ``--help``."""
+    epilog = f"methods:\n{method_help(methods)}" if methods else None
+    p = sub.add_parser(name, help=help, description=description or help, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pagkd-lite`` parser; method choices and their help come from ``distill.METHODS``."""
+    from .bench import BENCH_METHODS
+    from .cv import CV_METHODS
+    from .cv import __doc__ as cv_doc
+    from .splits import GROUP_BY
+
     parser = argparse.ArgumentParser(prog="pagkd-lite", description=__doc__,
+                                     epilog=f"methods:\n{method_help()}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    names = list(METHODS)
 
-    p = sub.add_parser("make-data", help="generate SynthEndo and export folder + manifest")
-    _common(p)
-    p.set_defaults(func=cmd_make_data)
+    _command(sub, "make-data", "generate SynthEndo and export folder + manifest", cmd_make_data)
 
-    p = sub.add_parser("train-teacher", help="train the NBI teacher")
-    _common(p)
+    p = _command(sub, "train-teacher", "train the NBI teacher", cmd_train_teacher)
     p.add_argument("--no-cache", action="store_true", help="retrain even if cached")
-    p.set_defaults(func=cmd_train_teacher)
 
-    p = sub.add_parser("train-student", help="train a WLI student")
-    _common(p)
-    p.add_argument("--method", default="pagkd", choices=METHODS)
+    p = _command(sub, "train-student", "train a WLI student", cmd_train_student, names)
+    p.add_argument("--method", default="pagkd", choices=names)
     p.add_argument("--resume", action="store_true", help="continue from <out>/<method>/last.pt")
-    p.set_defaults(func=cmd_train_student)
 
-    p = sub.add_parser("evaluate", help="evaluate a trained student on the WLI test split")
-    _common(p)
-    p.add_argument("--method", default="pagkd", choices=METHODS)
+    p = _command(sub, "evaluate", "evaluate a trained student on the WLI test split",
+                 cmd_evaluate, names)
+    p.add_argument("--method", default="pagkd", choices=names)
     p.add_argument("--checkpoint", default=None, help="default: <out>/<method>/best.pt")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="teacher, WLI-only and PaGKD students, table and report")
-    _common(p)
-    p.add_argument("--methods", nargs="+", default=["wli_only", "pagkd"], choices=METHODS)
-    p.set_defaults(func=cmd_demo)
+    p = _command(sub, "demo", "teacher, WLI-only and PaGKD students, table and report",
+                 cmd_demo, names)
+    p.add_argument("--methods", nargs="+", default=["wli_only", "pagkd"], choices=names)
 
-    p = sub.add_parser("diagnose", help="token-label and relation-map quality against "
-                                        "SynthEndo's true lesion masks")
-    _common(p)
-    p.add_argument("--method", default="pagkd", choices=METHODS,
+    p = _command(sub, "diagnose", "token-label and relation-map quality against SynthEndo's "
+                 "true lesion masks", cmd_diagnose, names)
+    p.add_argument("--method", default="pagkd", choices=names,
                    help="the student whose CAM is measured (default: pagkd)")
     p.add_argument("--md", default=None, help="also write the tables to this Markdown file")
-    p.set_defaults(func=cmd_diagnose)
 
-    bench.add_parser(sub, _common)
-    cv.add_parser(sub, _common)
+    p = _command(sub, "bench", "the SynthEndo benchmark over seeds and methods", cmd_bench,
+                 names)
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are FIRST..FIRST+N-1 (the benchmark: 0; validation: 100)")
+    p.add_argument("--methods", nargs="+", default=list(BENCH_METHODS), choices=names)
+    p.add_argument("--sweep", action="append", default=None, metavar="FIELD=V1,V2,...",
+                   help="repeat for each value of a config field, e.g. data.wli_contrast=0.1,0.3;"
+                        " several --sweep run their cross product (the regime map)")
+    p.add_argument("--csv", default=None, help="results CSV (default: <out>/<name>.csv)")
 
+    p = _command(sub, "cv", "K-fold cross-validation on your own WLI/NBI data", cmd_cv,
+                 list(CV_METHODS), description=cv_doc)
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="data root: <DIR>/<modality>/<class>/<image>, or the folder the "
+                        "manifest paths are relative to")
+    p.add_argument("--manifest", default=None, metavar="CSV",
+                   help="CSV with path,modality,label,patient_id,lesion_id[,fold]")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--method", default="pagkd",
+                   help=f"student method, one of {', '.join(CV_METHODS)} (default pagkd)")
+    p.add_argument("--group-by", default="patient", choices=GROUP_BY,
+                   help="keep patients (default) or only lesions out of training")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each fold's training groups used for model selection")
+    p.add_argument("--id-regex", default=None,
+                   help="folder layout: regex with named groups lesion/patient searched in "
+                        "each file stem, e.g. '^(?P<lesion>.+)_\\d+$'")
+    p.add_argument("--unpair", action="store_true",
+                   help="paired data (the same lesions in WLI and NBI): train each fold's "
+                        "teacher and student on disjoint lesions (splits.unpair)")
+    p.add_argument("--class-names", default=None, metavar="A,B,...",
+                   help="label order (index = label), e.g. hyperplastic,adenoma")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if under_torchrun and args.command not in DISTRIBUTED_COMMANDS:

@@ -19,24 +19,11 @@ import typing
 from dataclasses import dataclass, field
 
 from .accel import RuntimeConfig
+from .distill import METHODS as METHODS  # the method registry, re-exported
 from .gkd_den import GKDDenConfig
 from .gkd_pro import GKDProConfig
 from .models import ModelConfig
 from .synthendo import SynthEndoConfig
-
-METHODS = (
-    "wli_only",
-    "pagkd",
-    "pagkd_no_pro",
-    "pagkd_no_den",
-    "pagkd_no_mask",
-    "pagkd_one_way",
-    "pseudo_pair",
-    "logit_kd",
-    "paired_oracle",
-    "paired_hint",
-    "oracle_masks",
-)
 
 
 @dataclass
@@ -91,6 +78,14 @@ class Config:
     device: str = "auto"  # auto = cuda, then mps, then cpu
     out_dir: str = "runs"
     bootstrap: int = 1000  # resamples for the 95% intervals
+
+    def __post_init__(self) -> None:
+        """Constraints across sections (each section checks its own fields)."""
+        if self.model.dim != self.pro.dim:
+            raise ValueError(
+                f"Config: model.dim ({self.model.dim}) and pro.dim ({self.pro.dim}) must be "
+                f"equal: GKD-Pro reads the student's d-dimensional tokens. Set both, e.g. "
+                f"--set model.dim={self.model.dim} --set pro.dim={self.model.dim}")
 
 
 def smoke() -> Config:
@@ -198,15 +193,28 @@ def override(cfg: Config, assignments: list[str]) -> Config:
         if name not in hints:
             raise ValueError(f"override {item!r}: {type(target).__name__} has no field {name!r}; "
                              f"fields: {sorted(f.name for f in dataclasses.fields(target))}")
-        new = dataclasses.replace(target, **{name: _parse(value.strip(), hints[name], key)})
+        value = _parse(value.strip(), hints[name], key)
         if len(parts) == 1:
-            cfg = new
+            setattr(cfg, name, value)  # cfg is our copy; checked as a whole at the end
         else:
+            new = dataclasses.replace(target, **{name: value})
             parent = cfg
             for p in parts[:-2]:
                 parent = getattr(parent, p)
             setattr(parent, parts[-2], new)
-    return cfg
+    return dataclasses.replace(cfg)  # rebuilt: the cross-section checks run on the result
+
+
+def build_config(base: str | Config = "demo", overrides=(), seed: int | None = None,
+                 device: str | None = None) -> Config:
+    """A preset (by name) or a Config, with ``--set`` style ``overrides``, a ``seed`` (training
+    AND data) and a ``device`` applied: what every ``pagkd-lite`` command starts from."""
+    extra = list(overrides)
+    if seed is not None:
+        extra += [f"seed={seed}", f"data.seed={seed}"]
+    if device is not None:
+        extra.append(f"device={device}")
+    return override(get_preset(base) if isinstance(base, str) else base, extra)
 
 
 def to_dict(cfg: Config) -> dict:

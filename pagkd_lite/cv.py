@@ -29,7 +29,6 @@ renders each training lesion in both modalities).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
@@ -40,15 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import METHODS, Config
+from .config import Config
 from .data import ImageSet
-from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics, macro_specificity
+from .distill import METHODS
+from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics
 from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
 
 #: Methods that need an NBI image paired with every WLI training image.
-PAIRED_METHODS = ("paired_oracle",)
-#: Methods the cross-validation path runs.
-CV_METHODS = tuple(m for m in METHODS if m not in PAIRED_METHODS)
+PAIRED_METHODS = tuple(m for m, entry in METHODS.items() if entry.paired)
+#: Methods the cross-validation path runs (real data has neither pairs nor true masks).
+CV_METHODS = tuple(m for m, entry in METHODS.items()
+                   if m not in PAIRED_METHODS and not entry.needs_masks)
 
 FOLD_COLUMNS = ("fold", "n_test", *METRICS)
 
@@ -130,25 +131,6 @@ def unpaired_folds(sets: dict[str, ImageSet], folds: list[dict], seed: int,
     return out
 
 
-def _point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The metrics of :func:`pagkd_lite.metrics.compute_metrics`, with AUC = NaN when a class
-    is missing from ``labels`` (AUC is undefined then; the other metrics are not)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    if len(labels) == 0:
-        return {m: float("nan") for m in METRICS}
-    k = probs.shape[1]
-    if len(np.unique(labels)) == k:
-        return compute_metrics(labels, probs)
-    pred = probs.argmax(axis=1)
-    kw = {"labels": list(range(k)), "average": "macro", "zero_division": 0}
-    return {"auc": float("nan"), "accuracy": float(accuracy_score(labels, pred)),
-            "precision": float(precision_score(labels, pred, **kw)),
-            "sensitivity": float(recall_score(labels, pred, **kw)),
-            "specificity": macro_specificity(labels, pred, k),
-            "f1": float(f1_score(labels, pred, **kw))}
-
-
 def _check_fold(i: int, fs: dict[str, ImageSet], needs_nbi: bool) -> None:
     """Clear errors for folds the training loop cannot use (empty or one-class splits)."""
     keys = ["wli_train", "wli_val", "wli_test"]
@@ -180,7 +162,7 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
         sets: ``{"WLI": ImageSet, "NBI": ImageSet}`` (e.g. from ``realdata.load_dataset``).
         folds: fold dicts of index tensors (``splits.lesion_folds``); the WLI test parts
             must partition the WLI images.
-        method: a student method of ``config.METHODS`` except ``paired_oracle``.
+        method: a student method of ``distill.METHODS`` except the paired ones.
         out_dir: where to write the CSVs, the report, the load report and each fold's
             student checkpoints; None writes nothing.
         progress: tqdm bars while training.
@@ -216,7 +198,7 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    needs_teacher = method != "wli_only"
+    needs_teacher = METHODS[method].needs_teacher
 
     t0 = time.perf_counter()
     probs = np.full((n, k), np.nan)
@@ -242,7 +224,7 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
             # about which real images are in this fold.
             teacher, _ = train_teacher(cfg, fs, out_dir=None, progress=progress, cache=False)
             if len(fs["nbi_test"]):
-                teacher_auc = _point_metrics(fs["nbi_test"].labels.numpy(),
+                teacher_auc = compute_metrics(fs["nbi_test"].labels.numpy(),
                                              predict(teacher, fs["nbi_test"], device,
                                                      runtime=cfg.runtime))["auc"]
         fold_dir = out / f"fold{i}" if out is not None else None
@@ -253,7 +235,7 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
         probs[idx] = p
         fold_of[idx] = i
         row = {"fold": i, "n_test": len(idx),
-               **_point_metrics(fs["wli_test"].labels.numpy(), p),
+               **compute_metrics(fs["wli_test"].labels.numpy(), p),
                "n_wli_train": len(fs["wli_train"]), "n_nbi_train": len(fs["nbi_train"]),
                "n_wli_val": len(fs["wli_val"]), "n_nbi_val": len(fs["nbi_val"]),
                "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
@@ -331,56 +313,3 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
     files["report"] = out / "report.md"
     files["report"].write_text("\n".join(lines))
     return files
-
-
-def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``pagkd-lite cv`` on the CLI's subparsers."""
-    p = sub.add_parser("cv", help="K-fold cross-validation on your own WLI/NBI data",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common(p)
-    p.add_argument("--data-root", required=True, metavar="DIR",
-                   help="data root: <DIR>/<modality>/<class>/<image>, or the folder the "
-                        "manifest paths are relative to")
-    p.add_argument("--manifest", default=None, metavar="CSV",
-                   help="CSV with path,modality,label,patient_id,lesion_id[,fold]")
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    p.add_argument("--method", default="pagkd",
-                   help=f"student method, one of {', '.join(CV_METHODS)} (default pagkd)")
-    p.add_argument("--group-by", default="patient", choices=GROUP_BY,
-                   help="keep patients (default) or only lesions out of training")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each fold's training groups used for model selection")
-    p.add_argument("--id-regex", default=None,
-                   help="folder layout: regex with named groups lesion/patient searched in "
-                        "each file stem, e.g. '^(?P<lesion>.+)_\\d+$'")
-    p.add_argument("--unpair", action="store_true",
-                   help="paired data (the same lesions in WLI and NBI): train each fold's "
-                        "teacher and student on disjoint lesions (splits.unpair)")
-    p.add_argument("--class-names", default=None, metavar="A,B,...",
-                   help="label order (index = label), e.g. hyperplastic,adenoma")
-    p.set_defaults(func=cmd_cv)
-
-
-def cmd_cv(args) -> None:
-    """Load, fold, cross-validate, write; see the module docstring."""
-    from .cli import build_config
-    from .realdata import RealDataConfig, load_dataset
-    from .splits import lesion_folds
-
-    check_method(args.method)
-    cfg = build_config(args)
-    out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
-    names = tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None
-    sets, report = load_dataset(RealDataConfig(
-        root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
-        id_regex=args.id_regex, class_names=names, progress=not args.quiet))
-    print(report.to_text())
-    folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
-                         val_fraction=args.val_fraction)
-    if args.unpair:
-        folds = unpaired_folds(sets, folds, cfg.seed, group_by=args.group_by)
-    res = run_cv(cfg, sets, folds, args.method, out, progress=not args.quiet,
-                 group_by=args.group_by, load_report=report)
-    print(res.table())
-    print(f"\nresults: {res.files['results']}  predictions: {res.files['predictions']}  "
-          f"report: {res.files['report']}  (wall time {res.seconds:.0f} s)")

@@ -17,13 +17,15 @@ Methods: ``wli_only``; ``pagkd`` and its ablations ``pagkd_no_pro``, ``pagkd_no_
 ``pagkd_no_mask`` (plain cross-attention), ``pagkd_one_way`` (WLI queries NBI only); the
 image-level baselines ``pseudo_pair`` (random same-class pairs, dense loss per pair) and
 ``logit_kd`` (each WLI image toward the teacher's mean softened prediction over the
-same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs).
+same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs). The list
+lives once, in :data:`METHODS` at the end of this module: a new method is one class and one
+entry there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +117,14 @@ class Distiller(nn.Module):
         return {}, []
 
 
+class WLIOnly(Distiller):
+    """``wli_only``: the student on WLI with cross-entropy alone; the teacher is not used."""
+
+    def __init__(self, student: Classifier, teacher: Classifier | None = None, cfg=None,
+                 num_classes: int = 0) -> None:
+        super().__init__(student)
+
+
 class _TeacherSide(Distiller):
     """Shared parts of the distillers that use the teacher: adapter, CAM, token labels."""
 
@@ -125,6 +135,17 @@ class _TeacherSide(Distiller):
         self.den_cfg = den
         # Trainable 1x1 adapter on the detached teacher map -> the student's token space.
         self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1)
+
+    def adapt(self, feats: torch.Tensor) -> torch.Tensor:
+        """Teacher feature map (B, C_T, h, w) -> teacher tokens (B, h*w, d) through the
+        trainable 1x1 adapter; the map is detached, so no gradient reaches the teacher."""
+        return self.adapter(feats.detach()).flatten(2).transpose(1, 2)
+
+    def teacher_tokens(self, x_n: torch.Tensor) -> torch.Tensor:
+        """Adapted teacher tokens (B, h*w, d) of NBI inputs, without the CAM."""
+        with torch.no_grad():
+            feats = self.teacher.backbone(x_n)[-1]
+        return self.adapt(feats)
 
     def teacher_forward(self, x_n: torch.Tensor, y_n: torch.Tensor, want_cam: bool):
         """Teacher tokens through the adapter (B, hw, d), teacher logits, and the teacher's
@@ -137,34 +158,49 @@ class _TeacherSide(Distiller):
             logits, _ = self.teacher.head(leaf)
             if want_cam:
                 cam = grad_cam(logits, leaf, y_n)
-        tokens = self.adapter(feats.detach()).flatten(2).transpose(1, 2)
-        return tokens, logits.detach(), cam
+        return self.adapt(feats), logits.detach(), cam
 
-    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor):
-        """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels
-        (B, h*w) in {1, 0, -1} for the WLI and the NBI images (one batched PAR call)."""
+    def cam_labels(self, batch: StepBatch, out, cam_n: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels, with
+        every intermediate: ``cam_w (B_w, h, w)``, ``refined (B_w + B_n, H/2, W/2)`` (WLI
+        rows first; one batched PAR call), ``lab_w (B_w, h*w)``, ``lab_n (B_n, h*w)`` in
+        {1, 0, -1}."""
         cam_w = grad_cam(out.logits, out.features, batch.y_w)
         refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]),
                              num_iter=self.den_cfg.par_iters, scale=self.den_cfg.par_scale)
         hw = tuple(out.features.shape[-2:])
         labels = token_labels(refined, hw, high=self.den_cfg.high, low=self.den_cfg.low)
-        return labels[: len(cam_w)], labels[len(cam_w) :]
+        b = len(cam_w)
+        return {"cam_w": cam_w, "refined": refined, "lab_w": labels[:b], "lab_n": labels[b:]}
+
+    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor):
+        """Token labels (B, h*w) of the WLI and the NBI images (see :meth:`cam_labels`)."""
+        parts = self.cam_labels(batch, out, cam_n)
+        return parts["lab_w"], parts["lab_n"]
 
 
 class PaGKD(_TeacherSide):
     """PaGKD: cross-entropy + GKD-Den + GKD-Pro over unpaired same-class groups.
 
     ``use_pro`` / ``use_den`` switch the modules (ablations ``pagkd_no_pro`` and
-    ``pagkd_no_den``); the GKD-Den settings (mask, one-way) come from ``den``.
+    ``pagkd_no_den``); ``use_mask`` / ``two_way`` (None: as in ``cfg.den``) replace those
+    GKD-Den settings (ablations ``pagkd_no_mask`` and ``pagkd_one_way``).
     """
 
-    def __init__(self, student, teacher, cfg, num_classes: int, use_pro=True, use_den=True):
-        super().__init__(student, teacher, cfg.den)
+    def __init__(self, student, teacher, cfg, num_classes: int, use_pro: bool = True,
+                 use_den: bool = True, use_mask: bool | None = None,
+                 two_way: bool | None = None) -> None:
+        den = cfg.den
+        if use_mask is not None:
+            den = dataclasses.replace(den, use_mask=use_mask)
+        if two_way is not None:
+            den = dataclasses.replace(den, two_way=two_way)
+        super().__init__(student, teacher, den)
         self.use_pro, self.use_den = use_pro, use_den
         self.lambda_den, self.lambda_pro = cfg.train.lambda_den, cfg.train.lambda_pro
         self.warmup_epochs = cfg.train.warmup_epochs
         self.pro = GKDPro(cfg.pro, num_classes) if use_pro else None
-        self.den = GKDDen(cfg.den) if use_den else None
+        self.den = GKDDen(den) if use_den else None
 
     def distill_losses(self, batch: StepBatch, out):
         losses, terms = {}, []
@@ -304,32 +340,79 @@ class LogitKD(Distiller):
         return {"kd": kd}, [self.lambda_kd * kd]
 
 
+@dataclass(frozen=True)
+class Method:
+    """One entry of :data:`METHODS`: a distiller class, its keyword options, one line of help.
+
+    ``Method(...)(student, teacher, cfg, num_classes)`` builds the distiller; every
+    distiller class takes ``(student, teacher, cfg, num_classes, **options)``.
+    """
+
+    cls: type[Distiller]
+    help: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.cls.needs_nbi
+
+    @property
+    def paired(self) -> bool:
+        """Needs the NBI twin of every WLI training image (true pairs)."""
+        return self.cls.paired
+
+    @property
+    def needs_masks(self) -> bool:
+        """Needs ground-truth lesion masks (SynthEndo's; real data has none)."""
+        return self.cls.needs_masks
+
+    def __call__(self, student: Classifier, teacher: Classifier | None, cfg,
+                 num_classes: int) -> Distiller:
+        return self.cls(student, teacher, cfg, num_classes, **self.options)
+
+
+#: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``
+#: take their choices and help text from here; a new method is one class and one entry.
+METHODS: dict[str, Method] = {
+    "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)"),
+    "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups"),
+    "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro (ablation)", {"use_pro": False}),
+    "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den (ablation)", {"use_den": False}),
+    "pagkd_no_mask": Method(PaGKD, "PaGKD with plain cross-attention in GKD-Den (no relation "
+                                   "mask)", {"use_mask": False}),
+    "pagkd_one_way": Method(PaGKD, "PaGKD with GKD-Den one way: WLI queries NBI only",
+                            {"two_way": False}),
+    "pseudo_pair": Method(PseudoPair, "dense loss on random same-class WLI/NBI pairs "
+                                      "(image-level baseline)"),
+    "logit_kd": Method(LogitKD, "each WLI image toward the teacher's mean soft prediction of "
+                                "its class (unpaired logit KD)"),
+    "paired_oracle": Method(PairedOracle, "dense loss on TRUE WLI/NBI pairs (SynthEndo only; "
+                                          "the upper reference)"),
+    "paired_hint": Method(PairedHint, "FitNets hint on TRUE pixel-aligned pairs: student token "
+                                      "-> teacher token at the same place (SynthEndo only)"),
+    "oracle_masks": Method(OracleMasks, "PaGKD with token labels from the TRUE lesion masks "
+                                        "instead of CAM + PAR (SynthEndo only)"),
+}
+
+
+def method_help(names=None) -> str:
+    """One line per method, ``name: help``, for ``--help`` texts."""
+    names = list(METHODS) if names is None else names
+    width = max(len(n) for n in names)
+    return "\n".join(f"  {n:{width}s}  {METHODS[n].help}" for n in names)
+
+
+def get_method(method: str) -> Method:
+    """The registry entry of ``method``; an unknown name raises ``ValueError``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    return METHODS[method]
+
+
 def build_distiller(method: str, student: Classifier, teacher: Classifier | None, cfg,
                     num_classes: int) -> Distiller:
-    """The distiller for a method name (see ``config.METHODS``)."""
-    if method == "wli_only":
-        return Distiller(student)
-    if teacher is None:
+    """The distiller for a method name (see :data:`METHODS`)."""
+    entry = get_method(method)
+    if entry.needs_teacher and teacher is None:
         raise ValueError(f"method {method!r} needs a trained teacher")
-    if method in ("pagkd", "pagkd_no_pro", "pagkd_no_den", "pagkd_no_mask", "pagkd_one_way"):
-        den = cfg.den
-        if method == "pagkd_no_mask":
-            den = dataclasses.replace(den, use_mask=False)
-        if method == "pagkd_one_way":
-            den = dataclasses.replace(den, two_way=False)
-        cfg = dataclasses.replace(cfg, den=den)
-        return PaGKD(student, teacher, cfg, num_classes,
-                     use_pro=method != "pagkd_no_pro", use_den=method != "pagkd_no_den")
-    if method == "oracle_masks":
-        return OracleMasks(student, teacher, cfg, num_classes)
-    if method == "paired_hint":
-        return PairedHint(student, teacher, cfg, num_classes)
-    if method == "pseudo_pair":
-        return PseudoPair(student, teacher, cfg, num_classes)
-    if method == "paired_oracle":
-        return PairedOracle(student, teacher, cfg, num_classes)
-    if method == "logit_kd":
-        return LogitKD(student, teacher, cfg, num_classes)
-    from .config import METHODS
-
-    raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    return entry(student, teacher if entry.needs_teacher else None, cfg, num_classes)

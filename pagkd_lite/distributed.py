@@ -77,11 +77,6 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
         dist.broadcast(b, src=0)
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 class _AllGatherRows(torch.autograd.Function):
     """All-gather along dim 0 with the gradient sent back to the rows' owners.
 

@@ -24,6 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .data import ImageSet
+from .models import eval_mode
 from .sampler import GroupSampler
 from .transforms import normalize, to_float
 
@@ -58,20 +59,15 @@ def image_embeddings(model_or_distiller, images: ImageSet, device: torch.device 
         raise ValueError(f"image_embeddings: side='adapter' needs a distiller with a teacher and "
                          f"an adapter, got {type(model_or_distiller).__name__}")
     device = torch.device(device)
-    was_training = model_or_distiller.training
-    model_or_distiller.to(device).eval()
     out = []
-    try:
+    with eval_mode(model_or_distiller, device):
         for i in range(0, len(images), batch_size):
             x = normalize(to_float(images.images[i : i + batch_size].to(device)))
             if side == "student":
                 tokens = _unwrap(model_or_distiller)(x).tokens
             else:
-                feats = model_or_distiller.teacher.backbone(x)[-1]
-                tokens = model_or_distiller.adapter(feats).flatten(2).transpose(1, 2)
+                tokens = model_or_distiller.teacher_tokens(x)
             out.append(tokens.mean(dim=1).float().cpu())
-    finally:
-        model_or_distiller.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -137,16 +133,14 @@ def prototype_sets(distiller, wli: ImageSet, nbi: ImageSet, device: torch.device
     device = torch.device(device)
     sampler = GroupSampler(wli.labels, nbi.labels, batch_size, num_classes=wli.num_classes,
                            steps_per_epoch=steps, seed=seed, class_names=wli.class_names)
-    was_training = distiller.training
-    distiller.to(device).eval()
     vecs, mods, labs, slots, stp = [], [], [], [], []
-    try:
+    with eval_mode(distiller, device):
         for s, group in enumerate(sampler):
             x_w = normalize(to_float(wli.images[group.wli].to(device)))
             x_n = normalize(to_float(nbi.images[group.nbi].to(device)))
             y = group.labels.to(device)
             tok_w = distiller.student(x_w).tokens
-            tok_n, _, _ = distiller.teacher_forward(x_n, y, want_cam=False)
+            tok_n = distiller.teacher_tokens(x_n)
             det = distiller.pro(tok_w, y, tok_n, y, return_details=True)
             for mod, protos, classes in (("WLI", det["protos_w"], det["classes_w"]),
                                          ("NBI", det["protos_n"], det["classes_n"])):
@@ -156,8 +150,6 @@ def prototype_sets(distiller, wli: ImageSet, nbi: ImageSet, device: torch.device
                 labs.append(classes.cpu().repeat_interleave(nq).numpy())
                 slots.append(np.tile(np.arange(nq), g))
                 stp.append(np.full(g * nq, s))
-    finally:
-        distiller.train(was_training)
     return PrototypeSets(vectors=np.concatenate(vecs), modality=np.array(mods),
                          label=np.concatenate(labs), slot=np.concatenate(slots),
                          step=np.concatenate(stp))

@@ -25,20 +25,18 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
-from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from .cam import grad_cam, par_refine, token_labels
 from .data import ImageSet
+from .distill import StepBatch
 from .gkd_den import GKDDenConfig, relation_attention, relation_maps
+from .models import eval_mode
 from .transforms import prepare
+from .viz import _TURBO, LABEL_RGB, heat_overlay, label_overlay  # noqa: F401 (re-exported)
+from .viz import as_hwc as to_rgb
 
 LABEL_NAMES = {1: "foreground", 0: "background", -1: "uncertain"}
-# token-label colours (RGB): foreground yellow, background blue, uncertain grey (a red
-# foreground tint would vanish on pink WLI mucosa)
-LABEL_RGB = {1: (255, 205, 0), 0: (40, 90, 230), -1: (150, 150, 150)}
 
 
 @dataclass
@@ -88,11 +86,10 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
              device: torch.device | str = "cpu") -> DenStep:
     """Run GKD-Den's front half (CAM -> PAR -> token labels, tokens) on chosen images.
 
-    The same calls as :meth:`pagkd_lite.distill.PaGKD.forward_train`, in eval mode and
-    without augmentation: student Grad-CAM on the WLI images, teacher Grad-CAM and adapted
-    tokens from ``distiller.teacher_forward`` on the NBI images, one batched
-    :func:`~pagkd_lite.cam.par_refine`, then :func:`~pagkd_lite.cam.token_labels` with the
-    distiller's thresholds.
+    The distiller's own calls, as in training but in eval mode and without augmentation:
+    ``distiller.teacher_forward`` (adapted teacher tokens and teacher Grad-CAM on the NBI
+    images) and ``distiller.cam_labels`` (student Grad-CAM, one batched PAR refinement,
+    token labels with the distiller's thresholds).
 
     Args:
         distiller: a distiller with a teacher and an adapter (``pagkd`` and its ablations,
@@ -109,22 +106,18 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     device = torch.device(device)
     wli_idx = torch.as_tensor(wli_idx, dtype=torch.long)
     nbi_idx = torch.as_tensor(nbi_idx, dtype=torch.long)
-    was_training = distiller.training
-    distiller.to(device).eval()
-    try:
+    with eval_mode(distiller, device):
         x_w, img_w = prepare(wli.images[wli_idx], device)
         x_n, img_n = prepare(nbi.images[nbi_idx], device)
         y_w, y_n = wli.labels[wli_idx].to(device), nbi.labels[nbi_idx].to(device)
+        batch = StepBatch(x_w=x_w, img_w=img_w, y_w=y_w, x_n=x_n, img_n=img_n, y_n=y_n)
         with torch.enable_grad():
             out = distiller.student(x_w)
-            cam_w = grad_cam(out.logits, out.features, y_w)
-        tokens_n, _, cam_n = distiller.teacher_forward(x_n, y_n, want_cam=True)
-        hw = tuple(out.features.shape[-2:])
-        refined = par_refine(torch.cat([img_w, img_n]), torch.cat([cam_w, cam_n]))
-        cfg = distiller.den_cfg
-        labels = token_labels(refined, hw, high=cfg.high, low=cfg.low)
-    finally:
-        distiller.train(was_training)
+            tokens_n, _, cam_n = distiller.teacher_forward(x_n, y_n, want_cam=True)
+            parts = distiller.cam_labels(batch, out, cam_n)
+    cfg = distiller.den_cfg
+    hw = tuple(out.features.shape[-2:])
+    cam_w, refined = parts["cam_w"], parts["refined"]
     b = len(wli_idx)
 
     def cpu(t: Tensor) -> Tensor:
@@ -133,7 +126,7 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     return DenStep(
         img_w=cpu(img_w), img_n=cpu(img_n), y_w=cpu(y_w), y_n=cpu(y_n),
         cam_w=cpu(cam_w), cam_n=cpu(cam_n), refined_w=cpu(refined[:b]),
-        refined_n=cpu(refined[b:]), lab_w=cpu(labels[:b]), lab_n=cpu(labels[b:]),
+        refined_n=cpu(refined[b:]), lab_w=cpu(parts["lab_w"]), lab_n=cpu(parts["lab_n"]),
         tokens_w=cpu(out.tokens), tokens_n=cpu(tokens_n), token_hw=hw, cfg=cfg,
         class_names=list(wli.class_names),
     )
@@ -169,51 +162,6 @@ def _check_pair(step: DenStep, wli_index: int, nbi_index: int) -> None:
 
 
 # ------------------------------------------------------------------------------ drawing
-def _lut(colorscale: str = "Turbo") -> np.ndarray:
-    """(256, 3) uint8 colour table of a plotly colour scale."""
-    cols = sample_colorscale(colorscale, list(np.linspace(0.0, 1.0, 256)))
-    return np.array([unlabel_rgb(c) for c in cols], dtype=np.float64).round().astype(np.uint8)
-
-
-_TURBO = _lut("Turbo")
-
-
-def to_rgb(img: Tensor) -> np.ndarray:
-    """``(3, H, W)`` float in ``[0, 1]`` -> ``(H, W, 3)`` uint8 for ``go.Image``."""
-    return (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
-
-def heat_overlay(rgb: np.ndarray, heat: Tensor, alpha: float = 0.55,
-                 mode: str = "bilinear", normalise: bool = False) -> np.ndarray:
-    """Blend a map ``(h, w)`` with values in ``[0, 1]`` into an ``(H, W, 3)`` image.
-
-    The map is resized to the image (``mode``: ``"bilinear"`` for CAMs, ``"nearest"`` for
-    token grids), coloured with the Turbo scale and mixed: ``(1-alpha) * image + alpha * map``.
-    ``normalise=True`` divides by the map's maximum first (attention rows sum to 1).
-    """
-    h, w = rgb.shape[:2]
-    m = heat.detach().float()
-    if normalise and float(m.max()) > 0:
-        m = m / m.max()
-    kw = {"align_corners": False} if mode == "bilinear" else {}
-    m = F.interpolate(m[None, None], size=(h, w), mode=mode, **kw)[0, 0].clamp(0, 1)
-    colours = _TURBO[(m * 255).round().long().numpy()]
-    return ((1 - alpha) * rgb + alpha * colours).round().astype(np.uint8)
-
-
-def label_overlay(rgb: np.ndarray, labels: Tensor, token_hw: tuple[int, int],
-                  alpha: float = 0.45) -> np.ndarray:
-    """Tint each token cell by its label: foreground yellow, background blue, uncertain grey."""
-    h, w = rgb.shape[:2]
-    grid = labels.reshape(1, 1, *token_hw).float()
-    per_pixel = F.interpolate(grid, size=(h, w), mode="nearest")[0, 0].long().numpy()
-    out = rgb.astype(np.float64)
-    for lab, colour in LABEL_RGB.items():
-        sel = per_pixel == lab
-        out[sel] = (1 - alpha) * out[sel] + alpha * np.array(colour)
-    return out.round().astype(np.uint8)
-
-
 def _token_box(fig: go.Figure, token: int, token_hw: tuple[int, int], size: tuple[int, int],
                row: int, col: int, colour: str = "white") -> None:
     """Outline token ``token`` (row-major on the ``h x w`` grid) on an image panel."""

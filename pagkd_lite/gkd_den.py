@@ -86,6 +86,8 @@ def _check_toklab(name: str, lab: Tensor) -> None:
 def relation_maps(lab_w: Tensor, lab_n: Tensor) -> Tensor:
     """Relation maps between the tokens of paired images.
 
+    Slow loop reference: :func:`pagkd_lite.reference.relation_map`.
+
     ``R[p, i, j] = 1`` if ``lab_w[p, i]`` and ``lab_n[p, j]`` are certain and equal,
     ``0`` if both are certain and different, ``0.5`` if either is uncertain (``-1``).
 
@@ -110,6 +112,8 @@ def relation_attention(
     q_tokens: Tensor, kv_tokens: Tensor, R: Tensor, cfg: GKDDenConfig,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Relation-guided cross-attention, direction ``kv -> q``.
+
+    Slow loop reference: :func:`pagkd_lite.reference.pair_attention`.
 
     ``scores = (T_q T_kv^T) * R`` (``/ sqrt(d)`` if ``cfg.scale``); entries with ``R == 0``
     are set to ``-inf``; ``A = softmax over kv tokens``; ``H = A T_kv``. A row whose
@@ -262,6 +266,8 @@ class GKDDen(nn.Module):
         tokens_n: Tensor, labels_n: Tensor, toklab_n: Tensor, return_details: bool = False,
     ) -> dict[str, Tensor]:
         """Compute ``L_Den`` for one step.
+
+        Slow loop reference: :func:`pagkd_lite.reference.gkd_den_loss`.
 
         Args:
             tokens_w: WLI (student) tokens ``(B_w, hw_w, d)``; labels_w ``(B_w,)`` long;

@@ -226,6 +226,8 @@ class GKDPro(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Prototype sets of one modality's groups.
 
+        Slow loop reference: :func:`pagkd_lite.reference.prototypes`.
+
         Args:
             tokens: ``(B, hw, d)``.
             labels: ``(B,)`` long in ``[0, K)``.
@@ -261,6 +263,8 @@ class GKDPro(nn.Module):
         return_details: bool = False,
     ) -> dict[str, Tensor]:
         """Compute ``L_con`` and ``L_pcls`` for one step.
+
+        Slow loop reference: :func:`pagkd_lite.reference.gkd_pro_losses`.
 
         Args:
             tokens_w: WLI (student) tokens ``(B_w, hw_w, d)``.

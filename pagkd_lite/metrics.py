@@ -1,4 +1,5 @@
-"""Classification metrics with bootstrap 95% intervals (scikit-learn does the arithmetic).
+"""Classification metrics with bootstrap 95% intervals (one NumPy path, checked against
+scikit-learn by the tests).
 
 The paper reports accuracy, macro precision / recall / specificity / F1 and AUC (binary,
 or macro one-vs-rest), computed from predictions pooled over folds. Each metric here comes
@@ -10,59 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 METRICS = ("auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
 
 
-def macro_specificity(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Mean over classes of TN / (TN + FP), one class against the rest."""
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    tn = cm.sum() - tp - fp - fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spec = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
-    return float(np.nanmean(spec))
-
-
-def auc_score(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Binary AUC on the positive-class probability, or macro one-vs-rest AUC for K > 2."""
-    k = probs.shape[1]
-    if k == 2:
-        return float(roc_auc_score(y_true, probs[:, 1]))
-    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
-                               labels=list(range(k))))
-
-
-def compute_metrics(y_true, probs) -> dict[str, float]:
-    """All metrics from labels (N,) and class probabilities (N, K); argmax decides."""
-    y_true = np.asarray(y_true)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = probs.shape[1]
-    y_pred = probs.argmax(axis=1)
-    labels = list(range(k))
-    kw = {"labels": labels, "average": "macro", "zero_division": 0}
-    return {
-        "auc": auc_score(y_true, probs),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(precision_score(y_true, y_pred, **kw)),
-        "sensitivity": float(recall_score(y_true, y_pred, **kw)),
-        "specificity": macro_specificity(y_true, y_pred, k),
-        "f1": float(f1_score(y_true, y_pred, **kw)),
-    }
-
-
 def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Mann-Whitney AUC with average ranks for ties (equals roc_auc_score)."""
+    """Mann-Whitney AUC with average ranks for ties (equals ``roc_auc_score``)."""
     from scipy.stats import rankdata
 
     n_pos = int(positive.sum())
@@ -71,34 +25,61 @@ def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def fast_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The same numbers as :func:`compute_metrics` from a confusion matrix and ranks.
+def auc_score(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Binary AUC on the positive-class probability, or macro one-vs-rest AUC for K > 2;
+    NaN when a class is missing from ``y_true`` (AUC is undefined then)."""
+    y_true = np.asarray(y_true)
+    k = probs.shape[1]
+    if len(np.unique(y_true)) < k:
+        return float("nan")
+    if k == 2:
+        return _rank_auc(probs[:, 1], y_true == 1)
+    return float(np.mean([_rank_auc(probs[:, c], y_true == c) for c in range(k)]))
 
-    scikit-learn's input validation dominates the cost of a thousand bootstrap resamples;
-    this is the lean path for the bootstrap, and tests check it equals scikit-learn.
-    """
-    n, k = probs.shape
-    y_pred = probs.argmax(axis=1)
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int):
+    """Per class, one against the rest: TP, FP, FN, TN (float arrays of length K)."""
     cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
     tp = np.diag(cm).astype(np.float64)
-    pred_pos = cm.sum(axis=0)
-    true_pos = cm.sum(axis=1)
-    fp = pred_pos - tp
-    tn = n - tp - fp - (true_pos - tp)
-    prec = np.divide(tp, pred_pos, out=np.zeros(k), where=pred_pos > 0)
-    rec = np.divide(tp, true_pos, out=np.zeros(k), where=true_pos > 0)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    return tp, fp, fn, len(y_true) - tp - fp - fn
+
+
+def macro_specificity(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Mean over classes of TN / (TN + FP), one class against the rest (classes with no
+    negative image are left out)."""
+    _, fp, _, tn = _confusion(np.asarray(y_true), np.asarray(y_pred), num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spec = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
+    return float(np.nanmean(spec))
+
+
+def compute_metrics(y_true, probs) -> dict[str, float]:
+    """All metrics from labels (N,) and class probabilities (N, K); argmax decides.
+
+    Macro averages over the K classes, a class with no prediction (or no image) counting 0
+    for precision (recall), as scikit-learn's ``zero_division=0``; the tests check every
+    number against scikit-learn. AUC is NaN when a class is missing from ``y_true``; every
+    metric is NaN for no images. The one metrics path: point values, the bootstrap, cv.
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    n, k = probs.shape
+    if n == 0:
+        return {m: float("nan") for m in METRICS}
+    y_pred = probs.argmax(axis=1)
+    tp, fp, fn, _ = _confusion(y_true, y_pred, k)
+    prec = np.divide(tp, tp + fp, out=np.zeros(k), where=tp + fp > 0)
+    rec = np.divide(tp, tp + fn, out=np.zeros(k), where=tp + fn > 0)
     denom = prec + rec
     f1 = np.divide(2 * prec * rec, denom, out=np.zeros(k), where=denom > 0)
-    if k == 2:
-        auc = _rank_auc(probs[:, 1], y_true == 1)
-    else:
-        auc = float(np.mean([_rank_auc(probs[:, c], y_true == c) for c in range(k)]))
     return {
-        "auc": auc,
+        "auc": auc_score(y_true, probs),
         "accuracy": float(tp.sum() / n),
         "precision": float(prec.mean()),
         "sensitivity": float(rec.mean()),
-        "specificity": float(np.mean(tn / np.maximum(tn + fp, 1))),
+        "specificity": macro_specificity(y_true, y_pred, k),
         "f1": float(f1.mean()),
     }
 
@@ -140,7 +121,7 @@ def bootstrap_metrics(y_true, probs, n_boot: int = 1000, seed: int = 0) -> dict[
         idx = rng.integers(0, n, n)
         if len(np.unique(y_true[idx])) < k:
             continue
-        for m, v in fast_metrics(y_true[idx], probs[idx]).items():
+        for m, v in compute_metrics(y_true[idx], probs[idx]).items():
             samples[m].append(v)
     return {
         m: Estimate(point[m], float(np.percentile(samples[m], 2.5)),
@@ -159,3 +140,7 @@ def mean_interval(values, seed: int = 0, n_boot: int = 10000) -> Estimate:
         return Estimate(m, float("nan"), float("nan"))
     half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
     return Estimate(m, m - half, m + half)
+
+
+#: The name notebook 05 imports; the same function as :func:`compute_metrics`.
+fast_metrics = compute_metrics

@@ -12,6 +12,7 @@ timm name works and ``feature_info`` sizes everything downstream (C and the stri
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import timm
@@ -114,3 +115,17 @@ def freeze(model: nn.Module) -> nn.Module:
         p.requires_grad_(False)
         p.grad = None  # gradients left from the teacher's own training are dead weight
     return model
+
+
+@contextmanager
+def eval_mode(model: nn.Module, device: torch.device | str | None = None):
+    """``with eval_mode(model, device) as m:`` the model in eval mode (moved to ``device`` if
+    given); its train/eval mode is restored on exit, also after an error."""
+    was_training = model.training
+    if device is not None:
+        model.to(device)
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

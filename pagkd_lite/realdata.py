@@ -61,6 +61,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from pagkd_lite.data import MODALITIES, ImageSet
+from pagkd_lite.splits import UnionFind
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MANIFEST_COLUMNS = ("path", "modality", "label", "patient_id", "lesion_id")
@@ -539,30 +540,13 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
 
 # ----------------------------------------------------------------------------- loading
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict = {}
-
-    def find(self, x):
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a, b) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def _merge_duplicates(entries: list[_Entry], hashes: list[str], report: LoadReport) -> None:
     """Record identical-byte groups and merge their lesions into one lesion id."""
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(hashes):
         by_hash[h].append(i)
     groups = [g for g in by_hash.values() if len(g) > 1]
-    uf = _UnionFind()
+    uf = UnionFind()
     for g in groups:
         report.duplicates.append(sorted(entries[i].rel for i in g))
         labels = {(entries[i].modality, entries[i].label) for i in g}

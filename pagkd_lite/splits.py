@@ -56,6 +56,30 @@ def _check_sets(sets: dict[str, ImageSet]) -> list[str]:
     return mods
 
 
+class UnionFind:
+    """Disjoint sets of hashable, orderable ids; the smallest id of a set is its root.
+
+    ``find(x)`` adds ``x`` as its own set on first sight (path halving); ``union(a, b)``
+    joins two sets. Used for patient/lesion groups here and duplicate merges in
+    :mod:`pagkd_lite.realdata`.
+    """
+
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
 def group_ids(sets: dict[str, ImageSet], group_by: str = "patient") -> dict[str, np.ndarray]:
     """Per modality, an int array giving each image's group (shared across modalities).
 
@@ -65,28 +89,18 @@ def group_ids(sets: dict[str, ImageSet], group_by: str = "patient") -> dict[str,
     if group_by not in GROUP_BY:
         raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
     mods = _check_sets(sets)
-    parent: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    uf = UnionFind()
     for m in mods:
         for pat, les in zip(sets[m].patient_ids, sets[m].lesion_ids, strict=True):
-            a = find(("L", str(les)))
+            uf.find(("L", str(les)))
             if group_by == "patient":
-                b = find(("P", str(pat)))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+                uf.union(("L", str(les)), ("P", str(pat)))
     index: dict[tuple[str, str], int] = {}
     out = {}
     for m in mods:
         g = []
         for les in sets[m].lesion_ids:
-            g.append(index.setdefault(find(("L", str(les))), len(index)))
+            g.append(index.setdefault(uf.find(("L", str(les))), len(index)))
         out[m] = np.asarray(g, dtype=np.int64)
     return out
 

@@ -27,6 +27,7 @@ from .data import ImageSet
 from .distill import Distiller, StepBatch
 from .distributed import average_gradients, broadcast_buffers, gather_rows, rank, world_size
 from .metrics import auc_score
+from .models import eval_mode
 from .sampler import GroupSampler
 from .transforms import normalize, prepare, to_float
 
@@ -67,18 +68,16 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     Distributed: each rank scores every world_size-th image and the rows are gathered, so
     every rank (rank 0 included) gets all N rows.
     """
-    was_training = model.training
-    model.eval()
     index = torch.arange(rank(), len(images), world_size())
     out = []
-    for i in range(0, len(index), batch_size):
-        batch = accel.host_to_device(images.images, index[i : i + batch_size], device, runtime)
-        x = accel.input_format(normalize(to_float(batch)), runtime)
-        with accel.autocast(runtime, device):
-            logits = model(x)
-        logits = getattr(logits, "logits", logits)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(index), batch_size):
+            batch = accel.host_to_device(images.images, index[i : i + batch_size], device, runtime)
+            x = accel.input_format(normalize(to_float(batch)), runtime)
+            with accel.autocast(runtime, device):
+                logits = model(x)
+            logits = getattr(logits, "logits", logits)
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
     local = torch.cat(out) if out else torch.empty(0, images.num_classes)
     return gather_rows(local, index, len(images)).numpy()
 
@@ -92,6 +91,21 @@ def _prepare_step(images: ImageSet, index: torch.Tensor, with_masks: bool, devic
     out = prepare(imgs, device, tcfg.augment, tcfg.rotation_degrees, generator, masks=masks)
     x, img = out[0], out[1]
     return accel.input_format(x, runtime), img, (out[2] if with_masks else None)
+
+
+def train_step(distiller: Distiller, opt: torch.optim.Optimizer, batch: StepBatch, epoch: int,
+               runtime: RuntimeConfig | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step, the same for the teacher, every student and the benchmarks:
+    ``losses = distiller.forward_train(batch, epoch)`` (under the run's autocast), backward
+    of ``losses["total"]``, gradients averaged over torchrun ranks, ``opt.step()``.
+    Returns the losses."""
+    with accel.autocast(runtime, batch.x_w.device):
+        _, losses = distiller.forward_train(batch, epoch)
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    average_gradients([p for group in opt.param_groups for p in group["params"]])
+    opt.step()
+    return losses
 
 
 @dataclass
@@ -186,12 +200,7 @@ def fit(
                 batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
                     train_n, nbi_idx, distiller.needs_masks, device, tcfg, aug_n, runtime)
                 batch.y_n = train_n.labels[nbi_idx].to(device)
-            with accel.autocast(runtime, device):
-                _, losses = distiller.forward_train(batch, epoch)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            average_gradients(params)
-            opt.step()
+            losses = train_step(distiller, opt, batch, epoch, runtime)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")

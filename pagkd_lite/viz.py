@@ -21,6 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
+from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from .data import ImageSet
@@ -36,7 +37,9 @@ __all__ = [
     "class_examples",
     "group_attention",
     "group_explorer",
+    "heat_overlay",
     "image_grid",
+    "label_overlay",
     "learning_curves",
     "metric_bars",
     "query_image_mass",
@@ -58,13 +61,16 @@ def as_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(1, 2, 0))
 
 
-def upsample_map(m: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A map ``(h, w)`` -> float array ``(H, W)`` by bilinear interpolation (no corner align)."""
+def upsample_map(m: torch.Tensor | np.ndarray, size: tuple[int, int],
+                 mode: str = "bilinear") -> np.ndarray:
+    """A map ``(h, w)`` -> float array ``(H, W)``: ``"bilinear"`` (no corner align; CAMs) or
+    ``"nearest"`` (token grids)."""
     t = torch.as_tensor(np.asarray(m, dtype=np.float32) if not isinstance(m, torch.Tensor)
                         else m.detach().cpu().float())
     if t.ndim != 2:
         raise ValueError(f"upsample_map: expected a map (h, w), got shape {tuple(t.shape)}")
-    up = F.interpolate(t[None, None], size=tuple(size), mode="bilinear", align_corners=False)
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    up = F.interpolate(t[None, None], size=tuple(size), mode=mode, **kw)
     return up[0, 0].numpy()
 
 
@@ -93,6 +99,54 @@ def _map_trace(m: np.ndarray, opacity: float, showscale: bool, name: str = "map"
 
 def _size(n_rows: int, n_cols: int, tile: int = 150) -> dict:
     return {"height": 60 + tile * n_rows, "width": max(320, 40 + tile * n_cols)}
+
+
+# ------------------------------------------------------------------------ RGB overlays
+# Maps blended INTO the image's pixels (one go.Image per panel, no second trace): the
+# GKD-Den explorer (:mod:`pagkd_lite.explore`) draws with these.
+
+# token-label colours (RGB): foreground yellow, background blue, uncertain grey (a red
+# foreground tint would vanish on pink WLI mucosa)
+LABEL_RGB = {1: (255, 205, 0), 0: (40, 90, 230), -1: (150, 150, 150)}
+
+
+def _lut(colorscale: str = "Turbo") -> np.ndarray:
+    """(256, 3) uint8 colour table of a plotly colour scale."""
+    cols = sample_colorscale(colorscale, list(np.linspace(0.0, 1.0, 256)))
+    return np.array([unlabel_rgb(c) for c in cols], dtype=np.float64).round().astype(np.uint8)
+
+
+_TURBO = _lut("Turbo")
+
+
+def heat_overlay(rgb: np.ndarray, heat: torch.Tensor, alpha: float = 0.55,
+                 mode: str = "bilinear", normalise: bool = False) -> np.ndarray:
+    """Blend a map ``(h, w)`` with values in ``[0, 1]`` into an ``(H, W, 3)`` uint8 image.
+
+    The map is resized to the image (:func:`upsample_map`, ``mode``), coloured with the Turbo
+    scale and mixed: ``(1-alpha) * image + alpha * map``. ``normalise=True`` divides by the
+    map's maximum first (attention rows sum to 1).
+    """
+    h, w = rgb.shape[:2]
+    m = heat.detach().float()
+    if normalise and float(m.max()) > 0:
+        m = m / m.max()
+    m = torch.from_numpy(upsample_map(m, (h, w), mode)).clamp(0, 1)
+    colours = _TURBO[(m * 255).round().long().numpy()]
+    return ((1 - alpha) * rgb + alpha * colours).round().astype(np.uint8)
+
+
+def label_overlay(rgb: np.ndarray, labels: torch.Tensor, token_hw: tuple[int, int],
+                  alpha: float = 0.45) -> np.ndarray:
+    """Tint each token cell by its label: foreground yellow, background blue, uncertain grey."""
+    h, w = rgb.shape[:2]
+    per_pixel = upsample_map(labels.reshape(token_hw).float(), (h, w), "nearest")
+    per_pixel = per_pixel.astype(np.int64)
+    out = rgb.astype(np.float64)
+    for lab, colour in LABEL_RGB.items():
+        sel = per_pixel == lab
+        out[sel] = (1 - alpha) * out[sel] + alpha * np.array(colour)
+    return out.round().astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------- images

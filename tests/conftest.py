@@ -66,8 +66,9 @@ def distiller():
     torch.manual_seed(0)
     cfg = smoke()
     cfg = dataclasses.replace(cfg, model=ModelConfig(backbone="test_resnet", dim=16,
-                                                     feature_index=-2))
-    cfg.pro = dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2)
+                                                     feature_index=-2),
+                              pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3,
+                                                      num_heads=2))
     student = Classifier(cfg.model, 3)
     teacher = Classifier(cfg.model, 3)
     return build_distiller("pagkd", student, teacher, cfg, 3)

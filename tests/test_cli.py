@@ -1,8 +1,12 @@
 """The command line, end to end on the smoke preset."""
 
+import re
 import subprocess
 import sys
 import time
+
+import pytest
+import torch
 
 from pagkd_lite.cli import main
 
@@ -48,3 +52,58 @@ def test_commands_that_do_not_split_refuse_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["demo", "--preset", "smoke", "--quiet"]) == 2
     assert "only train-teacher and train-student run" in capsys.readouterr().err
+
+
+def test_evaluate_honours_device_and_set(tmp_path, capsys, monkeypatch):
+    """``evaluate`` applies --device and --set on top of the checkpoint's config."""
+    from pagkd_lite import pipeline
+
+    args = ["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--set", "train.epochs=1"]
+    assert main(["train-student", "--method", "wli_only", *args]) == 0
+    seen = {}
+    real = pipeline.evaluate
+
+    def spy(model, images, device, n_boot, seed, runtime=None):
+        seen.update(device=device, n_boot=n_boot, param=next(model.parameters()).device)
+        return real(model, images, device, n_boot, seed, runtime=runtime)
+
+    monkeypatch.setattr(pipeline, "evaluate", spy)
+    assert main(["evaluate", "--method", "wli_only", *args, "--device", "cpu",
+                 "--set", "bootstrap=17"]) == 0
+    assert seen == {"device": torch.device("cpu"), "n_boot": 17, "param": torch.device("cpu")}
+    assert "| wli_only | wli_test |" in capsys.readouterr().out
+    # --set reaches the checkpoint config: its dim check fires
+    assert main(["evaluate", "--method", "wli_only", *args, "--set", "model.dim=8"]) == 2
+    assert "model.dim (8) and pro.dim (32) must be equal" in capsys.readouterr().err
+
+
+def test_help_lists_the_registry_and_only_real_presets(monkeypatch, capsys):
+    from pagkd_lite import distill
+    from pagkd_lite.cli import build_parser
+    from pagkd_lite.config import PRESETS
+
+    monkeypatch.setitem(distill.METHODS, "my_method",
+                        distill.Method(distill.WLIOnly, "a method added in one line"))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-student", "--help"])
+    text = capsys.readouterr().out
+    for name, entry in distill.METHODS.items():
+        assert name in text and entry.help in text
+    assert build_parser().parse_args(["train-student", "--method", "my_method"]).method \
+        == "my_method"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    top = capsys.readouterr().out
+    assert "my_method" in top
+    for preset in re.findall(r"--preset (\w+)", top):
+        assert preset in PRESETS, preset
+
+
+def test_library_modules_do_not_import_the_cli():
+    """bench and cv are plain library modules: importing them leaves the CLI unloaded."""
+    code = ("import sys, pagkd_lite.bench, pagkd_lite.cv, pagkd_lite.config; "
+            "print('pagkd_lite.cli' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False"

@@ -38,3 +38,29 @@ def test_override_any_field_by_type():
 def test_bad_values_are_named(item, message):
     with pytest.raises(ValueError, match=message):
         override(get_preset("smoke"), [item])
+
+
+def test_model_and_pro_dim_mismatch_fails_at_construction():
+    from pagkd_lite.config import Config
+    from pagkd_lite.gkd_pro import GKDProConfig
+    from pagkd_lite.models import ModelConfig
+
+    with pytest.raises(ValueError, match=r"model.dim \(64\) and pro.dim \(32\) must be equal"):
+        Config(model=ModelConfig(dim=64), pro=GKDProConfig(dim=32, num_heads=4))
+
+
+def test_override_checks_the_dims_together():
+    with pytest.raises(ValueError, match=r"--set model.dim=16 --set pro.dim=16"):
+        override(get_preset("smoke"), ["model.dim=16"])
+    # both changed (in any order, with other fields between) is fine
+    cfg = override(get_preset("smoke"), ["model.dim=16", "seed=2", "pro.dim=16"])
+    assert cfg.model.dim == cfg.pro.dim == 16
+
+
+def test_build_config_applies_seed_device_and_overrides_to_a_preset_or_config():
+    from pagkd_lite.config import build_config
+
+    cfg = build_config("smoke", ["train.epochs=3"], seed=5, device="cpu")
+    assert (cfg.train.epochs, cfg.seed, cfg.data.seed, cfg.device) == (3, 5, 5, "cpu")
+    again = build_config(cfg, ["bootstrap=9"])
+    assert (again.train.epochs, again.bootstrap, cfg.bootstrap) == (3, 9, 200)

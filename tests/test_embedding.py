@@ -183,3 +183,35 @@ def test_embedding_figure_panels():
     # 3 classes x 2 modalities on the left, 2 modalities on the right
     assert len(fig.data) == 8
     assert sum(len(t.x) for t in fig.data) == 24
+
+
+def test_adapter_embeddings_and_prototypes_equal_the_distillers_training_step(distiller):
+    """``image_embeddings(side="adapter")`` and ``prototype_sets`` see the tokens that
+    ``forward_train`` hands to GKD-Pro on the same group step."""
+    from pagkd_lite.distill import StepBatch
+    from pagkd_lite.transforms import prepare
+
+    wli = random_set(12, 3, "WLI", size=32, seed=6)
+    nbi = random_set(12, 3, "NBI", size=32, seed=7)
+    ps = emb.prototype_sets(distiller, wli, nbi, steps=1, batch_size=6, seed=3)
+    step = next(iter(GroupSampler(wli.labels, nbi.labels, 6, num_classes=3, steps_per_epoch=1,
+                                  seed=3)))
+    x_w, img_w = prepare(wli.images[step.wli], torch.device("cpu"))
+    x_n, img_n = prepare(nbi.images[step.nbi], torch.device("cpu"))
+    batch = StepBatch(x_w, img_w, step.labels, x_n, img_n, step.labels)
+    seen = {}
+    hook = distiller.pro.register_forward_hook(
+        lambda _, args, out: seen.update(tok_n=args[2].detach()))
+    distiller.eval()
+    try:
+        distiller.forward_train(batch, epoch=10**6)
+        det = distiller.pro(distiller.student(x_w).tokens, step.labels, seen["tok_n"],
+                            step.labels, return_details=True)
+    finally:
+        hook.remove()
+        distiller.train()
+    adapter_side = emb.image_embeddings(distiller, nbi.subset(step.nbi), side="adapter")
+    np.testing.assert_allclose(adapter_side, seen["tok_n"].mean(1).numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(ps.vectors[ps.modality == "NBI"],
+                               det["protos_n"].detach().reshape(-1, 16).numpy(), atol=1e-6)

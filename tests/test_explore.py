@@ -175,3 +175,27 @@ def test_attention_explorer_offers_only_the_group_and_redraws(step):
     c["token"].value = (c["token"].value + 1) % 16
     assert box.figure is not first
     assert f"token {c['token'].value} " in box.figure.layout.annotations[0].text
+
+
+def test_den_step_equals_what_the_distillers_training_step_feeds_gkd_den(distiller, sets):
+    """The notebook helper and ``forward_train`` give GKD-Den the same tensors on one batch."""
+    from pagkd_lite.distill import StepBatch
+
+    wli, nbi = sets
+    wi, ni = [0, 1, 2, 3], [0, 1, 2, 4, 5]
+    step = explore.den_step(distiller, wli, nbi, wi, ni)
+    x_w, img_w = prepare(wli.images[wi], torch.device("cpu"))
+    x_n, img_n = prepare(nbi.images[ni], torch.device("cpu"))
+    batch = StepBatch(x_w, img_w, wli.labels[wi], x_n, img_n, nbi.labels[ni])
+    seen = {}
+    hook = distiller.den.register_forward_pre_hook(
+        lambda _, args: seen.update(zip(("tokens_w", "y_w", "lab_w", "tokens_n", "y_n", "lab_n"),
+                                        args, strict=True)))
+    distiller.eval()
+    try:
+        distiller.forward_train(batch, epoch=10**6)
+    finally:
+        hook.remove()
+        distiller.train()
+    for name in ("tokens_w", "lab_w", "tokens_n", "lab_n", "y_w", "y_n"):
+        assert torch.equal(getattr(step, name), seen[name].detach()), name

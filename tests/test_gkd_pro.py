@@ -1,79 +1,20 @@
-"""GKD-Pro: batched implementation vs a slow loop reference, golden values, gradients."""
+"""GKD-Pro: batched implementation vs the loop reference (:mod:`pagkd_lite.reference`), values
+and gradients; golden values."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
+from pagkd_lite import reference
 from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
-# ----------------------------------------------------------------------------- reference
-def ref_identity(model: GKDPro, pos: int) -> torch.Tensor:
-    """Identity vector of the image at place ``pos`` of its group, written out by hand."""
-    d = model.cfg.dim
-    if model.cfg.identity == "learned":
-        return model.identity[pos]
-    if model.cfg.identity == "none":
-        return torch.zeros(d, dtype=torch.float64)
-    vals = []
-    for j in range(d):
-        freq = 10000.0 ** (-(j - j % 2) / d)
-        vals.append(math.sin(pos * freq) if j % 2 == 0 else math.cos(pos * freq))
-    return torch.tensor(vals, dtype=torch.float64)
-
-
-def ref_prototypes(model: GKDPro, tokens, labels) -> dict[int, torch.Tensor]:
-    """One MHA call per group, on the plain concatenation of the group's images."""
-    protos = {}
-    for c in range(model.num_classes):
-        members = [i for i in range(len(labels)) if int(labels[i]) == c]
-        if not members:
-            continue
-        parts = [tokens[i] + ref_identity(model, pos).to(tokens.dtype)
-                 for pos, i in enumerate(members)]
-        seq = torch.cat(parts, dim=0)[None]
-        out, _ = model.mha(model.queries[None], seq, seq, need_weights=False)
-        protos[c] = out[0]
-    return protos
-
-
-def ref_s(a, b):
-    return sum(F.cosine_similarity(a[k], b[k], dim=0) for k in range(a.shape[0])) / a.shape[0]
-
-
-def ref_losses(model: GKDPro, tw, lw, tn, ln):
-    cfg = model.cfg
-    sets = {"W": ref_prototypes(model, tw, lw), "N": ref_prototypes(model, tn, ln)}
-    terms = []
-    skipped = 0
-    for c in range(model.num_classes):
-        in_w, in_n = c in sets["W"], c in sets["N"]
-        if in_w != in_n:
-            skipped += 1
-        if not (in_w and in_n):
-            continue
-        anchor = sets["W"][c]
-        num = torch.exp(ref_s(anchor, sets["N"][c]) / cfg.tau)
-        den = torch.tensor(1.0 if cfg.plus_one else 0.0, dtype=tw.dtype)
-        for m2 in ("W", "N"):
-            for c2, other in sets[m2].items():
-                if (c2, m2) == (c, "W"):
-                    continue
-                den = den + torch.exp(ref_s(anchor, other) / cfg.tau)
-        terms.append(-torch.log(num / den))
-    con = torch.stack(terms).mean() if terms else torch.tensor(0.0, dtype=tw.dtype)
-    ces = []
-    for m in ("W", "N"):
-        for c, p in sets[m].items():
-            logits = model.classifier(p.mean(dim=0))[None]
-            ces.append(F.cross_entropy(logits, torch.tensor([c])))
-    return con, torch.stack(ces).mean(), skipped, sets
+def ref_losses(model, tw, lw, tn, ln):
+    ref = reference.gkd_pro_losses(model, tw, lw, tn, ln)
+    return ref["con"], ref["pcls"], ref["n_pairs_skipped"], ref["protos"]
 
 
 def labels_from_counts(counts, gen):
@@ -117,13 +58,42 @@ def test_matches_loop_reference(counts_w, counts_n, hw_w, hw_n, plus_one, tau, i
         torch.testing.assert_close(out[key], torch.stack([sets[m][c] for c in classes]), **TOL)
 
 
+@pytest.mark.parametrize("counts_w,counts_n,hw_w,hw_n", CASES[:3])
+@pytest.mark.parametrize("identity", ["sinusoidal", "learned"])
+def test_gradients_match_loop_reference(counts_w, counts_n, hw_w, hw_n, identity):
+    """d(L_con + L_pcls) / d(tokens, queries, attention, classifier, identities): batched
+    and loop reference agree in float64."""
+    gen = torch.Generator().manual_seed(5 * sum(counts_w) + hw_w)
+    torch.manual_seed(1)
+    k, d = len(counts_w), 8
+    model = GKDPro(GKDProConfig(dim=d, num_queries=3, num_heads=2, identity=identity,
+                                max_group_size=8), k).double()
+    lw, ln = labels_from_counts(counts_w, gen), labels_from_counts(counts_n, gen)
+    tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64, requires_grad=True)
+    tn = torch.randn(len(ln), hw_n, d, generator=gen, dtype=torch.float64, requires_grad=True)
+    params = [tw, tn, *(p for p in model.parameters() if p.requires_grad)]
+
+    def grads(fn):
+        out = fn(model, tw, lw, tn, ln)
+        g = torch.autograd.grad(out["con"] + out["pcls"], params, allow_unused=True)
+        return [torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params, strict=True)]
+
+    batched = grads(lambda m, *a: m(*a))
+    looped = grads(reference.gkd_pro_losses)
+    names = ["tokens_w", "tokens_n", *(n for n, p in model.named_parameters() if p.requires_grad)]
+    for name, g_b, g_r in zip(names, batched, looped, strict=True):
+        torch.testing.assert_close(g_b, g_r, rtol=1e-5, atol=1e-9,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert batched[0].abs().sum() > 0 and batched[1].abs().sum() > 0
+
+
 def test_prototypes_single_modality_matches_reference():
     torch.manual_seed(1)
     model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=4), 3).double()
     lab = torch.tensor([2, 0, 2, 2, 0])
     tok = torch.randn(5, 3, 8, dtype=torch.float64)
     protos, cls, present = model.prototypes(tok, lab, 3)
-    ref = ref_prototypes(model, tok, lab)
+    ref = reference.prototypes(model, tok, lab)
     assert cls.tolist() == [0, 2] and present.tolist() == [True, False, True]
     torch.testing.assert_close(protos, torch.stack([ref[0], ref[2]]), **TOL)
 
@@ -132,7 +102,8 @@ def test_sinusoidal_table_and_identity_matter():
     torch.manual_seed(0)
     model = GKDPro(GKDProConfig(dim=6, num_queries=2, num_heads=2), 2).double()
     for pos in (0, 1, 5):
-        torch.testing.assert_close(model.identity[pos].double(), ref_identity(model, pos),
+        torch.testing.assert_close(model.identity[pos].double(),
+                                   reference.identity_vector(model, pos),
                                    rtol=1e-6, atol=1e-6)
     # with identities, swapping two images of a group changes the prototypes
     tok = torch.randn(2, 3, 6, dtype=torch.float64)

@@ -26,9 +26,9 @@ def tiny_pagkd_parts():
     """(cfg, teacher, student): smoke config with test_resnet at d = 16, random weights."""
     torch.manual_seed(0)
     cfg = smoke()
-    cfg = dataclasses.replace(cfg, model=ModelConfig(backbone="test_resnet", dim=16,
-                                                     feature_index=-2))
-    cfg.pro = dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2)
+    cfg = dataclasses.replace(
+        cfg, model=ModelConfig(backbone="test_resnet", dim=16, feature_index=-2),
+        pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2))
     return cfg, Classifier(cfg.model, 3), Classifier(cfg.model, 3)
 
 

@@ -5,7 +5,6 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 from pagkd_lite.metrics import (
     bootstrap_metrics,
     compute_metrics,
-    fast_metrics,
     macro_specificity,
     mean_interval,
 )
@@ -30,10 +29,31 @@ def test_metrics_equal_sklearn(k):
     assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
     assert m["sensitivity"] == pytest.approx(recall_score(y, pred, average="macro"))
     assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
-    # the lean bootstrap path gives the same numbers
-    fast = fast_metrics(y, p)
-    for key, value in m.items():
-        assert fast[key] == pytest.approx(value, abs=1e-12), key
+    assert m["specificity"] == pytest.approx(macro_specificity(y, pred, k))
+
+
+def test_specificity_equals_the_confusion_matrix_by_sklearn():
+    from sklearn.metrics import confusion_matrix
+
+    y, p = fixed_inputs(4, n=60, seed=3)
+    pred = p.argmax(1)
+    cm = confusion_matrix(y, pred, labels=range(4))
+    tn = cm.sum() - cm.sum(0) - cm.sum(1) + np.diag(cm)
+    fp = cm.sum(0) - np.diag(cm)
+    assert macro_specificity(y, pred, 4) == pytest.approx(np.mean(tn / (tn + fp)))
+
+
+def test_missing_class_gives_nan_auc_and_sklearn_values_for_the_rest():
+    y = np.array([0, 0, 1, 1, 0])  # class 2 of 3 missing
+    p = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .1, .8], [.6, .3, .1]])
+    m = compute_metrics(y, p)
+    pred = p.argmax(1)
+    kw = {"labels": [0, 1, 2], "average": "macro", "zero_division": 0}
+    assert np.isnan(m["auc"])
+    assert m["precision"] == pytest.approx(precision_score(y, pred, **kw))
+    assert m["sensitivity"] == pytest.approx(recall_score(y, pred, **kw))
+    assert m["f1"] == pytest.approx(f1_score(y, pred, **kw))
+    assert all(np.isnan(v) for v in compute_metrics(y[:0], p[:0]).values())
 
 
 def test_specificity_by_hand():
