@@ -99,23 +99,31 @@ def cmd_train_student(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_provenance, load_checkpoint, load_weights
     from .config import from_dict
     from .distill import build_distiller
     from .models import Classifier
-    from .pipeline import evaluate, format_table, make_data
+    from .pipeline import evaluate, format_table, make_data, provenance
     from .train import pick_device
 
     cfg = build_config(args)
     path = Path(args.checkpoint) if args.checkpoint else _out(args, cfg) / args.method / "best.pt"
     ck = load_checkpoint(path, required=("distiller", "config", "method"))
-    cfg = from_dict(ck["config"])
+    try:
+        cfg = from_dict(ck["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path}: its config cannot be read "
+                              f"({type(err).__name__}: {err})") from None
     sets = make_data(cfg)
     k = sets["wli_test"].num_classes
+    here = provenance(cfg, sets["wli_test"])
+    check_provenance(path, ck, here["data"], here["model"])
+    if ck["method"] not in METHODS:
+        raise CheckpointError(f"checkpoint {path}: unknown method {ck['method']!r}")
     needs_teacher = ck["method"] != "wli_only"
     teacher = Classifier(cfg.model, k) if needs_teacher else None
     distiller = build_distiller(ck["method"], Classifier(cfg.model, k), teacher, cfg, k)
-    distiller.load_trainable_state_dict(ck["distiller"])
+    load_weights(path, distiller, ck["distiller"])
     device = pick_device(cfg.device)
     ev = evaluate(distiller.to(device), sets["wli_test"], device, cfg.bootstrap, cfg.seed,
                   runtime=cfg.runtime)
