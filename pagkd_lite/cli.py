@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
 
 from . import bench, cv
-from .checkpoint import CheckpointError
 from .config import METHODS, PRESETS, Config, get_preset, override
 from .distributed import init_from_env, rank, shutdown
+from .errors import KitError
+from .files import check_out_dir
 
 # the commands that split their work over torchrun's ranks; the others run as one process
 DISTRIBUTED_COMMANDS = ("train-teacher", "train-student")
@@ -99,7 +102,7 @@ def cmd_train_student(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .checkpoint import check_provenance, load_checkpoint, load_weights
+    from .checkpoint import CheckpointError, check_provenance, load_checkpoint, load_weights
     from .config import from_dict
     from .distill import build_distiller
     from .models import Classifier
@@ -192,12 +195,38 @@ def main(argv: list[str] | None = None) -> int:
         if rank() != 0:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            _check_early(args)
+            args.func(args)
+    except (KitError, ValueError, FileNotFoundError) as err:
         print(f"pagkd-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pagkd-lite {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - not the user's input: keep the traceback
+        traceback.print_exc()
+        print(f"pagkd-lite {args.command}: internal error (the traceback above is the kit's, "
+              f"not your input's): please report it with the command you ran",
+              file=sys.stderr)
+        return 1
     shutdown()
     return 0
+
+
+def _check_early(args: argparse.Namespace) -> None:
+    """Before any data is made or any training starts: the output folder and the device."""
+    from .train import pick_device
+
+    check_out_dir(args.out or get_preset(args.preset).out_dir)
+    if args.device is not None:
+        pick_device(args.device)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, without the source line (``warnings.showwarning``)."""
+    print(f"pagkd-lite: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

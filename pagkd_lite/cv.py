@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import time
 import warnings
@@ -42,6 +43,8 @@ import numpy as np
 
 from .config import METHODS, Config
 from .data import ImageSet
+from .errors import ConfigError, KitError
+from .files import atomic_write_text, check_out_dir, readable
 from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics, macro_specificity
 from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
 
@@ -283,33 +286,34 @@ def _fmt(v) -> str:
 
 def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_report=None,
                   group_by: str = "patient") -> dict[str, Path]:
-    """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report)."""
+    """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report),
+    each atomically (UTF-8; names that are not UTF-8 as ``\\xNN``, ``files.readable``)."""
     files = {}
     extra = ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "best_epoch", "val_auc",
              "teacher_nbi_auc", "seconds")
     columns = [*FOLD_COLUMNS, *(f"{m}_{b}" for m in METRICS for b in ("low", "high")), *extra]
-    files["results"] = out / "cv_results.csv"
-    with files["results"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in res.folds:
-            w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)})
-        pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds)}
-        for m, e in res.pooled.items():
-            pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
-        w.writerow(pooled)
+    f = io.StringIO()
+    w = csv.DictWriter(f, fieldnames=columns)
+    w.writeheader()
+    for r in res.folds:
+        w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)})
+    pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds)}
+    for m, e in res.pooled.items():
+        pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
+    w.writerow(pooled)
+    files["results"] = atomic_write_text(out / "cv_results.csv", f.getvalue())
 
-    files["predictions"] = out / "predictions.csv"
     names = res.class_names
-    with files["predictions"].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "path", "lesion_id", "patient_id", "fold", "label", "pred",
-                    *(f"prob_{c}" for c in names)])
-        for i in range(len(res.labels)):
-            w.writerow([i, wli.paths[i] if wli.paths else "", wli.lesion_ids[i],
-                        wli.patient_ids[i], int(res.fold_of[i]), names[res.labels[i]],
-                        names[int(res.probs[i].argmax())],
-                        *(f"{p:.6f}" for p in res.probs[i])])
+    f = io.StringIO()
+    w = csv.writer(f)
+    w.writerow(["index", "path", "lesion_id", "patient_id", "fold", "label", "pred",
+                *(f"prob_{c}" for c in names)])
+    for i in range(len(res.labels)):
+        w.writerow([i, readable(wli.paths[i]) if wli.paths else "",
+                    readable(wli.lesion_ids[i]), readable(wli.patient_ids[i]),
+                    int(res.fold_of[i]), names[res.labels[i]],
+                    names[int(res.probs[i].argmax())], *(f"{p:.6f}" for p in res.probs[i])])
+    files["predictions"] = atomic_write_text(out / "predictions.csv", f.getvalue())
 
     lines = [f"# Cross-validation: {res.method}", "",
              f"{len(res.folds)} folds grouped by {group_by}; predictions pooled over folds; "
@@ -328,8 +332,7 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
                   f"`load_report.txt`).", ""]
     counts = ", ".join(f"{c}: {n}" for c, n in zip(names, wli.class_counts(), strict=True))
     lines += [f"WLI images per class: {counts}.", "", res.table(), ""]
-    files["report"] = out / "report.md"
-    files["report"].write_text("\n".join(lines))
+    files["report"] = atomic_write_text(out / "report.md", readable("\n".join(lines)))
     return files
 
 
@@ -349,7 +352,8 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     p.add_argument("--group-by", default="patient", choices=GROUP_BY,
                    help="keep patients (default) or only lesions out of training")
     p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each fold's training groups used for model selection")
+                   help="share of each fold's training groups used for model selection "
+                        "(> 0 and < 1; default 0.2)")
     p.add_argument("--id-regex", default=None,
                    help="folder layout: regex with named groups lesion/patient searched in "
                         "each file stem, e.g. '^(?P<lesion>.+)_\\d+$'")
@@ -358,6 +362,11 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                         "teacher and student on disjoint lesions (splits.unpair)")
     p.add_argument("--class-names", default=None, metavar="A,B,...",
                    help="label order (index = label), e.g. hyperplastic,adenoma")
+    p.add_argument("--keep-decode-warnings", action="store_true",
+                   help="load images whose decoder warns (e.g. corrupt JPEG data) instead of "
+                        "skipping them; the warnings go to the load report")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="skip images with more pixels than this (default 40000000)")
     p.set_defaults(func=cmd_cv)
 
 
@@ -366,15 +375,35 @@ def cmd_cv(args) -> None:
     from .cli import build_config
     from .realdata import RealDataConfig, load_dataset
     from .splits import lesion_folds
+    from .train import pick_device
 
+    # Everything that can be checked without the data, before loading it.
     check_method(args.method)
     cfg = build_config(args)
     out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
+    check_out_dir(out)
+    pick_device(cfg.device)
+    if not 0 < args.val_fraction < 1:  # also refuses nan
+        raise ConfigError(f"--val-fraction {args.val_fraction}: must be > 0 and < 1 (each "
+                          f"fold selects its best epoch on validation images)")
+    if args.folds < 2:
+        raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2 folds")
     names = tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None
-    sets, report = load_dataset(RealDataConfig(
+    data_cfg = RealDataConfig(
         root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
-        id_regex=args.id_regex, class_names=names, progress=not args.quiet))
-    print(report.to_text())
+        id_regex=args.id_regex, class_names=names, progress=not args.quiet,
+        max_pixels=args.max_pixels,
+        decode_warnings="keep" if args.keep_decode_warnings else "skip")
+    # Load everything and write the load report, on success and on failure; then train.
+    try:
+        sets, report = load_dataset(data_cfg)
+    except KitError as err:
+        if err.report is not None:
+            print(readable(err.report.to_text()))
+            print(f"load report: {err.report.save(out / 'load_report')[1]}")
+        raise
+    print(readable(report.to_text()))
+    print(f"load report: {report.save(out / 'load_report')[1]}")
     folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
                          val_fraction=args.val_fraction)
     if args.unpair:
