@@ -60,33 +60,35 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = (), map_locati
     return payload
 
 
-def check_provenance(path: str | Path, ck: dict, data: dict, model: dict) -> None:
+def check_provenance(path: str | Path, ck: dict, data: dict | None = None,
+                     model: dict | None = None) -> None:
     """Refuse a checkpoint trained for other data or another model, in one line.
 
     ``ck["provenance"]`` (written by ``pipeline.train_student``) holds ``data`` (``source``:
     ``"synthendo"`` with its config, or ``"real"`` with ``root`` and ``class_names``) and
-    ``model`` (backbone, class count). ``data``/``model`` describe the run at hand. A
-    checkpoint from before provenance was recorded is compared on the model only.
+    ``model`` (backbone, class count). ``data``/``model`` describe the run at hand; each
+    is compared when given. A checkpoint from before provenance was recorded passes.
     """
     prov = ck.get("provenance")
     if prov is None:
         return
-    if not isinstance(prov, dict) or not {"data", "model"} <= set(prov):
+    if (not isinstance(prov, dict) or not {"data", "model"} <= set(prov)
+            or not all(isinstance(prov[k], dict) for k in ("data", "model"))):
         raise CheckpointError(f"checkpoint {path}: provenance is not a dict with 'data' and "
-                              f"'model' (hand-edited?)")
-    for key in ("num_classes", "backbone"):
+                              f"'model' dicts (hand-edited?)")
+    old = prov["data"]
+    if data is not None and old.get("source") != data.get("source"):
+        raise CheckpointError(
+            f"checkpoint {path}: trained on {_describe(old)}, this run uses {_describe(data)}")
+    for key in ("class_names", "config") if data is not None else ():
+        if old.get(key) != data.get(key):
+            raise CheckpointError(f"checkpoint {path}: trained on {_describe(old)} with data "
+                                  f"{key} {old.get(key)!r}; this run has {data.get(key)!r}")
+    for key in ("num_classes", "backbone") if model is not None else ():
         if prov["model"].get(key) != model.get(key):
             raise CheckpointError(
                 f"checkpoint {path}: trained with {key} {prov['model'].get(key)!r}, this run "
                 f"has {model.get(key)!r}")
-    old, new = prov["data"], data
-    if old.get("source") != new.get("source"):
-        raise CheckpointError(
-            f"checkpoint {path}: trained on {_describe(old)}, this run uses {_describe(new)}")
-    for key in ("class_names", "config"):
-        if old.get(key) != new.get(key):
-            raise CheckpointError(f"checkpoint {path}: trained on {_describe(old)} with data "
-                                  f"{key} {old.get(key)!r}; this run has {new.get(key)!r}")
 
 
 def _describe(data: dict) -> str:

@@ -113,16 +113,18 @@ def cmd_evaluate(args) -> None:
     path = Path(args.checkpoint) if args.checkpoint else _out(args, cfg) / args.method / "best.pt"
     ck = load_checkpoint(path, required=("distiller", "config", "method"))
     try:
+        if not isinstance(ck["config"], dict):
+            raise TypeError(f"a {type(ck['config']).__name__}, not a dict")
         cfg = from_dict(ck["config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path}: its config cannot be read "
                               f"({type(err).__name__}: {err})") from None
-    sets = make_data(cfg)
-    k = sets["wli_test"].num_classes
-    here = provenance(cfg, sets["wli_test"])
-    check_provenance(path, ck, here["data"], here["model"])
     if ck["method"] not in METHODS:
         raise CheckpointError(f"checkpoint {path}: unknown method {ck['method']!r}")
+    check_provenance(path, ck, data={"source": "synthendo", "config": ck["config"]["data"]})
+    sets = make_data(cfg)
+    k = sets["wli_test"].num_classes
+    check_provenance(path, ck, model=provenance(cfg, sets["wli_test"])["model"])
     needs_teacher = ck["method"] != "wli_only"
     teacher = Classifier(cfg.model, k) if needs_teacher else None
     distiller = build_distiller(ck["method"], Classifier(cfg.model, k), teacher, cfg, k)
