@@ -521,20 +521,20 @@ def test_pickled_checkpoint_refusal_has_no_escape_codes(tmp_path):
 def test_cv_on_a_folder_with_many_kinds_of_damage(tree, tmp_path, capsys):
     good_wli = n_clean(tree) // 2
     bad = {  # rel path -> the reason expected in the load report
-        "WLI/adenoma/empty_0.png": "empty file",
-        "WLI/hyperplastic/trunc_0.png": "corrupt or truncated",
-        "NBI/adenoma/body_0.jpg": "Corrupt JPEG data",
-        "NBI/hyperplastic/pipe_0.jpg": "FIFO",
-        "WLI/adenoma/huge_0.png": "image too large",
+        "WLI/adenoma/empty-l0_0.png": "empty file",
+        "WLI/hyperplastic/trunc-l0_0.png": "corrupt or truncated",
+        "NBI/adenoma/body-l0_0.jpg": "Corrupt JPEG data",
+        "NBI/hyperplastic/pipe-l0_0.jpg": "FIFO",
+        "WLI/adenoma/huge-l0_0.png": "image too large",
     }
-    (tree / "WLI/adenoma/empty_0.png").write_bytes(b"")
-    (tree / "WLI/hyperplastic/trunc_0.png").write_bytes(a_png(tree).read_bytes()[:70])
-    (tree / "NBI/adenoma/body_0.jpg").write_bytes(corrupt_jpeg_body(jpeg_bytes()))
-    os.mkfifo(tree / "NBI/hyperplastic/pipe_0.jpg")
-    (tree / "WLI/adenoma/huge_0.png").write_bytes(png_claiming(10000, 10000))
     # a good image under a name that is not UTF-8, matching the id regex
     src = a_png(tree)
     os.rename(src, os.path.join(os.fsencode(src.parent), b"p" + E_ACUTE + b"-l0_0.png"))
+    (tree / "WLI/adenoma/empty-l0_0.png").write_bytes(b"")
+    (tree / "WLI/hyperplastic/trunc-l0_0.png").write_bytes(a_png(tree, "NBI").read_bytes()[:70])
+    (tree / "NBI/adenoma/body-l0_0.jpg").write_bytes(corrupt_jpeg_body(jpeg_bytes()))
+    os.mkfifo(tree / "NBI/hyperplastic/pipe-l0_0.jpg")
+    (tree / "WLI/adenoma/huge-l0_0.png").write_bytes(png_claiming(10000, 10000))
     (tree / "WLI" / ".ipynb_checkpoints").mkdir()
     (tree / "WLI" / ".ipynb_checkpoints" / "a.png").write_bytes(b"x")
     (tree / "__MACOSX").mkdir()
