@@ -31,7 +31,7 @@ from pagkd_lite.checkpoint import (
     save_checkpoint,
 )
 from pagkd_lite.cli import main
-from pagkd_lite.config import override, smoke, to_dict
+from pagkd_lite.config import TrainConfig, override, smoke, to_dict
 from pagkd_lite.errors import ConfigError, DataLayoutError, KitError
 from pagkd_lite.files import atomic_write, check_out_dir, readable
 from pagkd_lite.realdata import RealDataConfig, load_dataset
@@ -560,3 +560,30 @@ def test_cv_on_a_folder_with_many_kinds_of_damage(tree, tmp_path, capsys):
             "NBI/adenoma/old"} <= ignored
     assert sum(sum(c.values()) for c in report["counts"].values()) == 96  # all good ones
     assert (out / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("with_provenance, match", [
+    (True, "trained with num_classes 3, this run has 2"),
+    (False, "weights do not fit this model"),
+])
+def test_resume_with_another_class_count_is_refused(tiny_sets, tmp_path, with_provenance,
+                                                    match):
+    from pagkd_lite.distill import Distiller
+    from pagkd_lite.models import Classifier, ModelConfig
+    from pagkd_lite.train import fit
+
+    cfg = TrainConfig(epochs=1, batch_size=6, lr=1e-3, warmup_epochs=0)
+    model = ModelConfig(backbone="test_resnet", dim=8, feature_index=-2)
+
+    def prov(k):
+        return {"data": {"source": "real", "root": "r", "class_names": ["a", "b", "c"][:k]},
+                "model": {"backbone": "test_resnet", "num_classes": k}}
+
+    fit(Distiller(Classifier(model, 3)), tiny_sets["wli_train"], tiny_sets["wli_val"], cfg,
+        torch.device("cpu"), out_dir=tmp_path, progress=False,
+        provenance=prov(3) if with_provenance else None)
+    with pytest.raises(CheckpointError, match=match):
+        fit(Distiller(Classifier(model, 2)), tiny_sets["wli_train"], tiny_sets["wli_val"],
+            cfg, torch.device("cpu"), out_dir=tmp_path, resume=True, progress=False,
+            provenance={"data": prov(3)["data"], "model": prov(2)["model"]}
+            if with_provenance else None)
