@@ -336,10 +336,14 @@ def _libjpeg_warnings(data: bytes) -> list[str]:
     """libjpeg's warnings for a JPEG (e.g. ``Corrupt JPEG data: 214 extraneous bytes``).
 
     Pillow decodes a JPEG with a corrupted body without a word; torchvision's libjpeg
-    decoder prints its warnings on file descriptor 2, which is captured here.
+    decoder prints its warnings on file descriptor 2, which is captured here. Pillow has
+    already decoded the image, so a second decoder that cannot (a JPEG flavour it lacks,
+    or no torchvision image decoding at all) adds no warning.
     """
-    from torchvision.io import decode_jpeg
-
+    try:
+        from torchvision.io import decode_jpeg
+    except ImportError:
+        return []
     with tempfile.TemporaryFile() as cap, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sys.stderr.flush()
@@ -347,8 +351,8 @@ def _libjpeg_warnings(data: bytes) -> list[str]:
         os.dup2(cap.fileno(), 2)
         try:
             decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        except RuntimeError as err:
-            return [f"libjpeg: {err}"]
+        except RuntimeError:
+            return []
         finally:
             os.dup2(saved, 2)
             os.close(saved)
