@@ -7,33 +7,25 @@ message that says what it is and where it came from.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import re
 from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError
+from .files import atomic_write
+
 FORMAT = "pagkd_lite/1"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that can't be used here: missing, unsafe, foreign or incomplete."""
+__all__ = ["FORMAT", "CheckpointError", "check_provenance", "load_checkpoint", "load_weights",
+           "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` (plus the format tag) to ``path`` atomically: a temporary file in
     the same folder, then ``os.replace``, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({**payload, "format": FORMAT}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save({**payload, "format": FORMAT}, tmp))
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = (), map_location="cpu") -> dict:
@@ -49,9 +41,10 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = (), map_locati
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
+        first = _ANSI.sub("", str(err)).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(
             f"checkpoint {path}: cannot be loaded with weights_only=True ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). pagkd_lite only reads its own "
+            f"{first}). pagkd_lite only reads its own "
             "checkpoints, which hold tensors and plain values, never pickled code."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -65,3 +58,52 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = (), map_locati
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing {missing}; has {sorted(payload)}")
     return payload
+
+
+def check_provenance(path: str | Path, ck: dict, data: dict | None = None,
+                     model: dict | None = None) -> None:
+    """Refuse a checkpoint trained for other data or another model, in one line.
+
+    ``ck["provenance"]`` (written by ``pipeline.train_student``) holds ``data`` (``source``:
+    ``"synthendo"`` with its config, or ``"real"`` with ``root`` and ``class_names``) and
+    ``model`` (backbone, class count). ``data``/``model`` describe the run at hand; each
+    is compared when given. A checkpoint from before provenance was recorded passes.
+    """
+    prov = ck.get("provenance")
+    if prov is None:
+        return
+    if (not isinstance(prov, dict) or not {"data", "model"} <= set(prov)
+            or not all(isinstance(prov[k], dict) for k in ("data", "model"))):
+        raise CheckpointError(f"checkpoint {path}: provenance is not a dict with 'data' and "
+                              f"'model' dicts (hand-edited?)")
+    old = prov["data"]
+    if data is not None and old.get("source") != data.get("source"):
+        raise CheckpointError(
+            f"checkpoint {path}: trained on {_describe(old)}, this run uses {_describe(data)}")
+    for key in ("class_names", "config") if data is not None else ():
+        if old.get(key) != data.get(key):
+            raise CheckpointError(f"checkpoint {path}: trained on {_describe(old)} with data "
+                                  f"{key} {old.get(key)!r}; this run has {data.get(key)!r}")
+    for key in ("num_classes", "backbone") if model is not None else ():
+        if prov["model"].get(key) != model.get(key):
+            raise CheckpointError(
+                f"checkpoint {path}: trained with {key} {prov['model'].get(key)!r}, this run "
+                f"has {model.get(key)!r}")
+
+
+def _describe(data: dict) -> str:
+    if data.get("source") == "real":
+        return f"real data {data.get('root')!r} (classes {data.get('class_names')})"
+    return f"{data.get('source')} data"
+
+
+def load_weights(path: str | Path, module: torch.nn.Module, state) -> None:
+    """``module.load_trainable_state_dict(state)``, with a :class:`CheckpointError` naming
+    ``path`` when the weights do not fit (other class count or backbone, edited keys)."""
+    try:
+        module.load_trainable_state_dict(state)
+    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as err:
+        first = _ANSI.sub("", str(err)).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {path}: its weights do not fit this model ({type(err).__name__}: "
+            f"{first[0][:300] if first else ''})") from None

@@ -20,15 +20,18 @@ import argparse
 import os
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError
-from .config import PRESETS, Config, override
+from .config import PRESETS, Config, get_preset, override
 from .config import build_config as _build_config
 from .distill import METHODS, get_method, method_help
 from .distributed import init_from_env, rank, shutdown
+from .errors import KitError
+from .files import check_out_dir
 
 # the commands that split their work over torchrun's ranks; the others run as one process
 DISTRIBUTED_COMMANDS = ("train-teacher", "train-student")
@@ -100,23 +103,34 @@ def cmd_train_student(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import CheckpointError, check_provenance, load_checkpoint, load_weights
     from .config import from_dict
     from .distill import build_distiller
     from .models import Classifier
-    from .pipeline import evaluate, format_table, make_data
+    from .pipeline import evaluate, format_table, make_data, provenance
     from .train import pick_device
 
     cfg = build_config(args)
     path = Path(args.checkpoint) if args.checkpoint else _out(args, cfg) / args.method / "best.pt"
     ck = load_checkpoint(path, required=("distiller", "config", "method"))
-    cfg = build_config(args, base=from_dict(ck["config"]))
+    try:
+        if not isinstance(ck["config"], dict):
+            raise TypeError(f"a {type(ck['config']).__name__}, not a dict")
+        base = from_dict(ck["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path}: its config cannot be read "
+                              f"({type(err).__name__}: {err})") from None
+    if ck["method"] not in METHODS:
+        raise CheckpointError(f"checkpoint {path}: unknown method {ck['method']!r}")
+    check_provenance(path, ck, data={"source": "synthendo", "config": ck["config"]["data"]})
+    cfg = build_config(args, base=base)
     sets = make_data(cfg)
     k = sets["wli_test"].num_classes
+    check_provenance(path, ck, model=provenance(cfg, sets["wli_test"])["model"])
     needs_teacher = get_method(ck["method"]).needs_teacher
     teacher = Classifier(cfg.model, k) if needs_teacher else None
     distiller = build_distiller(ck["method"], Classifier(cfg.model, k), teacher, cfg, k)
-    distiller.load_trainable_state_dict(ck["distiller"])
+    load_weights(path, distiller, ck["distiller"])
     device = pick_device(cfg.device)
     ev = evaluate(distiller.to(device), sets["wli_test"], device, cfg.bootstrap, cfg.seed,
                   runtime=cfg.runtime)
@@ -177,19 +191,42 @@ def cmd_bench(args) -> None:
 
 
 def cmd_cv(args) -> None:
-    """Load, fold, cross-validate, write; see :mod:`.cv`."""
+    """Check, load (the load report is written on success AND failure), fold,
+    cross-validate, write; see :mod:`.cv`."""
     from .cv import check_method, run_cv, unpaired_folds
+    from .errors import ConfigError
+    from .files import readable
     from .realdata import RealDataConfig, load_dataset
     from .splits import lesion_folds
+    from .train import pick_device
 
+    # Everything that can be checked without the data, before loading it.
     check_method(args.method)
     cfg = build_config(args)
     out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
+    check_out_dir(out)
+    pick_device(cfg.device)
+    if not 0 < args.val_fraction < 1:  # also refuses nan
+        raise ConfigError(f"--val-fraction {args.val_fraction}: must be > 0 and < 1 (each "
+                          f"fold selects its best epoch on validation images)")
+    if args.folds < 2:
+        raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2 folds")
     names = tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None
-    sets, report = load_dataset(RealDataConfig(
+    data_cfg = RealDataConfig(
         root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
-        id_regex=args.id_regex, class_names=names, progress=not args.quiet))
-    print(report.to_text())
+        id_regex=args.id_regex, class_names=names, progress=not args.quiet,
+        max_pixels=args.max_pixels,
+        decode_warnings="keep" if args.keep_decode_warnings else "skip")
+    # Load everything and write the load report, on success and on failure; then train.
+    try:
+        sets, report = load_dataset(data_cfg)
+    except KitError as err:
+        if err.report is not None:
+            print(readable(err.report.to_text()))
+            print(f"load report: {err.report.save(out / 'load_report')[1]}")
+        raise
+    print(readable(report.to_text()))
+    print(f"load report: {report.save(out / 'load_report')[1]}")
     folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
                          val_fraction=args.val_fraction)
     if args.unpair:
@@ -273,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", default="patient", choices=GROUP_BY,
                    help="keep patients (default) or only lesions out of training")
     p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each fold's training groups used for model selection")
+                   help="share of each fold's training groups used for model selection "
+                        "(> 0 and < 1; default 0.2)")
     p.add_argument("--id-regex", default=None,
                    help="folder layout: regex with named groups lesion/patient searched in "
                         "each file stem, e.g. '^(?P<lesion>.+)_\\d+$'")
@@ -282,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "teacher and student on disjoint lesions (splits.unpair)")
     p.add_argument("--class-names", default=None, metavar="A,B,...",
                    help="label order (index = label), e.g. hyperplastic,adenoma")
+    p.add_argument("--keep-decode-warnings", action="store_true",
+                   help="load images whose decoder warns (e.g. corrupt JPEG data) instead of "
+                        "skipping them; the warnings go to the load report")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="skip images with more pixels than this (default 40000000)")
     return parser
 
 
@@ -302,12 +345,38 @@ def main(argv: list[str] | None = None) -> int:
         if rank() != 0:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            _check_early(args)
+            args.func(args)
+    except (KitError, ValueError, FileNotFoundError) as err:
         print(f"pagkd-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pagkd-lite {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - not the user's input: keep the traceback
+        traceback.print_exc()
+        print(f"pagkd-lite {args.command}: internal error (the traceback above is the kit's, "
+              f"not your input's): please report it with the command you ran",
+              file=sys.stderr)
+        return 1
     shutdown()
     return 0
+
+
+def _check_early(args: argparse.Namespace) -> None:
+    """Before any data is made or any training starts: the output folder and the device."""
+    from .train import pick_device
+
+    check_out_dir(args.out or get_preset(args.preset).out_dir)
+    if args.device is not None:
+        pick_device(args.device)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, without the source line (``warnings.showwarning``)."""
+    print(f"pagkd-lite: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ renders each training lesion in both modalities).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 import warnings
@@ -42,6 +43,7 @@ import numpy as np
 from .config import Config
 from .data import ImageSet
 from .distill import METHODS
+from .files import atomic_write_text, readable
 from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics
 from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
 
@@ -265,33 +267,34 @@ def _fmt(v) -> str:
 
 def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_report=None,
                   group_by: str = "patient") -> dict[str, Path]:
-    """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report)."""
+    """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report),
+    each atomically (UTF-8; names that are not UTF-8 as ``\\xNN``, ``files.readable``)."""
     files = {}
     extra = ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "best_epoch", "val_auc",
              "teacher_nbi_auc", "seconds")
     columns = [*FOLD_COLUMNS, *(f"{m}_{b}" for m in METRICS for b in ("low", "high")), *extra]
-    files["results"] = out / "cv_results.csv"
-    with files["results"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in res.folds:
-            w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)})
-        pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds)}
-        for m, e in res.pooled.items():
-            pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
-        w.writerow(pooled)
+    f = io.StringIO()
+    w = csv.DictWriter(f, fieldnames=columns)
+    w.writeheader()
+    for r in res.folds:
+        w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)})
+    pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds)}
+    for m, e in res.pooled.items():
+        pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
+    w.writerow(pooled)
+    files["results"] = atomic_write_text(out / "cv_results.csv", f.getvalue())
 
-    files["predictions"] = out / "predictions.csv"
     names = res.class_names
-    with files["predictions"].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "path", "lesion_id", "patient_id", "fold", "label", "pred",
-                    *(f"prob_{c}" for c in names)])
-        for i in range(len(res.labels)):
-            w.writerow([i, wli.paths[i] if wli.paths else "", wli.lesion_ids[i],
-                        wli.patient_ids[i], int(res.fold_of[i]), names[res.labels[i]],
-                        names[int(res.probs[i].argmax())],
-                        *(f"{p:.6f}" for p in res.probs[i])])
+    f = io.StringIO()
+    w = csv.writer(f)
+    w.writerow(["index", "path", "lesion_id", "patient_id", "fold", "label", "pred",
+                *(f"prob_{c}" for c in names)])
+    for i in range(len(res.labels)):
+        w.writerow([i, readable(wli.paths[i]) if wli.paths else "",
+                    readable(wli.lesion_ids[i]), readable(wli.patient_ids[i]),
+                    int(res.fold_of[i]), names[res.labels[i]],
+                    names[int(res.probs[i].argmax())], *(f"{p:.6f}" for p in res.probs[i])])
+    files["predictions"] = atomic_write_text(out / "predictions.csv", f.getvalue())
 
     lines = [f"# Cross-validation: {res.method}", "",
              f"{len(res.folds)} folds grouped by {group_by}; predictions pooled over folds; "
@@ -310,6 +313,5 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
                   f"`load_report.txt`).", ""]
     counts = ", ".join(f"{c}: {n}" for c, n in zip(names, wli.class_counts(), strict=True))
     lines += [f"WLI images per class: {counts}.", "", res.table(), ""]
-    files["report"] = out / "report.md"
-    files["report"].write_text("\n".join(lines))
+    files["report"] = atomic_write_text(out / "report.md", readable("\n".join(lines)))
     return files

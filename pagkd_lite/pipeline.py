@@ -22,6 +22,7 @@ from .config import Config, to_dict
 from .data import ImageSet
 from .distill import Distiller, build_distiller
 from .distributed import rank
+from .files import readable
 from .metrics import Estimate, bootstrap_metrics
 from .models import Classifier, freeze
 from .synthendo import generate
@@ -92,6 +93,20 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
     return freeze(teacher), info
 
 
+def provenance(cfg: Config, images: ImageSet) -> dict:
+    """What a student checkpoint was trained on, for ``checkpoint.check_provenance``:
+    ``{"data": {"source": "synthendo", "config": ...} or {"source": "real", "root": ...,
+    "class_names": [...]}, "model": {"backbone": ..., "num_classes": K}}``."""
+    meta = images.meta or {}
+    if meta.get("source") == "SynthEndo":
+        data = {"source": "synthendo", "config": to_dict(cfg)["data"]}
+    else:
+        data = {"source": "real", "root": readable(str(meta.get("root"))),
+                "class_names": list(images.class_names)}
+    return {"data": data, "model": {"backbone": cfg.model.backbone,
+                                    "num_classes": images.num_classes}}
+
+
 def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                   teacher: Classifier | None = None, out_dir: str | Path | None = None,
                   resume: bool = False, progress: bool = True) -> tuple[Distiller, FitResult]:
@@ -107,14 +122,16 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
     elif distiller.needs_nbi:
         train_n = sets["nbi_train"]
     run_dir = Path(out_dir) / method if out_dir is not None else None
+    prov = provenance(cfg, wli)
     result = fit(distiller, wli, sets["wli_val"], cfg.train, device, seed=cfg.seed,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,
-                 desc=method, runtime=cfg.runtime)
+                 desc=method, runtime=cfg.runtime, provenance=prov)
     if run_dir is not None and rank() == 0:
         save_checkpoint(run_dir / "best.pt", {
             "distiller": distiller.trainable_state_dict(), "method": method,
             "config": to_dict(cfg), "best_epoch": result.best_epoch,
             "best_val_auc": result.best_val_auc, "history": result.history,
+            "provenance": prov,
         })
     return distiller, result
 

@@ -15,8 +15,9 @@ Folder layout ``<root>/<modality>/<class>/<image>``::
         adenoma/  ...
         hyperplastic/  ...
 
-Images sit directly in the class folders; subfolders, hidden files and files with other
-extensions are recorded as ignored. The folder layout has no patient or lesion ids, so
+Images sit directly in the class folders; subfolders (their files counted), hidden files,
+hidden and system folders (``.*``, ``__MACOSX``) and files with other extensions are
+recorded as ignored. The folder layout has no patient or lesion ids, so
 the file stem is used as both the lesion id and the patient id (``001.png`` -> lesion
 ``"001"``, patient ``"001"``). The same stem under WLI and NBI is therefore the same
 lesion (right for paired sets such as CPC-Paired, whose WL and NBI files share names),
@@ -38,7 +39,13 @@ kept and a warning is recorded). Class names that differ only in case (``Adenoma
 ``adenoma``) are an error naming both folders: the loader does not guess.
 
 Images: see :func:`load_image` (any mode -> RGB uint8, EXIF rotation honoured, plain
-resize to ``image_size x image_size``). Identical bytes (sha256) met more than once are
+resize to ``image_size x image_size``). Decoding policy (``LoadReport.policy``): only
+regular files are opened (no FIFOs or devices); an image over ``max_pixels`` is refused
+before it is decoded; an image whose decoder warns (a JPEG with corrupt data, bad
+EXIF, ...) is skipped with the warning as its reason (``decode_warnings="keep"``: loaded,
+and the warning recorded). Names that are not valid UTF-8 are shown as ``\\xNN`` in the
+report and in class names (:func:`pagkd_lite.files.readable`).
+Identical bytes (sha256) met more than once are
 listed in ``report.duplicates`` and their lesions are merged into one lesion id (so any
 lesion- or patient-grouped split keeps them in one fold); each merge is recorded in
 ``report.lesion_merges``.
@@ -50,7 +57,13 @@ import csv
 import hashlib
 import io
 import json
+import os
+import posixpath
 import re
+import stat
+import sys
+import tempfile
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,23 +74,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from pagkd_lite.data import MODALITIES, ImageSet
+from pagkd_lite.errors import ConfigError, DataLayoutError, ImageLoadError, KitError
+from pagkd_lite.files import atomic_write_text, readable
 from pagkd_lite.splits import UnionFind
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MANIFEST_COLUMNS = ("path", "modality", "label", "patient_id", "lesion_id")
+#: folders never scanned: hidden (``.*``) and made by operating systems or tools
+SYSTEM_FOLDERS = ("__MACOSX", "$RECYCLE.BIN", "System Volume Information")
 
-
-class ImageLoadError(Exception):
-    """An image file could not be read or decoded. ``path`` and ``reason`` say which and why."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-class DataLayoutError(ValueError):
-    """The folder tree or the manifest does not describe a usable WLI/NBI data set."""
+__all__ = ["DataLayoutError", "ImageLoadError", "LoadReport", "RealDataConfig",
+           "load_dataset", "load_image"]
 
 
 @dataclass
@@ -99,6 +106,10 @@ class RealDataConfig:
         id_regex: optional regex searched in each file stem (folder layout) with named
             groups ``lesion`` and/or ``patient``; a missing group falls back to the stem
             (lesion) or to the lesion id (patient).
+        max_pixels: refuse (skip, recorded) images with more than this many pixels
+            (width x height), before decoding them.
+        decode_warnings: ``"skip"`` (an image whose decoder warns is skipped, the warning
+            is its reason) or ``"keep"`` (loaded; the warning goes to the report).
         class_names: optional label order (index = label), e.g. ``("hyperplastic",
             "adenoma")`` to make adenoma the positive class of a binary AUC; it must name
             exactly the classes found. Default: the sorted union of class names.
@@ -116,16 +127,32 @@ class RealDataConfig:
     id_regex: str | None = None
     class_names: tuple[str, ...] | None = None
     progress: bool = False
+    max_pixels: int = 40_000_000
+    decode_warnings: str = "skip"
 
     def __post_init__(self) -> None:
         if self.on_bad_image not in ("skip", "error"):
-            raise ValueError(f"RealDataConfig.on_bad_image must be 'skip' or 'error', "
-                             f"got {self.on_bad_image!r}")
+            raise ConfigError(f"RealDataConfig.on_bad_image must be 'skip' or 'error', "
+                              f"got {self.on_bad_image!r}")
+        if self.decode_warnings not in ("skip", "keep"):
+            raise ConfigError(f"RealDataConfig.decode_warnings must be 'skip' or 'keep', "
+                              f"got {self.decode_warnings!r}")
         if int(self.image_size) < 1:
-            raise ValueError(f"RealDataConfig.image_size must be >= 1, got {self.image_size}")
+            raise ConfigError(f"RealDataConfig.image_size must be >= 1, got {self.image_size}")
+        if int(self.max_pixels) < 1:
+            raise ConfigError(f"RealDataConfig.max_pixels must be >= 1, got {self.max_pixels}")
+        if self.id_regex is not None:
+            try:
+                groups = set(re.compile(self.id_regex).groupindex)
+            except re.error as err:
+                raise ConfigError(f"id_regex {self.id_regex!r} is not a valid regular "
+                                  f"expression: {err}") from None
+            if not groups & {"lesion", "patient"}:
+                raise ConfigError(f"id_regex {self.id_regex!r} has no named group 'lesion' "
+                                  f"or 'patient', e.g. (?P<lesion>\\d+)")
         clash = {n.lower() for n in self.wli_names} & {n.lower() for n in self.nbi_names}
         if clash:
-            raise ValueError(f"RealDataConfig: names {sorted(clash)} are in both wli_names "
+            raise ConfigError(f"RealDataConfig: names {sorted(clash)} are in both wli_names "
                              f"and nbi_names")
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower()
                                 for e in self.extensions)
@@ -161,6 +188,9 @@ class LoadReport:
         warnings: anything else the user should read.
         source_images: modality -> ``{"modes": {mode: n}, "min_size": [w, h],
             "max_size": [w, h]}`` of the files before conversion.
+        policy: the rules applied (file types, pixel limit, decoder warnings, folders,
+            manifest paths), so the report says how it was made.
+        normalised: one dict per manifest path rewritten (``line``, ``given``, ``used``).
     """
 
     root: str
@@ -175,6 +205,8 @@ class LoadReport:
     lesion_merges: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     source_images: dict[str, dict] = field(default_factory=dict)
+    policy: dict[str, str] = field(default_factory=dict)
+    normalised: list[dict] = field(default_factory=list)
 
     @property
     def num_loaded(self) -> int:
@@ -203,14 +235,18 @@ class LoadReport:
             modes = ", ".join(f"{k}: {v}" for k, v in sorted(info.get("modes", {}).items()))
             lines.append(f"  {mod} source images: sizes {info.get('min_size')} to "
                          f"{info.get('max_size')} (w, h); modes {modes}")
+        inside = sum(i.get("files_inside", 0) for i in self.ignored)
         lines.append(f"Loaded {self.num_loaded} image(s); skipped {len(self.skipped)}; "
-                     f"ignored {len(self.ignored)}; duplicate groups {len(self.duplicates)}.")
+                     f"ignored {len(self.ignored)} (+{inside} file(s) inside ignored folders); "
+                     f"duplicate groups {len(self.duplicates)}.")
         if self.skipped:
             lines.append(f"Skipped ({len(self.skipped)}):")
             lines += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
         if self.ignored:
             lines.append(f"Ignored ({len(self.ignored)}):")
-            lines += [f"  {s['path']}: {s['reason']}" for s in self.ignored]
+            lines += [f"  {s['path']}: {s['reason']}" + (
+                f" ({s['files_inside']} file(s) inside, not scanned)" if "files_inside" in s
+                else "") for s in self.ignored]
         if self.duplicates:
             lines.append(f"Duplicates (identical bytes; kept, and grouped as one lesion) "
                          f"({len(self.duplicates)}):")
@@ -219,9 +255,16 @@ class LoadReport:
             lines.append(f"Lesion merges ({len(self.lesion_merges)}):")
             lines += [f"  {m['old_lesion_ids']} -> {m['new_lesion_id']!r}"
                       for m in self.lesion_merges]
+        if self.normalised:
+            lines.append(f"Manifest paths normalised ({len(self.normalised)}):")
+            lines += [f"  line {n['line']}: {n['given']!r} -> {n['used']!r}"
+                      for n in self.normalised]
         if self.warnings:
             lines.append(f"Warnings ({len(self.warnings)}):")
             lines += [f"  {w}" for w in self.warnings]
+        if self.policy:
+            lines.append("Policy:")
+            lines += [f"  {k}: {v}" for k, v in self.policy.items()]
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
@@ -230,10 +273,9 @@ class LoadReport:
         base = Path(path)
         if base.suffix in (".json", ".txt"):
             base = base.with_suffix("")
-        base.parent.mkdir(parents=True, exist_ok=True)
         jpath, tpath = base.with_name(base.name + ".json"), base.with_name(base.name + ".txt")
-        jpath.write_text(json.dumps(self.to_dict(), indent=2))
-        tpath.write_text(self.to_text() + "\n")
+        atomic_write_text(jpath, json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(tpath, readable(self.to_text()) + "\n")
         return jpath, tpath
 
 
@@ -246,6 +288,12 @@ def _read_bytes(path: str | Path) -> bytes:
         raise ImageLoadError(p, "broken symbolic link" if p.is_symlink() else "file not found")
     if p.is_dir():
         raise ImageLoadError(p, "is a directory, not an image file")
+    mode = p.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ImageLoadError(p, f"{kind}, not a regular file: not opened")
     try:
         data = p.read_bytes()
     except PermissionError:
@@ -285,16 +333,61 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im if mode == "RGB" else im.convert("RGB")
 
 
-def _decode(data: bytes, path: str | Path, size: int) -> tuple[torch.Tensor, str, tuple]:
-    """Bytes -> (uint8 (3, size, size), source mode, source (w, h) after EXIF rotation)."""
+def _libjpeg_warnings(data: bytes) -> list[str]:
+    """libjpeg's warnings for a JPEG (e.g. ``Corrupt JPEG data: 214 extraneous bytes``).
+
+    Pillow decodes a JPEG with a corrupted body without a word; torchvision's libjpeg
+    decoder prints its warnings on file descriptor 2, which is captured here. Pillow has
+    already decoded the image, so a second decoder that cannot (a JPEG flavour it lacks,
+    or no torchvision image decoding at all) adds no warning.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            src_mode = im.mode
-            im.draft(None, (size, size))   # JPEG only: decode at a reduced scale, never < size
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            src_size = im.size
-            rgb = _to_rgb(im)
+        from torchvision.io import decode_jpeg
+    except ImportError:
+        return []
+    with tempfile.TemporaryFile() as cap, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(cap.fileno(), 2)
+        try:
+            decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        except RuntimeError:
+            return []
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        cap.seek(0)
+        text = cap.read().decode("utf-8", "replace")
+    return [f"libjpeg: {ln.strip()}" for ln in text.splitlines() if "JPEG" in ln]
+
+
+def _decode(data: bytes, path: str | Path, size: int, max_pixels: int = 40_000_000,
+            keep_warnings: bool = False) -> tuple[torch.Tensor, str, tuple, list[str]]:
+    """Bytes -> (uint8 (3, size, size), source mode, source (w, h) after EXIF rotation,
+    decoder warnings). Images over ``max_pixels`` are refused before decoding; decoder
+    warnings raise :class:`ImageLoadError` unless ``keep_warnings``."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(path, f"image too large: {w} x {h} = {w * h} pixels "
+                                               f"> max_pixels={max_pixels} (refused, not "
+                                               f"decoded; raise max_pixels to load it)")
+                src_mode, fmt = im.mode, im.format
+                im.draft(None, (size, size))   # JPEG only: decode at reduced scale, >= size
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                src_size = im.size
+                rgb = _to_rgb(im)
+        notes = [f"{c.category.__name__}: {c.message}" for c in caught
+                 if not issubclass(c.category, Image.DecompressionBombWarning)]
+        if fmt == "JPEG":
+            notes += _libjpeg_warnings(data)
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image (Pillow cannot identify the format)") from None
     except Image.DecompressionBombError as e:
@@ -302,9 +395,13 @@ def _decode(data: bytes, path: str | Path, size: int) -> tuple[torch.Tensor, str
     except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
         raise ImageLoadError(path, f"corrupt or truncated image data "
                                    f"({type(e).__name__}: {e})") from None
+    if notes and not keep_warnings:
+        raise ImageLoadError(path, f"decoder warning ({'; '.join(notes)}); skipped by the "
+                                   f"decoding policy (decode_warnings='keep' loads it)")
     rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     arr = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), src_mode, src_size
+    tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return tensor, src_mode, src_size, notes
 
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
@@ -317,8 +414,9 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     centre crop could cut lesion margins, so the kit accepts the aspect-ratio change.
 
     Raises:
-        ImageLoadError: the path is missing, a directory, unreadable, empty, not an
-            image, or corrupt/truncated; the message names the file and the reason.
+        ImageLoadError: the path is missing, a directory, not a regular file, unreadable,
+            empty, not an image, over 40 million pixels, corrupt/truncated, or its decoder
+            warns; the message names the file and the reason.
     """
     return _decode(_read_bytes(path), path, int(size))[0]
 
@@ -337,10 +435,26 @@ class _Entry:
 
 
 def _rel(p: Path, root: Path) -> str:
+    """``p`` relative to ``root``, printable (:func:`pagkd_lite.files.readable`)."""
     try:
-        return p.relative_to(root).as_posix()
+        return readable(p.relative_to(root).as_posix())
     except ValueError:
-        return str(p)
+        return readable(str(p))
+
+
+def _skipped_folder(p: Path) -> str | None:
+    """Why a folder is never scanned (hidden or system), or None."""
+    if p.name.startswith("."):
+        return "hidden folder"
+    if p.name in SYSTEM_FOLDERS:
+        return "system folder"
+    return None
+
+
+def _ignored_dir(p: Path, root: Path, reason: str) -> dict:
+    """An ignored folder's report entry, with the number of files inside it."""
+    n = sum(len(files) for _, _, files in os.walk(p))
+    return {"path": _rel(p, root), "reason": reason, "files_inside": n}
 
 
 def _ids_from_stem(stem: str, pattern: re.Pattern | None, path: Path) -> tuple[str, str]:
@@ -365,8 +479,8 @@ def _find_modality_dirs(root: Path, cfg: RealDataConfig, report: LoadReport) -> 
         if mod is not None:
             found[mod].append(p)
         elif p.is_dir():
-            report.ignored.append({"path": _rel(p, root),
-                                   "reason": "folder is not a modality folder"})
+            report.ignored.append(_ignored_dir(p, root, _skipped_folder(p) or
+                                               "folder is not a modality folder"))
         else:
             report.ignored.append({"path": _rel(p, root),
                                    "reason": "file at the root (not inside <modality>/<class>/)"})
@@ -395,26 +509,27 @@ def _check_case(names_by_mod: dict[str, dict[str, str]], where: str) -> None:
     for mod, names in names_by_mod.items():
         by_low: dict[str, list[str]] = defaultdict(list)
         for n in names:
-            by_low[n.lower()].append(n)
+            by_low[n.strip().lower()].append(n)
         for group in by_low.values():
             if len(group) > 1:
-                places = " and ".join(names[n] for n in sorted(group))
+                places = " and ".join(f"{names[n]!r}" for n in sorted(group))
                 raise DataLayoutError(
-                    f"{where}: class names differ only in case within {mod}: {places}. "
-                    f"Class names are case-sensitive; merge or rename them.")
+                    f"{where}: class names differ only in case or surrounding spaces within "
+                    f"{mod}: {places}. Class names are exact; merge or rename them.")
     wli, nbi = names_by_mod.get("WLI", {}), names_by_mod.get("NBI", {})
-    nbi_low = {n.lower(): n for n in nbi}
+    nbi_low = {n.strip().lower(): n for n in nbi}
     for n in sorted(wli):
-        other = nbi_low.get(n.lower())
+        other = nbi_low.get(n.strip().lower())
         if other is not None and other != n:
             raise DataLayoutError(
-                f"{where}: class names differ only in case across modalities: {wli[n]} vs "
-                f"{nbi[other]}. The loader does not guess; rename one so they match exactly.")
+                f"{where}: class names differ only in case or surrounding spaces across "
+                f"modalities: {wli[n]!r} vs {nbi[other]!r}. The loader does not guess; "
+                f"rename one so they match exactly.")
 
 
 def _scan_folders(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_Entry]:
     mod_dirs = _find_modality_dirs(root, cfg, report)
-    report.sources = {m: d.name for m, d in mod_dirs.items()}
+    report.sources = {m: readable(d.name) for m, d in mod_dirs.items()}
     pattern = re.compile(cfg.id_regex) if cfg.id_regex else None
     class_dirs: dict[str, dict[str, Path]] = {}
     for mod, mdir in mod_dirs.items():
@@ -424,16 +539,18 @@ def _scan_folders(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_
         except PermissionError:
             raise DataLayoutError(f"cannot list {mdir}: permission denied") from None
         for p in children:
-            if p.is_dir():
-                class_dirs[mod][p.name] = p
+            if p.is_dir() and _skipped_folder(p):
+                report.ignored.append(_ignored_dir(p, root, _skipped_folder(p)))
+            elif p.is_dir():
+                class_dirs[mod][readable(p.name)] = p
             else:
                 report.ignored.append({"path": _rel(p, root), "reason":
                                        "file directly in a modality folder (not in a class)"})
         if not class_dirs[mod]:
             raise DataLayoutError(f"modality folder {mdir} has no class folders "
                                   f"(expected {mdir}/<class>/<image>)")
-    _check_case({m: {n: str(p) for n, p in d.items()} for m, d in class_dirs.items()},
-                str(root))
+    _check_case({m: {n: readable(str(p)) for n, p in d.items()}
+                 for m, d in class_dirs.items()}, readable(str(root)))
     entries: list[_Entry] = []
     for mod, classes in class_dirs.items():
         for cls, cdir in classes.items():
@@ -452,8 +569,8 @@ def _scan_folders(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_
                     entries.append(_Entry(p, rel, mod, cls, patient, lesion))
                     n_candidates += 1
                 elif p.is_dir():
-                    ignored_here.append({"path": rel, "reason": "subfolder (not scanned: "
-                                         "images must sit directly in the class folder)"})
+                    ignored_here.append(_ignored_dir(p, root, "subfolder (images must sit "
+                                                     "directly in the class folder)"))
                 else:
                     ignored_here.append({"path": rel, "reason": f"not an image extension "
                                          f"({p.suffix or 'no extension'})"})
@@ -462,7 +579,7 @@ def _scan_folders(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_
                 extra = (f"; ignored: {[i['path'] for i in ignored_here]}"
                          if ignored_here else "")
                 raise DataLayoutError(
-                    f"class folder {cdir} is empty: no files with extensions "
+                    f"class folder {readable(str(cdir))!r} is empty: no files with extensions "
                     f"{list(cfg.extensions)}{extra}. Remove the folder or add its images.")
     return entries
 
@@ -477,6 +594,12 @@ def _manifest_path(cfg: RealDataConfig, root: Path) -> Path:
     return m
 
 
+def _normalise(path: str) -> str:
+    """A manifest path in one spelling: ``\\`` -> ``/`` (Windows separators), ``./`` and
+    ``a/../`` resolved lexically (``posixpath.normpath``); ``C:/...`` stays as given."""
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
 def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_Entry]:
     mpath = _manifest_path(cfg, root)
     report.sources = {m: str(mpath) for m in MODALITIES}
@@ -484,6 +607,10 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
         with mpath.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise DataLayoutError(f"manifest {mpath}, line 1: column(s) {twice} appear "
+                                      f"more than once in the header {header}; keep one each")
             missing = [c for c in MANIFEST_COLUMNS if c not in header]
             if missing:
                 raise DataLayoutError(
@@ -511,11 +638,15 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
                                   f"{list(cfg.wli_names)} (WLI) or {list(cfg.nbi_names)} (NBI)")
         if not row["label"]:
             raise DataLayoutError(f"{where}: empty label")
-        if row["path"] in seen:
-            raise DataLayoutError(f"{where}: path {row['path']!r} already listed on line "
-                                  f"{seen[row['path']]}")
-        seen[row["path"]] = line
-        p = Path(row["path"])
+        given = row["path"]
+        used = _normalise(given)
+        if used != given:
+            report.normalised.append({"line": line, "given": given, "used": used})
+        if used in seen:
+            raise DataLayoutError(f"{where}: path {given!r} (as {used!r}) already listed on "
+                                  f"line {seen[used]}")
+        seen[used] = line
+        p = Path(used)
         p = p if p.is_absolute() else root / p
         lesion = row["lesion_id"] or p.stem
         patient = row["patient_id"] or lesion
@@ -528,7 +659,7 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
                 raise DataLayoutError(f"{where}: fold {row['fold']!r} is not an integer "
                                       f"(every row needs one when the fold column is present)"
                                       ) from None
-        entries.append(_Entry(p, row["path"], mod, row["label"], patient, lesion, fold))
+        entries.append(_Entry(p, used, mod, row["label"], patient, lesion, fold))
     if fallback_ids:
         report.warnings.append(f"manifest: {fallback_ids} empty patient_id/lesion_id value(s) "
                                f"filled from the file stem (lesion) and the lesion id (patient)")
@@ -586,11 +717,41 @@ def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
         DataLayoutError: layout problems (missing modality folder, empty class folder,
             class in one modality only, class names differing only in case, bad manifest).
         ImageLoadError: a bad image when ``on_bad_image="error"``.
+        Both carry ``err.report``: the load report up to the failure, to be saved.
     """
+    report = LoadReport(root=readable(str(cfg.root)),
+                        layout="manifest" if cfg.manifest else "folder",
+                        image_size=int(cfg.image_size), policy=_policy(cfg))
+    try:
+        return _load(cfg, report), report
+    except KitError as err:
+        err.report = report
+        raise
+
+
+def _policy(cfg: RealDataConfig) -> dict[str, str]:
+    """The rules the loader applies, for the report."""
+    return {
+        "files": "only regular files are opened (FIFOs, devices, sockets are skipped); "
+                 f"image extensions {list(cfg.extensions)}; hidden files ignored",
+        "folders": f"hidden (.*) and system folders {list(SYSTEM_FOLDERS)} ignored; "
+                   "subfolders of class folders ignored, their files counted",
+        "max_pixels": f"images over {cfg.max_pixels} pixels (w x h) are skipped before "
+                      "decoding",
+        "decode_warnings": ("an image whose decoder warns is skipped" if
+                            cfg.decode_warnings == "skip" else
+                            "an image whose decoder warns is loaded; the warning recorded"),
+        "bad_images": ("skipped and listed" if cfg.on_bad_image == "skip" else
+                       "the first one stops the load"),
+        "manifest_paths": "'\\' read as '/', './' and 'a/../' resolved; a path listed "
+                          "twice is an error",
+        "names": "names that are not valid UTF-8 are shown with \\xNN escapes",
+    }
+
+
+def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     root = Path(cfg.root)
     size = int(cfg.image_size)
-    report = LoadReport(root=str(root), layout="manifest" if cfg.manifest else "folder",
-                        image_size=size)
     entries = (_read_manifest(root, cfg, report) if cfg.manifest
                else _scan_folders(root, cfg, report))
 
@@ -603,7 +764,8 @@ def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
     for e in tqdm(entries, desc="loading images", unit="img", disable=not cfg.progress):
         try:
             data = _read_bytes(e.path)
-            img, mode, src_size = _decode(data, e.path, size)
+            img, mode, src_size, notes = _decode(data, e.path, size, cfg.max_pixels,
+                                                 keep_warnings=cfg.decode_warnings == "keep")
         except ImageLoadError as err:
             if cfg.on_bad_image == "error":
                 raise
@@ -611,6 +773,7 @@ def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
                                    "reason": err.reason})
             skipped_per[(e.modality, e.label)] += 1
             continue
+        report.warnings += [f"{e.rel}: {n} (loaded: decode_warnings='keep')" for n in notes]
         kept.append(e)
         tensors.append(img)
         hashes.append(hashlib.sha256(data).hexdigest())
@@ -630,14 +793,20 @@ def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
                 f"{sorted(set(class_names) - set(given))}; not found in the data: "
                 f"{sorted(set(given) - set(class_names))})")
         class_names = given
+    if len(class_names) < 2:
+        raise DataLayoutError(
+            f"{report.root}: only one class found ({class_names}); a classifier needs at "
+            f"least two classes (one folder per class under each modality, or two labels in "
+            f"the manifest)")
     for mod in MODALITIES:
         other = "NBI" if mod == "WLI" else "WLI"
         for cls in class_names:
             if cls in present[mod]:
                 continue
             if cls not in listed[mod]:
-                where = (f"class folder {root / report.sources[other] / cls} has no "
-                         f"counterpart {root / report.sources[mod] / cls}"
+                where = (f"class folder {readable(str(root / report.sources[other] / cls))!r} "
+                         f"has no counterpart "
+                         f"{readable(str(root / report.sources[mod] / cls))!r}"
                          if report.layout == "folder" else
                          f"manifest class {cls!r} has {other} images but none for {mod}")
                 msg = f"{where}: class {cls!r} is missing from {mod}"
@@ -658,7 +827,7 @@ def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
     for mod in MODALITIES:
         idx = [i for i, e in enumerate(kept) if e.modality == mod]
         if not idx:
-            raise DataLayoutError(f"no {mod} images could be loaded from {root} "
+            raise DataLayoutError(f"no {mod} images could be loaded from {report.root} "
                                   f"({sum(1 for s in report.skipped if s['modality'] == mod)} "
                                   f"skipped; see the load report)")
         sub = [kept[i] for i in idx]
@@ -683,4 +852,4 @@ def load_dataset(cfg: RealDataConfig) -> tuple[dict[str, ImageSet], LoadReport]:
         hs = [s[1] for s in sizes[mod]]
         report.source_images[mod] = {"modes": dict(modes[mod]), "min_size": [min(ws), min(hs)],
                                      "max_size": [max(ws), max(hs)]}
-    return sets, report
+    return sets

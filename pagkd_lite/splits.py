@@ -181,6 +181,8 @@ def lesion_folds(sets: dict[str, ImageSet], k: int, seed: int, group_by: str = "
     """
     if group_by not in GROUP_BY:
         raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    if not 0 <= val_fraction < 1:  # also refuses nan
+        raise ValueError(f"val_fraction must be >= 0 and < 1, got {val_fraction}")
     mods = _check_sets(sets)
     mod_i, local, strata, groups = _union(sets, mods, group_by)
     everything = np.arange(len(mod_i))
@@ -192,6 +194,10 @@ def lesion_folds(sets: dict[str, ImageSet], k: int, seed: int, group_by: str = "
     if has_fold:
         fold_of = np.concatenate([np.asarray(sets[m].meta["fold"]) for m in mods])
         fold_values = sorted(set(fold_of.tolist()))
+        if len(fold_values) < 2:
+            raise ValueError(f"the manifest's fold column has one value only {fold_values}: "
+                             f"cross-validation needs at least 2 folds (or drop the column "
+                             f"to let the kit make k={k} folds)")
         if len(fold_values) != k:
             warnings.warn(f"manifest defines {len(fold_values)} folds {fold_values}; "
                           f"k={k} ignored", stacklevel=2)

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from . import accel
 from .accel import RuntimeConfig
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_provenance, load_checkpoint, load_weights, save_checkpoint
 from .data import ImageSet
 from .distill import Distiller, StepBatch
 from .distributed import average_gradients, broadcast_buffers, gather_rows, rank, world_size
+from .errors import ConfigError
 from .metrics import auc_score
 from .models import eval_mode
 from .sampler import GroupSampler
@@ -44,9 +45,19 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda, "
+                          f"cuda:<index> or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r} asked for, but MPS is not available here")
     return dev
 
 
@@ -132,6 +143,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     runtime: RuntimeConfig | None = None,
+    provenance: dict | None = None,
 ) -> FitResult:
     """Train ``distiller`` on ``train_w`` (+ ``train_n``), select on ``val``.
 
@@ -141,6 +153,9 @@ def fit(
 
     ``runtime`` (``cfg.runtime``) picks bf16 autocast, channels_last, pinned copies and
     torch.compile (see :mod:`pagkd_lite.accel`); None or ``auto`` on a CPU is plain fp32.
+
+    ``provenance`` (``pipeline.provenance``) is saved in ``last.pt``; ``resume=True``
+    refuses a ``last.pt`` trained on other data or another model (``CheckpointError``).
     """
     if distiller.needs_nbi and train_n is None:
         raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
@@ -162,8 +177,11 @@ def fit(
     best = {"epoch": -1, "auc": -1.0, "state": None}
     last = Path(out_dir) / "last.pt" if out_dir is not None else None
     if resume and last is not None and last.exists():
-        ck = load_checkpoint(last, required=("distiller", "optimizer", "epoch", "history"))
-        distiller.load_trainable_state_dict(ck["distiller"])
+        ck = load_checkpoint(last, required=("distiller", "optimizer", "epoch", "history",
+                                                 "best_epoch", "best_auc", "best_state"))
+        if provenance is not None:
+            check_provenance(last, ck, provenance["data"], provenance["model"])
+        load_weights(last, distiller, ck["distiller"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, history = ck["epoch"] + 1, ck["history"]
         best = {"epoch": ck["best_epoch"], "auc": ck["best_auc"], "state": ck["best_state"]}
@@ -220,6 +238,7 @@ def fit(
                 "distiller": distiller.trainable_state_dict(), "optimizer": opt.state_dict(),
                 "epoch": epoch, "history": history, "best_epoch": best["epoch"],
                 "best_auc": best["auc"], "best_state": best["state"],
+                **({"provenance": provenance} if provenance is not None else {}),
             })
     distiller.load_trainable_state_dict(best["state"])
     return FitResult(best_epoch=best["epoch"], best_val_auc=best["auc"], history=history,

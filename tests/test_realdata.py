@@ -180,7 +180,8 @@ def test_modality_given_and_ambiguous(tmp_path):
     sets, report = load_dataset(RealDataConfig(root=str(root), image_size=SIZE,
                                                wli_names=("WL",)))
     assert report.sources["WLI"] == "WL"
-    assert {"path": "White_light", "reason": "folder is not a modality folder"} in report.ignored
+    assert {"path": "White_light", "reason": "folder is not a modality folder",
+            "files_inside": 1} in report.ignored
     with pytest.raises(DataLayoutError, match="no NBI folder"):
         load_dataset(RealDataConfig(root=str(root), wli_names=("WL",), nbi_names=("narrow_band",)))
 
@@ -281,7 +282,7 @@ def test_empty_class_folder(tmp_path):
     (root / "NBI" / "hyperplastic" / "empty_extra").mkdir()
     (root / "WLI" / "serrated").mkdir()
     (root / "WLI" / "serrated" / "notes.txt").write_text("x")
-    with pytest.raises(DataLayoutError, match=r"class folder .*serrated is empty"):
+    with pytest.raises(DataLayoutError, match=r"class folder .*serrated' is empty"):
         load_dataset(RealDataConfig(root=str(root), image_size=SIZE))
 
 
