@@ -159,7 +159,9 @@ def cmd_diagnose(args) -> None:
             f"{cfg.seed}, test images; student: {args.method}, val AUC "
             f"{res['student_val_auc']:.3f}).\n\n"
             f"{format_label_table(res['labels'])}\n\nThresholds (paper's PAR):\n\n"
-            f"{format_label_table(res['thresholds'])}\n")
+            f"{format_label_table(res['thresholds'])}\n\n"
+            "Share of each token map that is one repeated vector (1 = constant map):\n\n"
+            + "".join(f"- {k}: {v:.3f}\n" for k, v in res["common_share"].items()))
     print(text)
     if args.md:
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)

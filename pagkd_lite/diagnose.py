@@ -77,6 +77,16 @@ def relation_quality(lab_w: Tensor, lab_n: Tensor, truth_w: Tensor, truth_n: Ten
             "r1_share": n1 / r1.numel(), "n_pairs": int(iw.numel())}
 
 
+def common_share(tokens: Tensor) -> float:
+    """How much of a token map is one vector repeated: ``||mean_p t_p||^2 / mean_p ||t_p||^2``
+    averaged over images, for tokens ``(B, hw, d)``. 1 = every token of an image is the same
+    vector (a constant map: GKD-Den's cosine of flattened maps is then met by any other
+    constant map pointing the same way), near 1/hw for unrelated tokens."""
+    mean_sq = tokens.mean(dim=1).square().sum(-1)          # (B,)
+    sq_mean = tokens.square().sum(-1).mean(dim=1)          # (B,)
+    return float((mean_sq / sq_mean.clamp_min(1e-12)).mean())
+
+
 @dataclass
 class Refinement:
     """One way of turning a CAM into token labels: ``par_scale = 0`` means no PAR (the raw
@@ -170,7 +180,9 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
     Trains (or loads from ``out_dir``'s cache) the NBI teacher, trains a ``method`` student,
     and measures token labels of both CAMs for every refinement in :data:`REFINEMENTS` at
     ``cfg.den``'s thresholds, and the paper's PAR at every pair in :data:`THRESHOLDS`.
-    Returns ``{"labels": rows, "thresholds": rows, "student_val_auc": float}``.
+    Also the :func:`common_share` of the student's tokens and of the adapted teacher tokens.
+    Returns ``{"labels": rows, "thresholds": rows, "common_share": {name: share},
+    "student_val_auc": float}``.
     """
     from .pipeline import make_data, train_student, train_teacher
     from .train import pick_device
@@ -180,6 +192,13 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
     teacher, _ = train_teacher(cfg, sets, out_dir=out_dir, progress=progress)
     distiller, result = train_student(cfg, sets, method, teacher, progress=progress)
     student = distiller.student.eval()  # a throwaway student: no mode to restore
+    common = {}
+    with torch.no_grad():
+        x_w = prepare(sets["wli_test"].images[:n_images], device)[0]
+        common["student tokens (WLI)"] = common_share(student(x_w).tokens)
+        if hasattr(distiller, "teacher_tokens"):
+            x_n = prepare(sets["nbi_test"].images[:n_images], device)[0]
+            common["adapted teacher tokens (NBI)"] = common_share(distiller.teacher_tokens(x_n))
     labels = diagnose_labels(teacher, student, sets["nbi_test"], sets["wli_test"],
                              cfg.den.high, cfg.den.low, n_images, device)
     paper = [r for r in REFINEMENTS if "paper" in r.name]
@@ -189,5 +208,5 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
                                    high, low, n_images, device, refinements=paper):
             thresholds.append({**row, "refinement": f"{row['refinement']}, "
                                                     f"high {high} / low {low}"})
-    return {"labels": labels, "thresholds": thresholds,
+    return {"labels": labels, "thresholds": thresholds, "common_share": common,
             "student_val_auc": result.best_val_auc}

@@ -218,3 +218,13 @@ def test_paired_hint_pulls_tokens_to_the_twin(tiny_pagkd_parts):
     batch.x_n = batch.x_n.flip(0)
     _, shuffled = d.forward_train(batch, epoch=99)
     assert float(shuffled["hint"]) > 0.01
+
+
+def test_common_share_of_constant_and_varied_maps():
+    from pagkd_lite.diagnose import common_share
+
+    const = torch.ones(2, 16, 8) * torch.randn(2, 1, 8)
+    assert common_share(const) == pytest.approx(1.0)
+    g = torch.Generator().manual_seed(0)
+    varied = torch.randn(4, 256, 8, generator=g)
+    assert common_share(varied) < 0.02  # about 1/hw for independent tokens
