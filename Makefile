@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lab lint bench step-time install clean
+.PHONY: demo test lab lint bench step-time install clean cache
 
 $(STAMP): pyproject.toml constraints-ci.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 	$(BIN)/ruff check pagkd_lite tests benchmarks
 	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --durations=10 tests
 	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --nbval -p no:cacheprovider notebooks
+
+cache: $(STAMP)
+	$(BIN)/pagkd-lite cache --preset demo
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

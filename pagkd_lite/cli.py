@@ -5,6 +5,7 @@
     pagkd-lite train-student  --preset demo --method pagkd
     pagkd-lite evaluate       --preset demo --method pagkd
     pagkd-lite demo           --preset smoke
+    pagkd-lite cache          --preset demo     (class mode: the course's models, once)
     pagkd-lite bench          --preset bench --seeds 5
     pagkd-lite cv             --data-root DIR --folds 5 --method pagkd
 
@@ -135,6 +136,16 @@ def cmd_demo(args) -> None:
     print(f"report: {res['report']}  (wall time {res['seconds']:.0f} s)")
 
 
+def cmd_cache(args) -> None:
+    from .course import build_cache
+
+    cfg = build_config(args)
+    course = build_cache(cfg, methods=tuple(args.methods),
+                         root=Path(args.out) if args.out else Path(cfg.out_dir) / "course",
+                         progress=not args.quiet)
+    print(f"class mode: {len(course.log)} models in {course.folder}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pagkd-lite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.add_argument("--methods", nargs="+", default=["wli_only", "pagkd"], choices=METHODS)
     p.set_defaults(func=cmd_demo)
+
+    from .course import COURSE_METHODS
+
+    p = sub.add_parser("cache", help="class mode: train the notebooks' models once (runs/course)")
+    _common(p)
+    p.add_argument("--methods", nargs="+", default=list(COURSE_METHODS), choices=METHODS)
+    p.set_defaults(func=cmd_cache)
 
     bench.add_parser(sub, _common)
     cv.add_parser(sub, _common)
