@@ -26,8 +26,10 @@ def arrow(a: tuple[float, float], b: tuple[float, float], label: str = "") -> st
     corners), with an optional label above its middle."""
     x1, y1 = a[0] + W_BOX, a[1] + H_BOX / 2
     x2, y2 = b[0], b[1] + H_BOX / 2
-    if b[0] <= a[0]:  # same column: from the bottom of a to the top of b
-        x1, y1, x2, y2 = a[0] + W_BOX / 2, a[1] + H_BOX, b[0] + W_BOX / 2, b[1]
+    if b[0] <= a[0]:  # same column: from the bottom (top) of a to the top (bottom) of b
+        down = b[1] > a[1]
+        x1, x2 = a[0] + W_BOX / 2, b[0] + W_BOX / 2
+        y1, y2 = (a[1] + H_BOX, b[1]) if down else (a[1], b[1] + H_BOX)
     text = (f'<text x="{(x1 + x2) / 2}" y="{(y1 + y2) / 2 - 6}" class="a">{escape(label)}</text>'
             if label else "")
     return f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" marker-end="url(#h)"/>' + text
@@ -62,13 +64,13 @@ def gkd_pro() -> str:
         "pw": ((c[3], 50), "MHA(Q, S_W, S_W)", "P_c^W: (N_q, d)", "wli"),
         "pn": ((c[3], 250), "MHA(Q, S_N, S_N)", "P_c^N: (N_q, d)", "nbi"),
         "s": ((c[3], 150), "s(A,B)=mean_k cos", "(2K, 2K) / tau", "shared"),
-        "con": ((c[4], 110), "L_con", "InfoNCE (+1), scalar", "loss"),
-        "pcls": ((c[4], 200), "L_pcls", "linear(mean_k P): (2K, K)", "loss"),
+        "con": ((c[4], 110), "L_con", "InfoNCE +1: scalar", "loss"),
+        "pcls": ((c[4], 200), "L_pcls", "logits (2K, K)", "loss"),
     }
     a = [("xw", "tw", ""), ("tw", "sw", "tokens"), ("xn", "tn", ""), ("tn", "sn", "detached"),
          ("sw", "pw", "keys, values"), ("sn", "pn", "keys, values"), ("q", "pw", "queries"),
-         ("q", "pn", "queries"), ("pw", "s", ""), ("s", "con", "same class +"),
-         ("pn", "pcls", "")]
+         ("q", "pn", "queries"), ("pw", "s", ""), ("pn", "s", ""), ("s", "con", ""),
+         ("pn", "pcls", "linear(mean_k P)")]
     return svg("GKD-Pro: one group -> one token sequence -> N_q prototypes", b, a, 1050, 340,
                "one step, every class c present; hw tokens per image, d channels, N_q queries")
 
@@ -83,15 +85,16 @@ def gkd_den() -> str:
         "cn": ((c[1], 250), "teacher Grad-CAM -> PAR", "(H, W) in [0, 1]", "nbi"),
         "ln": ((c[2], 250), "token labels", "(hw,) in {-1, 0, 1}", "nbi"),
         "r": ((c[2], 150), "relation map R_mn", "(hw, hw) in {0, .5, 1}", "shared"),
-        "aw": ((c[3], 50), "attention n -> m", "A=softmax((T_m T_n')*R)", "wli"),
+        "aw": ((c[3], 50), "attention n -> m", "softmax(T_m T_n' * R)", "wli"),
         "an": ((c[3], 250), "attention m -> n", "uses R_mn', (hw, hw)", "nbi"),
         "hw": ((c[4], 50), "H_m<-n = A T_n", "(hw, d) vs T_m", "wli"),
         "hn": ((c[4], 250), "H_n<-m", "(hw, d) vs T_n", "nbi"),
         "loss": ((c[4], 150), "L_Den", "sum of 2 x (1 - cos)", "loss"),
     }
     a = [("xw", "cw", ""), ("cw", "lw", "0.7 / 0.3"), ("xn", "cn", ""),
-         ("cn", "ln", "0.7 / 0.3"), ("lw", "r", ""), ("ln", "an", ""), ("r", "aw", "mask 0"),
-         ("r", "an", "mask 0"), ("aw", "hw", ""), ("an", "hn", ""), ("hw", "loss", "")]
+         ("cn", "ln", "0.7 / 0.3"), ("lw", "r", ""), ("ln", "r", ""), ("r", "aw", "mask 0"),
+         ("r", "an", "mask 0"), ("aw", "hw", ""), ("an", "hn", ""), ("hw", "loss", ""),
+         ("hn", "loss", "")]
     return svg("GKD-Den: CAM -> PAR -> token labels -> R -> masked attention both ways -> cosine",
                b, a, 1050, 340, "for every WLI image m and NBI image n of the same class "
                "(G_c^W x G_c^N pairs); T: (hw, d) tokens; R = 0 is masked to -inf")
