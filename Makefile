@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lab lint bench step-time install clean
+.PHONY: demo test lab lint bench step-time install clean cache site test-site
 
 $(STAMP): pyproject.toml constraints-ci.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,9 +19,21 @@ demo: $(STAMP)
 	$(BIN)/pagkd-lite demo --preset demo
 
 test: $(STAMP)
-	$(BIN)/ruff check pagkd_lite tests benchmarks
+	$(BIN)/ruff check pagkd_lite tests tests_site benchmarks scripts
 	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --durations=10 tests
 	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --nbval -p no:cacheprovider notebooks
+
+# the rendered course: every notebook executed (demo mode from the class-mode cache; see
+# scripts/build_site.py) and exported to static HTML under site/
+site: cache
+	$(BIN)/python scripts/build_site.py --mode demo --out site
+
+# two pages built in smoke mode, opened in headless Chromium (apt-get install -y chromium)
+test-site: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests_site
+
+cache: $(STAMP)
+	$(BIN)/pagkd-lite cache --preset demo
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
@@ -33,4 +45,4 @@ step-time: $(STAMP)
 	$(BIN)/python benchmarks/step_time.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -7,7 +7,7 @@ image by pixel-adaptive refinement (PAR; Ru et al., "Learning Affinity from Atte
 End-to-End Weakly-Supervised Semantic Segmentation with Transformers", CVPR 2022), then
 thresholded at token resolution.
 
-Choices that differ from the authors' research code (see ``shared/METHOD.md``):
+Choices that differ from the authors' research code (see ``docs/method.md``):
 
 * Grad-CAM uses ``create_graph=False`` (authors: ``True``). The maps only feed discrete
   labels, so a second-order graph is wasted memory and time. The output is detached.

@@ -5,6 +5,7 @@
     pagkd-lite train-student  --preset demo --method pagkd
     pagkd-lite evaluate       --preset demo --method pagkd
     pagkd-lite demo           --preset smoke
+    pagkd-lite cache          --preset demo     (class mode: the course's models, once)
     pagkd-lite bench          --preset demo --seeds 5
     pagkd-lite cv             --data-root DIR --folds 5 --method pagkd
 
@@ -150,6 +151,16 @@ def cmd_demo(args) -> None:
     print(f"report: {res['report']}  (wall time {res['seconds']:.0f} s)")
 
 
+def cmd_cache(args) -> None:
+    from .course import build_cache
+
+    cfg = build_config(args)
+    course = build_cache(cfg, methods=tuple(args.methods),
+                         root=Path(args.out) if args.out else Path(cfg.out_dir) / "course",
+                         progress=not args.quiet)
+    print(f"class mode: {len(course.log)} models in {course.folder}")
+
+
 def cmd_diagnose(args) -> None:
     from .diagnose import format_label_table, run_diagnosis
 
@@ -287,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="pagkd", choices=names,
                    help="the student whose CAM is measured (default: pagkd)")
     p.add_argument("--md", default=None, help="also write the tables to this Markdown file")
+
+    from .course import COURSE_METHODS
+
+    p = _command(sub, "cache", "class mode: train the notebooks' models once (runs/course)",
+                 cmd_cache, list(COURSE_METHODS))
+    p.add_argument("--methods", nargs="+", default=list(COURSE_METHODS), choices=names)
 
     p = _command(sub, "bench", "the SynthEndo benchmark over seeds and methods", cmd_bench,
                  names)

@@ -7,7 +7,7 @@ changes any field by its dotted name, parsing the value by the field's type.
 Presets:
     smoke  seconds on a laptop CPU: tiny timm test model, tiny data, one epoch.
     demo   the CPU demo and benchmark setting (minutes on 2 cores).
-    paper  the paper's setting (METHOD.md): ResNet-50 ImageNet-pretrained at 448 px, d = 128,
+    paper  the paper's setting (docs/method.md): ResNet-50 ImageNet-pretrained at 448 px, d = 128,
            12 queries, 16 heads, batch 24, Adam 1e-4, weight decay 1e-8, 200 epochs,
            warm-up 5 epochs, lambda_den = 1, lambda_pro = 0.001. A GPU job.
 """
@@ -121,7 +121,7 @@ def demo() -> Config:
 
 
 def paper() -> Config:
-    """The paper's setting (METHOD.md, "Paper setting"); needs a GPU and the weights hub."""
+    """The paper's setting (docs/method.md, "Paper setting"); needs a GPU and the weights hub."""
     return Config(
         name="paper",
         data=SynthEndoConfig(image_size=448),

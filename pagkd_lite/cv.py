@@ -1,6 +1,6 @@
 """``pagkd-lite cv``: the paper's protocol on your own WLI/NBI data.
 
-K-fold cross-validation with predictions pooled over folds (METHOD.md, "Paper setting"):
+K-fold cross-validation with predictions pooled over folds (docs/method.md, "Paper setting"):
 
 1. Load the data (:func:`pagkd_lite.realdata.load_dataset`: a folder tree or a CSV
    manifest) into ``{"WLI": ImageSet, "NBI": ImageSet}`` and a load report.

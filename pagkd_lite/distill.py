@@ -6,7 +6,7 @@ names every term (``ce``, ``den``, ``con``, ``pcls``, ``kd``) and ``total`` is w
 back-propagated; ``learnable_parameters()`` is what the optimiser gets; ``train()`` keeps
 the teacher in eval mode.
 
-PaGKD step (METHOD.md, Stage 2)::
+PaGKD step (docs/method.md, Stage 2)::
 
     L = CE(f_S(x), y) + lambda_den * L_Den + lambda_pro * (L_con + L_pcls)
 

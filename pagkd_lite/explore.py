@@ -1,6 +1,6 @@
 """Plain functions behind the GKD-Den explorer of notebook 04 (and their widget).
 
-GKD-Den (METHOD.md) turns one group step into, for every WLI image ``m`` and NBI image ``n``
+GKD-Den (docs/method.md) turns one group step into, for every WLI image ``m`` and NBI image ``n``
 of the same class, a relation map ``R_mn`` and a relation-guided cross-attention. This module
 computes everything for one step once (:func:`den_step`, a :class:`DenStep`) with the library
 functions the distiller uses in training, then draws it:

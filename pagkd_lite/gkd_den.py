@@ -10,7 +10,7 @@ the rebuilt map to point the same way as the original (and the same from NBI to 
 Token convention of the kit: tokens ``(B, hw, d)``, labels ``(B,)`` long, token labels
 ``(B, hw)`` long in ``{-1, 0, 1}`` (uncertain, background, foreground).
 
-Choices that differ from the authors' research code (see ``shared/METHOD.md``):
+Choices that differ from the authors' research code (see ``docs/method.md``):
 
 * **Scaling.** Authors: no ``1/sqrt(d)`` on the scores. Ours: the same by default
   (``scale=False``); ``scale=True`` divides by ``sqrt(d)``.

@@ -11,7 +11,7 @@ Token convention of the kit: tokens ``(B, hw, d)`` float, labels ``(B,)`` long i
 ``[0, K)``. WLI tokens come from the student, NBI tokens from the frozen teacher's feature
 map passed through the trainable adapter.
 
-Choices that differ from the authors' research code (see ``shared/METHOD.md``):
+Choices that differ from the authors' research code (see ``docs/method.md``):
 
 * **Identity embedding.** Before an image's tokens join its group's sequence, a
   per-image identity vector is added to all of them so that the attention can tell

@@ -1,6 +1,6 @@
 """Teacher and student classifiers: any timm backbone + 1x1 embed + pool + linear.
 
-The architecture of METHOD.md, Stage 1::
+The architecture of docs/method.md, Stage 1::
 
     x (B, 3, H, W) --backbone--> F (B, C, h, w) --embed 1x1--> E (B, d, h, w)
       tokens T = E flattened to (B, h*w, d)
@@ -77,7 +77,7 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
 
 
 class Classifier(nn.Module):
-    """Backbone + 1x1 embed to d + global average pool + linear head (METHOD.md, Stage 1)."""
+    """Backbone + 1x1 embed to d + global average pool + linear head (docs/method.md, Stage 1)."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()

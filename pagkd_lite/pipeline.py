@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import synthendo
 from .accel import amp_dtype
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, to_dict
@@ -27,6 +28,10 @@ from .metrics import Estimate, bootstrap_metrics
 from .models import Classifier, freeze
 from .synthendo import generate
 from .train import FitResult, fit, pick_device, predict, seed_everything
+
+# The generator's code version: a changed SynthEndo draws other images from the same config,
+# so every cache key that depends on the data includes it.
+GENERATOR_VERSION = hashlib.sha256(Path(synthendo.__file__).read_bytes()).hexdigest()[:12]
 
 
 def make_data(cfg: Config) -> dict[str, ImageSet]:
@@ -63,14 +68,16 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
 
     The cache file is ``<out_dir>/teacher-<key>.pt`` where the key hashes the data (less the
     WLI split sizes, which do not change the NBI splits), model, teacher-training settings,
-    seed and precision (fp32 or bf16), so a changed setting never reuses a stale teacher.
+    seed, precision (fp32 or bf16) and ``GENERATOR_VERSION``, so a changed setting or
+    generator never reuses a stale teacher. ``info["loaded"]`` says whether it came from the
+    cache.
     """
     device = pick_device(cfg.device)
     # the teacher sees only the NBI splits, which do not depend on the WLI split sizes
     nbi_data = dataclasses.replace(cfg.data, n_wli_train=0, n_wli_val=0, n_wli_test=0)
-    parts = [nbi_data, cfg.model, cfg.teacher, cfg.seed]
+    parts = [nbi_data, cfg.model, cfg.teacher, cfg.seed, GENERATOR_VERSION]
     if amp_dtype(cfg.runtime, device) is not None:
-        parts.append("bf16")  # fp32 keys stay what they were before mixed precision
+        parts.append("bf16")
     key = _key(*parts)
     path = Path(out_dir) / f"teacher-{key}.pt" if out_dir is not None else None
     nbi = sets["nbi_train"]
@@ -78,7 +85,7 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
     if cache and path is not None and path.exists():
         ck = load_checkpoint(path, required=("model", "info"))
         teacher.load_state_dict(ck["model"])
-        return freeze(teacher.to(device)), ck["info"]
+        return freeze(teacher.to(device)), {**ck["info"], "loaded": True}
     seed_everything(cfg.seed)
     teacher = Classifier(cfg.model, nbi.num_classes)
     wrapper = Distiller(teacher)
@@ -90,7 +97,7 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
     if path is not None and rank() == 0:
         save_checkpoint(path, {"model": teacher.state_dict(), "info": info,
                                "config": to_dict(cfg)})
-    return freeze(teacher), info
+    return freeze(teacher), {**info, "loaded": False}
 
 
 def provenance(cfg: Config, images: ImageSet) -> dict:

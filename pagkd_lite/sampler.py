@@ -1,7 +1,7 @@
 """Unpaired grouping: each step, a WLI batch and an NBI batch with the same class mix.
 
 PaGKD never pairs images. A step draws, for every class c, the same number of WLI and NBI
-images of class c; the images of class c and modality m form the group G_c^m (METHOD.md,
+images of class c; the images of class c and modality m form the group G_c^m (docs/method.md,
 "Unpaired grouping"). No index of one modality is ever tied to an index of the other.
 
 Class imbalance is handled by resampling: each (modality, class) pool is an endless

@@ -1,4 +1,4 @@
-"""Distillers: gradients go where METHOD.md says, and every method's step is finite."""
+"""Distillers: gradients go where docs/method.md says, and every method's step is finite."""
 
 import dataclasses
 

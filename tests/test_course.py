@@ -1,0 +1,66 @@
+"""Class mode: the cache loads what it trained, and never a stale model."""
+
+import json
+
+import pytest
+import torch
+
+from pagkd_lite import course, pipeline
+from pagkd_lite.cli import main
+from pagkd_lite.config import override, smoke
+
+
+@pytest.fixture
+def cfg():
+    return override(smoke(), ["train.epochs=1", "device=cpu"])
+
+
+def test_second_open_loads_what_the_first_trained(cfg, tmp_path, capsys):
+    first = course.open_course(cfg, tmp_path, progress=False)
+    d1, r1 = first.student("wli_only")
+    second = course.open_course(cfg, tmp_path, progress=False)
+    d2, r2 = second.student("wli_only")
+    assert first.log[0].startswith("teacher: trained")
+    assert second.log[0].startswith("teacher: loaded")
+    assert first.log[1].startswith("wli_only: trained")
+    assert second.log[1].startswith("wli_only: loaded")
+    assert second.folder == first.folder and r2.best_val_auc == r1.best_val_auc
+    for a, b in zip(d1.trainable_state_dict().values(), d2.trainable_state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+def test_key_follows_config_and_generator(cfg, tmp_path, monkeypatch):
+    base = course.run_dir(cfg, tmp_path)
+    assert course.run_dir(override(cfg, ["train.lr=0.002"]), tmp_path) != base
+    monkeypatch.setattr(course, "GENERATOR_VERSION", "another-one")
+    assert course.run_dir(cfg, tmp_path) != base
+    assert course.cache_key(cfg)["generator_version"] == "another-one"
+
+
+def test_teacher_key_includes_generator_version(cfg, tmp_path, monkeypatch):
+    sets = pipeline.make_data(cfg)
+    _, a = pipeline.train_teacher(cfg, sets, out_dir=tmp_path, progress=False)
+    monkeypatch.setattr(pipeline, "GENERATOR_VERSION", "another-one")
+    _, b = pipeline.train_teacher(cfg, sets, out_dir=tmp_path, progress=False)
+    assert a["key"] != b["key"] and not a["loaded"] and not b["loaded"]
+
+
+def test_stale_folder_is_retrained_not_used(cfg, tmp_path, capsys):
+    c = course.open_course(cfg, tmp_path, progress=False)
+    stamp = c.folder / "key.json"
+    old = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**old, "generator_version": "older"}))
+    c2 = course.open_course(cfg, tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "stale cache" in out and c2.log[0].startswith("teacher: trained")
+    assert json.loads(stamp.read_text()) == old
+
+
+def test_cli_cache(tmp_path, capsys):
+    args = ["cache", "--preset", "smoke", "--quiet", "--out", str(tmp_path), "--set",
+            "train.epochs=1", "--methods", "wli_only", "pagkd"]
+    assert main(args) == 0
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("pagkd: trained") == 1 and out.count("pagkd: loaded") == 1
