@@ -174,10 +174,10 @@ def cmd_diagnose(args) -> None:
             "Share of each token map that is one repeated vector (1 = constant map):\n\n"
             + "".join(f"- {k}: {v:.3f}\n" for k, v in res["common_share"].items()))
     print(text)
-    if args.md:
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(text)
-        print(f"written to {args.md}")
+    if args.write:
+        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.write).write_text(text)
+        print(f"written to {args.write}")
 
 
 def cmd_bench(args) -> None:
@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "true lesion masks", cmd_diagnose, names)
     p.add_argument("--method", default="pagkd", choices=names,
                    help="the student whose CAM is measured (default: pagkd)")
-    p.add_argument("--md", default=None, help="also write the tables to this Markdown file")
+    p.add_argument("--write", default=None, metavar="FILE",
+                   help="also write the tables to this (Markdown) file")
 
     from .course import COURSE_METHODS
 

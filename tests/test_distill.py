@@ -23,7 +23,11 @@ def batch(b=6, k=3, size=32, seed=0, y_n=None):
     y = torch.arange(b) % k
     img_w, img_n = torch.rand(b, 3, size, size, generator=g), torch.rand(b, 3, size, size,
                                                                           generator=g)
-    return StepBatch(img_w * 2 - 1, img_w, y, img_n * 2 - 1, img_n, y if y_n is None else y_n)
+    # lesion masks: a disc in the middle (only the oracle_masks reference reads them)
+    r = torch.linspace(-1, 1, size)
+    disc = ((r[:, None] ** 2 + r[None, :] ** 2) < 0.4).float().expand(b, 1, size, size)
+    return StepBatch(img_w * 2 - 1, img_w, y, img_n * 2 - 1, img_n, y if y_n is None else y_n,
+                     mask_w=disc, mask_n=disc)
 
 
 def test_gradients_reach_exactly_the_trainable_parts():
