@@ -11,6 +11,7 @@ all of them alike; the median over repetitions is reported. The last line reads
 ``full_vs_baseline_ratio=<x>`` with x = pagkd / (wli_only+teacher). Target: x <= 1.25.
 
     python benchmarks/step_time.py [--preset demo] [--reps 20] [--threads 2] [--profile]
+                                   [--set den.par_scale=4 ...]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import date
 
 import torch
 
-from pagkd_lite.config import get_preset
+from pagkd_lite.config import get_preset, override
 from pagkd_lite.distill import Distiller, StepBatch, build_distiller
 from pagkd_lite.models import Classifier
 from pagkd_lite.train import train_step
@@ -74,10 +75,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--profile", action="store_true", help="print a profile of one full step")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a config field, e.g. den.par_scale=4 (repeatable)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = get_preset(args.preset)
+    cfg = override(get_preset(args.preset), args.overrides)
     b, s = cfg.train.batch_size, cfg.data.image_size
     batch = make_batch(cfg)
     variants = make_variants(cfg)
@@ -103,7 +106,7 @@ def main() -> None:
     print(f"# step time, preset {args.preset}: batch {b} per modality, {s} px, "
           f"{cfg.model.backbone}, d={cfg.model.dim}; {torch.get_num_threads()} threads; "
           f"{platform.processor() or platform.machine()}; torch {torch.__version__}; "
-          f"{date.today()}")
+          f"{date.today()}" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
     print("| variant | ms/step (median) | x baseline |")
     print("|---|---|---|")
     for n, v in med.items():
