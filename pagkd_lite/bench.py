@@ -23,7 +23,7 @@ from .config import Config, override
 from .metrics import mean_interval
 
 BENCH_METHODS = ("wli_only", "logit_kd", "pseudo_pair", "pagkd_no_pro", "pagkd_no_den", "pagkd",
-                 "paired_oracle")
+                 "paired_oracle", "paired_hint", "oracle_masks")
 COLUMNS = ("method", "seed", "auc", "accuracy", "f1", "sensitivity", "specificity",
            "train_seconds")
 
