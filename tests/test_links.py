@@ -1,4 +1,4 @@
-"""No notebook or doc cites a file the repository does not have (e.g. a METHOD.md kept
+"""No notebook or doc cites a file the repository does not have (e.g. a spec kept
 elsewhere): every relative Markdown link resolves, and every file name mentioned in prose
 or docstrings exists in the repository."""
 
@@ -47,8 +47,8 @@ def missing_references(path: Path, text: str, names: set[str]) -> list[str]:
 
 def test_the_checker_catches_a_missing_file():
     names = {p.name for p in _tracked()}
-    text = "see METHOD.md and [the method](docs/nowhere.md); docs/method.md is fine"
-    assert missing_references(ROOT / "README.md", text, names) == ["METHOD.md", "docs/nowhere.md"]
+    text = "see SPEC_X.md and [the method](docs/nowhere.md); docs/method.md is fine"
+    assert missing_references(ROOT / "README.md", text, names) == ["SPEC_X.md", "docs/nowhere.md"]
 
 
 def test_no_doc_cites_a_missing_file():
