@@ -253,10 +253,7 @@ def figure(rows: list[dict], by: str | None = None):
     for m in sorted({r["method"] for r in rows} - {"wli_only", "teacher_nbi"}):
         xs, ys, lo, hi = [], [], [], []
         for v in sorted({float(r[by]) for r in rows}):
-            base = {r["seed"]: float(r["auc"]) for r in rows
-                    if r["method"] == "wli_only" and float(r[by]) == v}
-            d = [float(r["auc"]) - base[r["seed"]] for r in rows
-                 if r["method"] == m and float(r[by]) == v and r["seed"] in base]
+            d = paired_gains([r for r in rows if float(r[by]) == v], m)
             if len(d) >= 2:
                 e = mean_interval(d)
                 xs.append(v)
@@ -275,10 +272,7 @@ def svg_gain_plot(rows: list[dict], by: str, method: str = "pagkd", width: int =
     """A dependency-free SVG of the seed-paired gain against ``by`` (for the README)."""
     pts = []
     for v in sorted({float(r[by]) for r in rows}):
-        base = {r["seed"]: float(r["auc"]) for r in rows
-                if r["method"] == "wli_only" and float(r[by]) == v}
-        d = [float(r["auc"]) - base[r["seed"]] for r in rows
-             if r["method"] == method and float(r[by]) == v and r["seed"] in base]
+        d = paired_gains([r for r in rows if float(r[by]) == v], method)
         if len(d) >= 2:
             e = mean_interval(d)
             pts.append((v, e.value, e.low, e.high))
