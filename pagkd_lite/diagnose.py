@@ -95,6 +95,7 @@ class Refinement:
     name: str
     par_scale: int = 2
     par_iters: int = 10
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
 
 
 REFINEMENTS = (
@@ -103,6 +104,9 @@ REFINEMENTS = (
     Refinement("PAR, half res, 3 it", 2, 3),
     Refinement("PAR, quarter res, 10 it", 4, 10),
     Refinement("PAR, quarter res, 3 it", 4, 3),
+    Refinement("PAR, half res, 10 it, dilations 1,2,4", 2, 10, (1, 2, 4)),
+    Refinement("PAR, half res, 10 it, dilations 1,2", 2, 10, (1, 2)),
+    Refinement("PAR, half res, 10 it, dilation 1", 2, 10, (1,)),
 )
 
 
@@ -146,7 +150,7 @@ def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float 
         for name, (cam, img, masks, _) in cams.items():
             hw = tuple(cam.shape[-2:])
             refined = cam if ref.par_scale == 0 else par_refine(
-                img, cam, num_iter=ref.par_iters, scale=ref.par_scale)
+                img, cam, ref.dilations, num_iter=ref.par_iters, scale=ref.par_scale)
             labs[name] = token_labels(refined, hw, high=high, low=low)
             truths[name] = true_token_labels(masks, hw)
         rel = relation_quality(labs["WLI"], labs["NBI"], truths["WLI"], truths["NBI"],

@@ -167,7 +167,8 @@ class _TeacherSide(Distiller):
         {1, 0, -1}."""
         cam_w = grad_cam(out.logits, out.features, batch.y_w)
         refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]),
-                             num_iter=self.den_cfg.par_iters, scale=self.den_cfg.par_scale)
+                             self.den_cfg.par_dilations, num_iter=self.den_cfg.par_iters,
+                             scale=self.den_cfg.par_scale)
         hw = tuple(out.features.shape[-2:])
         labels = token_labels(refined, hw, high=self.den_cfg.high, low=self.den_cfg.low)
         b = len(cam_w)

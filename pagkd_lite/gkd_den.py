@@ -51,6 +51,10 @@ class GKDDenConfig:
         par_scale: PAR's working resolution is the image size / ``par_scale`` (2 = half
             resolution, the paper's PAR; 4 is about 4x cheaper).
         par_iters: PAR propagation steps (paper: 10).
+        par_dilations: PAR's neighbour distances in pixels of its working resolution
+            (paper: ``1, 2, 4, 8``, made for 448-px images, 14 x 14 tokens of 16 px at half
+            resolution). ``1, 2, 4`` keeps the same reach per token at 64 px and 4 x 4 tokens
+            (8 px each); see README, "diagnostic chain".
     """
 
     scale: bool = False
@@ -60,11 +64,17 @@ class GKDDenConfig:
     low: float = 0.3
     par_scale: int = 2
     par_iters: int = 10
+    par_dilations: tuple[int, ...] = (1, 2, 4, 8)
 
     def __post_init__(self) -> None:
         if self.par_scale < 1 or self.par_iters < 0:
             raise ValueError(f"GKDDenConfig: need par_scale >= 1 and par_iters >= 0, got "
                              f"par_scale={self.par_scale}, par_iters={self.par_iters}")
+        dil = tuple(self.par_dilations)
+        if not dil or not all(isinstance(d, int) and d >= 1 for d in dil):
+            raise ValueError(f"GKDDenConfig: par_dilations must be positive ints, e.g. 1,2,4,8; "
+                             f"got {self.par_dilations!r}")
+        self.par_dilations = dil
         for name in ("scale", "use_mask", "two_way"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GKDDenConfig.{name} must be a bool, got {getattr(self, name)!r}")

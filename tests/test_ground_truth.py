@@ -3,13 +3,15 @@ references that use pairs or masks: ``paired_hint`` and ``oracle_masks``."""
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
 
-from pagkd_lite import synthendo
-from pagkd_lite.config import smoke
+from pagkd_lite import distill, synthendo
+from pagkd_lite.config import override, smoke
 from pagkd_lite.diagnose import (
+    REFINEMENTS,
     diagnose_labels,
     label_quality,
     relation_quality,
@@ -155,7 +157,7 @@ def test_diagnose_labels_rows_and_masks_required(tiny_pagkd_parts):
     sets = generate(SynthEndoConfig(**SMALL))
     rows = diagnose_labels(teacher.eval(), student.eval(), sets["nbi_test"], sets["wli_test"],
                            n_images=6)
-    assert len(rows) == 10 and {r["cam_of"] for r in rows} == {"teacher on NBI",
+    assert len(rows) == 2 * len(REFINEMENTS) and {r["cam_of"] for r in rows} == {"teacher on NBI",
                                                                "student on WLI"}
     for r in rows:
         assert 0.0 <= r["uncertain"] <= 1.0
@@ -197,6 +199,56 @@ def test_oracle_masks_uses_the_true_masks_not_the_cam(tiny_pagkd_parts):
     losses["total"].backward()
     assert d.student.embed.weight.grad is not None
     assert all(p.grad is None for p in d.teacher.parameters())
+
+
+def test_den_par_options_reach_par_and_zero_iterations_is_the_upsampled_cam(
+        tiny_pagkd_parts, monkeypatch):
+    cfg, teacher, student = tiny_pagkd_parts
+    sets = generate(SynthEndoConfig(**SMALL))
+    cfg = override(cfg, ["den.par_dilations=1,2", "den.par_iters=3", "den.par_scale=4"])
+    seen = []
+
+    def spy(image, cam, dilations, num_iter, scale):
+        seen.append((dilations, num_iter, scale))
+        return real(image, cam, dilations, num_iter=num_iter, scale=scale)
+
+    real = distill.par_refine
+    monkeypatch.setattr(distill, "par_refine", spy)
+    d = build_distiller("pagkd", student, teacher, cfg, 3)
+    d.forward_train(_paired_batch(sets), epoch=99)
+    assert seen == [((1, 2), 3, 4)]
+    # par_iters = 0: the labels come from the CAM, only resized (no propagation)
+    d = build_distiller("pagkd", student, teacher, override(cfg, ["den.par_iters=0"]), 3)
+    batch = _paired_batch(sets)
+    out = d.student(batch.x_w)
+    _, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+    parts = d.cam_labels(batch, out, cam_n)
+    cams = torch.cat([parts["cam_w"], cam_n])[:, None]
+    up = torch.nn.functional.interpolate(cams, size=parts["refined"].shape[-2:],
+                                         mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(parts["refined"], up, atol=1e-6)
+    with pytest.raises(ValueError, match="par_dilations"):
+        override(cfg, ["den.par_dilations=0,2"])
+
+
+def test_diagnose_summary_averages_rows_over_files(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "diagnose_summary.py"
+    spec = importlib.util.spec_from_file_location("diagnose_summary", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    files = []
+    for seed, (p, r) in enumerate([("1.000", "0.200"), ("nan", "0.400")]):
+        row = f"| raw CAM | teacher on NBI | 4x4 | {p} | {r} | 0.9 | 0.1 | 0.7 | 0.3 |"
+        text = f"intro\n\n{mod.HEADER}\n|---|\n{row}\n\nThresholds:\n\n{mod.HEADER}\n|---|\n{row}\n"
+        files.append(tmp_path / f"diag_seed{seed}.md")
+        files[-1].write_text(text)
+    tables = [mod.read_tables(f) for f in files]
+    assert [len(t) for t in tables] == [2, 2]
+    line = mod.mean_table([t[0] for t in tables]).splitlines()[-1]
+    # precision: the nan is left out (one file had a number); recall: the mean of both
+    assert line.startswith("| raw CAM | teacher on NBI | 4x4 | 2 | 1.000 (1) | 0.300 | 0.900 |")
 
 
 def test_paired_hint_pulls_tokens_to_the_twin(tiny_pagkd_parts):
