@@ -1,6 +1,7 @@
 """A seconds-long bench so that the command cannot rot; numbers are not checked here."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,24 @@ def test_premise_check_reads_only_the_references():
     assert out[1]["oracle"] == "paired_oracle" and out[0]["gain"] == pytest.approx(0.051)
     rows = [r for r in rows if r["method"] != "pagkd"]
     assert premise_check(rows, ["cell"]) == out
+
+
+def test_merge_bench_later_parts_replace_rows_and_say_so(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "merge_bench.py"
+    spec = importlib.util.spec_from_file_location("merge_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a = [{"method": "wli_only", "seed": "0", "auc": "0.6"},
+         {"method": "pagkd", "seed": "0", "auc": "0.5"},
+         {"method": "pagkd", "seed": "1", "auc": "0.7"}]
+    b = [{"method": "pagkd", "seed": "0", "auc": "0.65"}]
+    rows, replaced = mod.merge([a, b])
+    assert [(r["method"], r["seed"], r["auc"]) for r in rows] == [
+        ("wli_only", "0", "0.6"), ("pagkd", "0", "0.65"), ("pagkd", "1", "0.7")]
+    assert replaced == [(a[1], b[0])]
+    # a sweep field is part of the key: another cell is another row
+    c = [{"method": "pagkd", "seed": "0", "auc": "0.9", "data.n_wli_train": "24"}]
+    rows, replaced = mod.merge([[{**r, "data.n_wli_train": "72"} for r in a], c])
+    assert len(rows) == 4 and not replaced

@@ -1,0 +1,58 @@
+"""Merge the CSV parts of one benchmark into one table, later parts replacing earlier rows.
+
+On two cores the 5-seed benchmark runs as several processes, one CSV each (``pagkd-lite
+bench --first-seed S --seeds N --csv PART``). This script joins the parts in the order given:
+a row of a later part replaces the row of an earlier part with the same method, seed (and
+sweep fields), which is how methods are re-run after a change of the preset (the replaced
+rows are listed, so nothing is dropped silently). Writes ``<out>.csv``, ``.md``, ``.html``.
+
+    python benchmarks/merge_bench.py benchmarks/results/synthendo_bench_part_{a,b,c,d,e}.csv \\
+        --out benchmarks/results/synthendo_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from pagkd_lite.bench import read_rows, summarize, write_outputs
+
+
+def merge(parts: list[list[dict]]) -> tuple[list[dict], list[tuple[dict, dict]]]:
+    """(merged rows in first-seen order, [(replaced row, replacing row), ...])."""
+    merged: dict[tuple, dict] = {}
+    replaced = []
+    for rows in parts:
+        for r in rows:
+            key = tuple((k, v) for k, v in r.items()
+                        if k in ("method", "seed") or k.count(".") == 1)
+            if key in merged:
+                replaced.append((merged[key], r))
+            merged[key] = r
+    return list(merged.values()), replaced
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parts", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/synthendo_bench"))
+    args = ap.parse_args()
+    rows, replaced = merge([read_rows(p) for p in args.parts])
+    if not rows:
+        raise SystemExit("no rows in " + ", ".join(map(str, args.parts)))
+    for old, new in replaced:
+        print(f"replaced: {old['method']} seed {old['seed']} AUC {old['auc']} -> {new['auc']}")
+    csv_path = args.out.with_suffix(".csv")
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    write_outputs(rows, csv_path)
+    print(summarize(rows))
+    print(f"\nwritten: {csv_path} and its .md / .html ({len(rows)} rows, {len(replaced)} replaced)")
+
+
+if __name__ == "__main__":
+    main()
