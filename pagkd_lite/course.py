@@ -99,4 +99,22 @@ def build_cache(cfg: Config, methods=COURSE_METHODS, root: str | Path = "runs/co
     course = open_course(cfg, root, progress)
     for method in methods:
         course.student(method)
+    warm_umap(course)
     return course
+
+
+def warm_umap(course: Course) -> float:
+    """Compile umap-learn's numba kernels once, into numba's on-disk cache, so that notebook
+    06's first UMAP takes seconds instead of tens of seconds. Returns the seconds it took."""
+    import time
+
+    import numpy as np
+
+    from .embedding import umap_2d
+
+    t0 = time.perf_counter()
+    umap_2d(np.random.default_rng(0).normal(size=(64, 8)), seed=0)
+    seconds = time.perf_counter() - t0
+    course._say(f"UMAP kernels compiled for notebook 06 ({seconds:.0f} s; numba caches them "
+                "on disk, once per installation)")
+    return seconds

@@ -64,3 +64,4 @@ def test_cli_cache(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("pagkd: trained") == 1 and out.count("pagkd: loaded") == 1
+    assert out.count("UMAP kernels compiled for notebook 06") == 2
