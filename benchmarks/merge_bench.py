@@ -33,6 +33,14 @@ def merge(parts: list[list[dict]]) -> tuple[list[dict], list[tuple[dict, dict]]]
     return list(merged.values()), replaced
 
 
+def write_csv(rows: list[dict], path: Path) -> None:
+    """All ``rows`` to ``path``, columns in the first row's order."""
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,10 +53,7 @@ def main() -> None:
     for old, new in replaced:
         print(f"replaced: {old['method']} seed {old['seed']} AUC {old['auc']} -> {new['auc']}")
     csv_path = args.out.with_suffix(".csv")
-    with csv_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, csv_path)
     write_outputs(rows, csv_path)
     print(summarize(rows))
     print(f"\nwritten: {csv_path} and its .md / .html ({len(rows)} rows, {len(replaced)} replaced)")

@@ -2,7 +2,9 @@
 
 The regime map is ``pagkd-lite bench`` over a grid (two ``--sweep`` fields) on VALIDATION
 seeds. On two cores it was run as several processes, one CSV each (one WLI budget, or one
-token grid, per process); this script merges them and writes, beside ``--out``:
+token grid, per process); this script merges them (``merge_bench.merge``: a later part's row
+replaces an earlier one with the same method, seed and cell, and is listed) and writes,
+beside ``--out``:
 
 - ``<out>.csv``  every row;
 - ``<out>.md``   the per-cell tables, then the premise check (which cell's true-pair oracle
@@ -16,8 +18,9 @@ token grid, per process); this script merges them and writes, beside ``--out``:
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
+
+from merge_bench import merge, write_csv  # same folder: run as benchmarks/regime_map.py
 
 from pagkd_lite.bench import premise_check, read_rows, write_outputs
 
@@ -42,14 +45,13 @@ def main() -> None:
     ap.add_argument("parts", nargs="+", type=Path, help="bench CSV files of the grid")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/regime_map"))
     args = ap.parse_args()
-    rows = [r for p in args.parts for r in read_rows(p)]
+    rows, replaced = merge([read_rows(p) for p in args.parts])
     if not rows:
         raise SystemExit("no rows in " + ", ".join(map(str, args.parts)))
+    for old, new in replaced:
+        print(f"replaced: {old['method']} seed {old['seed']} AUC {old['auc']} -> {new['auc']}")
     csv_path = args.out.with_suffix(".csv")
-    with csv_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, csv_path)
     md = write_outputs(rows, csv_path, [ROWS, COLS], methods=METHODS)
     premise = premise_table(rows)
     md.write_text(md.read_text() + "\n\n## Premise check (validation seeds)\n\n" + premise + "\n")

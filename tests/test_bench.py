@@ -110,3 +110,30 @@ def test_merge_bench_later_parts_replace_rows_and_say_so(tmp_path):
     c = [{"method": "pagkd", "seed": "0", "auc": "0.9", "data.n_wli_train": "24"}]
     rows, replaced = mod.merge([[{**r, "data.n_wli_train": "72"} for r in a], c])
     assert len(rows) == 4 and not replaced
+
+
+def test_regime_map_script_merges_parts_and_writes_the_premise(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    cols = ["method", "seed", "auc", "accuracy", "f1", "sensitivity", "specificity",
+            "train_seconds", "data.n_wli_train", "model.feature_index"]
+    for part, budget in (("a", "24"), ("b", "72")):
+        with (tmp_path / f"part_{part}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for s in range(3):
+                for m, a in (("wli_only", 0.6), ("paired_hint", 0.65 if budget == "72" else 0.6),
+                             ("paired_oracle", 0.6), ("pagkd", 0.6)):
+                    w.writerow([m, s, a + 0.01 * s, 0.5, 0.5, 0.5, 0.5, 1, budget, -2])
+    res = subprocess.run([sys.executable, str(root / "benchmarks" / "regime_map.py"),
+                          str(tmp_path / "part_a.csv"), str(tmp_path / "part_b.csv"),
+                          "--out", str(tmp_path / "map")], capture_output=True, text=True,
+                         timeout=300, cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(list(csv.DictReader((tmp_path / "map.csv").open()))) == 2 * 3 * 4
+    md = (tmp_path / "map.md").read_text()
+    # the 72 cell is the one valid testbed: the hint gains +0.05 in every seed
+    assert "| 72 | -2 | paired_hint | +0.050 [+0.050, +0.050] | 3 | yes |" in md
+    assert (tmp_path / "map.svg").read_text().startswith("<svg")
