@@ -17,15 +17,14 @@ import math
 import re
 from pathlib import Path
 
-HEADER = ("| token labels from | CAM of | grid | fg precision | fg recall | bg precision | "
-          "uncertain | R=1 entries right | R=1 share |")
+from pagkd_lite.diagnose import LABEL_TABLE_HEADER as HEADER  # the table diagnose writes
 
 
 def read_tables(path: Path) -> list[list[list[str]]]:
     """The tables of one diagnose file: a list of tables, each a list of rows of cells."""
     tables, rows = [], None
     for line in path.read_text().splitlines():
-        if line.startswith("| token labels from"):
+        if line.startswith(HEADER):
             rows = []
             tables.append(rows)
         elif rows is not None and line.startswith("|") and not line.startswith("|---"):

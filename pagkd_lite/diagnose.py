@@ -163,10 +163,14 @@ def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float 
     return rows
 
 
+LABEL_TABLE_HEADER = ("| token labels from | CAM of | grid | fg precision | fg recall | "
+                      "bg precision | uncertain | R=1 entries right | R=1 share |")
+
+
 def format_label_table(rows: list[dict]) -> str:
-    """Markdown table of :func:`diagnose_labels` rows."""
-    out = ["| token labels from | CAM of | grid | fg precision | fg recall | bg precision | "
-           "uncertain | R=1 entries right | R=1 share |", "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table of :func:`diagnose_labels` rows (``benchmarks/diagnose_summary.py``
+    reads it back by :data:`LABEL_TABLE_HEADER`)."""
+    out = [LABEL_TABLE_HEADER, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['refinement']} | {r['cam_of']} | {r['token_grid']} | "
                    f"{r['fg_precision']:.3f} | {r['fg_recall']:.3f} | {r['bg_precision']:.3f} | "
