@@ -96,6 +96,7 @@ __all__ = [
     "make_generator",
     "preview_grid",
     "render",
+    "render_stages",
     "sample_latents",
 ]
 
@@ -643,9 +644,13 @@ def _acquisition(modality: str, cfg: SynthEndoConfig, b: int, g: torch.Generator
 
 
 def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
-                  g: torch.Generator) -> torch.Tensor:
+                  g: torch.Generator, trace: dict[str, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """Render one chunk: geometry -> class pattern -> background -> shading -> acquisition
-    draws -> colour, highlights, blur, gamma, noise. uint8 ``(B, 3, S, S)``."""
+    draws -> colour, highlights, blur, gamma, noise. uint8 ``(B, 3, S, S)``.
+
+    ``trace``, if given, receives every stage's output by name (:func:`render_stages`)."""
+    trace = {} if trace is None else trace
     p = lat.params
     b = len(lat)
     s = cfg.image_size
@@ -661,6 +666,11 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     diffuse, spec = _shading(p, height, s)
     acq = _acquisition(modality, cfg, b, g)
     contrast = acq["contrast"]
+    trace.update({"1_geometry.mask": geo.mask, "1_geometry.dome": geo.dome,
+                  "2_pattern.dark": dark, "2_pattern.light": light, "3_background.bg": bg,
+                  "3_background.fold": fold, "3_background.vessels": bgv,
+                  "4_shading.diffuse": diffuse, "4_shading.specular": spec})
+    trace.update({f"5_acquisition.{k}": v for k, v in acq.items() if torch.is_tensor(v)})
 
     # ---- colour ----
     # The colour is a chain of "lerp towards colour c_k with weight a_k" (lesion tint, background
@@ -691,11 +701,13 @@ def _render_chunk(lat: SynthLatents, modality: str, cfg: SynthEndoConfig,
     fixed = torch.tensor([pal["bg_vessel"], pal["vessel"], pal["pit"], (1.0, 1.0, 1.0)])
     colours = torch.cat([base[:, None], lesion_col[:, None], fixed.expand(b, 4, 3)], 1)
     colours = colours * (acq["gains"] * acq["expo"].view(b, 1))[:, None]  # white balance, exposure
-    img = torch.bmm(colours.transpose(1, 2), weights).view(b, 3, s, s)
-    img = _blur(img, acq["blur_px"])
-    img = img.clamp(0.0, 1.0) ** acq["gamma"].view(b, 1, 1, 1)
-    img = img + acq["noise_sd"] * torch.randn(b, 3, s, s, generator=g)
-    return (img.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    img = trace["6_colour"] = torch.bmm(colours.transpose(1, 2), weights).view(b, 3, s, s)
+    trace["6_colour.glints"] = glints
+    img = trace["7_blur"] = _blur(img, acq["blur_px"])
+    img = trace["8_gamma"] = img.clamp(0.0, 1.0) ** acq["gamma"].view(b, 1, 1, 1)
+    img = trace["9_noise"] = img + acq["noise_sd"] * torch.randn(b, 3, s, s, generator=g)
+    out = trace["10_uint8"] = (img.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    return out
 
 
 def render(latents: SynthLatents, modality: str, cfg: SynthEndoConfig,
@@ -719,6 +731,23 @@ def render(latents: SynthLatents, modality: str, cfg: SynthEndoConfig,
     out = [_render_chunk(latents.subset(range(i, min(i + chunk, n))), modality, cfg, generator)
            for i in range(0, n, chunk)]
     return torch.cat(out, 0)
+
+
+def render_stages(latents: SynthLatents, modality: str, cfg: SynthEndoConfig,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Every stage's output when :func:`render` draws ``latents`` (one chunk, at most
+    ``_CHUNK_PIXELS`` pixels): name -> tensor, from ``"1_geometry.mask"`` to ``"10_uint8"``
+    (the images :func:`render` returns for the same generator state).
+
+    For diagnosis: when two machines render different pixels, the first stage whose
+    statistics differ says where (``tests/fixtures/synthendo_stages.json``)."""
+    if len(latents) * cfg.image_size ** 2 > _CHUNK_PIXELS:
+        raise ValueError(f"render_stages: {len(latents)} images of {cfg.image_size} px are "
+                         f"more than one chunk; pass at most "
+                         f"{_CHUNK_PIXELS // cfg.image_size ** 2}")
+    trace: dict[str, torch.Tensor] = {}
+    _render_chunk(latents, modality, cfg, generator, trace)
+    return trace
 
 
 def lesion_masks(latents: SynthLatents, cfg: SynthEndoConfig) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Shared fixtures: small random ImageSets and one thread for reproducible timings."""
+"""Shared fixtures: small random ImageSets, the golden loss values, the smallest PaGKD; and a
+guard that no test leaves a global torch setting (thread count, default dtype) changed."""
 
 import dataclasses
 import importlib.util
@@ -13,7 +14,31 @@ from pagkd_lite.data import ImageSet
 from pagkd_lite.distill import build_distiller
 from pagkd_lite.models import Classifier, ModelConfig
 
-torch.set_num_threads(2)
+torch.set_num_threads(2)  # the session's setting (2-core machines): timings comparable
+
+
+def _global_state() -> dict:
+    return {"threads": torch.get_num_threads(), "default_dtype": torch.get_default_dtype(),
+            "grad_enabled": torch.is_grad_enabled()}
+
+
+@pytest.fixture(autouse=True)
+def _no_global_state_left_changed(request):
+    """Every test leaves the thread count, the default dtype and grad mode as it found them
+    (a module fixture that changes them for its tests restores them at its own teardown)."""
+    before = _global_state()
+    yield
+    after = _global_state()
+    assert after == before, f"{request.node.nodeid} changed global torch state: {before} -> {after}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_unchanged():
+    """The same check over the whole session (module- and session-scoped fixtures included)."""
+    before = _global_state()
+    yield
+    after = _global_state()
+    assert after == before, f"the test session changed global torch state: {before} -> {after}"
 
 
 def random_set(n: int, k: int, modality: str, size: int = 32, seed: int = 0,
