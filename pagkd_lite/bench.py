@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, override
+from .config import Config, method_config, override
 from .metrics import mean_interval
 
 BENCH_METHODS = ("wli_only", "logit_kd", "pseudo_pair", "pagkd_no_pro", "pagkd_no_den", "pagkd",
@@ -66,7 +66,10 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
             if method == "teacher_nbi":
                 model, test, secs = teacher, sets["nbi_test"], info["seconds"]
             else:
-                model, result = train_student(c, sets, method, teacher, progress=progress)
+                mc = method_config(c, method)  # a method with its own model gets its teacher
+                t = teacher if mc.model == c.model and mc.teacher == c.teacher else \
+                    train_teacher(mc, sets, out_dir=cache_dir, progress=progress)[0]
+                model, result = train_student(c, sets, method, t, progress=progress)
                 test, secs = sets["wli_test"], result.seconds
             probs = predict(model, test, device, runtime=c.runtime)
             m = compute_metrics(test.labels.numpy(), probs)

@@ -11,17 +11,32 @@ Choices that differ from the authors' research code (see ``docs/method.md``):
 
 * Grad-CAM uses ``create_graph=False`` (authors: ``True``). The maps only feed discrete
   labels, so a second-order graph is wasted memory and time. The output is detached.
-* PAR keeps the colour (pixel-adaptive) kernel only; the small positional kernel of Ru et
-  al. (weight 0.01, image-independent) is omitted.
+* PAR keeps the colour (pixel-adaptive) kernel only, as the authors' ``utils/PAR.py`` does
+  (it builds the positional term of Ru et al. but never uses it). It upsamples the map to
+  its working resolution with ``align_corners=False`` (authors: ``True``).
+
+:func:`cam_token_labels` is the ONE chain from a CAM to token labels: training
+(:mod:`pagkd_lite.distill`), :mod:`pagkd_lite.diagnose`, the notebooks and the site all call
+it. Two rules (``GKDDenConfig.label_rule``): the kit's (PAR on the CAM, average-pooled to
+the token grid, cut at ``high`` / ``low``) and the authors' (``utils/camutils.py``,
+``refine_cams_with_bkg_v3``: PAR on the two-channel softmax of [background score, CAM],
+bilinear to the token grid, argmax; see :func:`authors_token_labels`). ``par_iters = 0``
+means no refinement at all: the CAM is already at the token grid, so nothing is resampled
+and no neighbour is visited.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .accel import at_least_float32, float32_region
+
+if TYPE_CHECKING:
+    from .gkd_den import GKDDenConfig
 
 # the 8 neighbours of a 3 x 3 window, as (dy, dx) in units of the dilation
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -126,7 +141,8 @@ def par_refine(
 
     Args:
         image: ``(B, 3, H, W)`` float (any scale; uint8 is converted); ``H, W >= 2``.
-        cam: ``(B, h, w)`` maps (e.g. from :func:`grad_cam`).
+        cam: ``(B, h, w)`` maps (e.g. from :func:`grad_cam`), or ``(B, C, h, w)``: C maps
+            per image, each propagated with the same affinities.
         dilations: neighbour distances.
         num_iter: propagation steps.
         w_colour: colour-kernel width (Ru et al.: 0.3).
@@ -135,9 +151,10 @@ def par_refine(
             paper's; 4 = quarter, about 4x cheaper).
 
     Returns:
-        ``(B, H // scale, W // scale)`` refined maps.
+        ``(B, H // scale, W // scale)`` refined maps (``(B, C, ...)`` for a ``(B, C, h, w)``
+        input).
     """
-    if image.ndim != 4 or cam.ndim != 3 or image.shape[0] != cam.shape[0]:
+    if image.ndim != 4 or cam.ndim not in (3, 4) or image.shape[0] != cam.shape[0]:
         raise ValueError(
             f"par_refine: image must be (B, C, H, W) and cam (B, h, w) with the same B, "
             f"got {tuple(image.shape)} and {tuple(cam.shape)}"
@@ -152,8 +169,8 @@ def par_refine(
         size = (image.shape[-2] // scale, image.shape[-1] // scale)
         img = image.float() if not image.is_floating_point() else image
         img = F.interpolate(img.detach(), size=size, mode="bilinear", align_corners=False)
-        m = F.interpolate(cam.detach()[:, None].to(img.dtype), size=size, mode="bilinear",
-                          align_corners=False)
+        maps = cam.detach()[:, None] if cam.ndim == 3 else cam.detach()
+        m = F.interpolate(maps.to(img.dtype), size=size, mode="bilinear", align_corners=False)
         nb = _all_neighbours(img, dilations)  # (B, C, N, h, w)
         n = nb.shape[2]  # unbiased std over the neighbours, from two means (faster)
         mean = nb.mean(dim=2, keepdim=True)
@@ -165,7 +182,7 @@ def par_refine(
         aff = torch.softmax(kappa, dim=2)  # (B, 1, N, h, w)
         for _ in range(num_iter):
             m = (_all_neighbours(m, dilations) * aff).sum(dim=2)
-        return m[:, 0]
+        return m[:, 0] if cam.ndim == 3 else m
 
 
 def token_labels(
@@ -173,9 +190,9 @@ def token_labels(
 ) -> Tensor:
     """Foreground / background / uncertain label per token.
 
-    The map is average-pooled (adaptive) to the token grid ``h x w``, then
-    ``1`` (foreground) where ``cam > high``, ``0`` (background) where ``cam < low``,
-    ``-1`` (uncertain) otherwise.
+    The map is average-pooled (adaptive) to the token grid ``h x w`` (a map already at
+    ``h x w`` is used as it is), then ``1`` (foreground) where ``cam > high``, ``0``
+    (background) where ``cam < low``, ``-1`` (uncertain) otherwise.
 
     Args:
         refined_cam: ``(B, H', W')`` maps in ``[0, 1]``.
@@ -194,8 +211,76 @@ def token_labels(
     h, w = token_hw
     cam = refined_cam.detach()
     cam = cam if cam.is_floating_point() else cam.float()
-    pooled = F.adaptive_avg_pool2d(cam[:, None], (h, w))[:, 0]
+    if tuple(cam.shape[-2:]) == (h, w):
+        pooled = cam
+    else:
+        pooled = F.adaptive_avg_pool2d(cam[:, None], (h, w))[:, 0]
     lab = torch.full(pooled.shape, -1, dtype=torch.long, device=pooled.device)
     lab[pooled > high] = 1
     lab[pooled < low] = 0
     return lab.flatten(1)
+
+
+def authors_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
+                         cfg: GKDDenConfig) -> tuple[Tensor, Tensor]:
+    """Token labels by the authors' rule (``utils/camutils.py``, ``refine_cams_with_bkg_v3``).
+
+    For each background score ``t`` in (``high``, ``low``)::
+
+        P_t = softmax over channels of [t, CAM]              (B, 2, h, w)
+        P_t <- PAR(image, P_t)                               (if par_iters > 0)
+        P_t <- bilinear resize of P_t to the token grid
+        win_t = P_t[:, 1] > P_t[:, 0]                        (the CAM beats the score; a tie
+                                                              goes to the background, as argmax)
+
+    label = 1 where ``win_high``; 0 where neither wins; -1 (uncertain) otherwise.
+
+    Args:
+        image: ``(B, 3, H, W)`` in [0, 1]; cam: ``(B, h, w)`` in [0, 1];
+        token_hw: ``(h, w)``; cfg: ``high``, ``low`` and the ``par_*`` fields.
+
+    Returns:
+        ``(labels (B, h*w) long, P_high[:, 1] (B, H', W'): the refined foreground
+        probability against the high score, the map the labels were read from)``.
+    """
+    wins, shown = [], None
+    for score in (cfg.high, cfg.low):
+        probs = torch.softmax(torch.stack([torch.full_like(cam, score), cam], dim=1), dim=1)
+        if cfg.par_iters > 0:
+            probs = par_refine(image, probs, cfg.par_dilations, num_iter=cfg.par_iters,
+                               scale=cfg.par_scale)
+        shown = probs[:, 1] if shown is None else shown
+        if tuple(probs.shape[-2:]) != tuple(token_hw):
+            probs = F.interpolate(probs, size=token_hw, mode="bilinear", align_corners=False)
+        wins.append(probs[:, 1] > probs[:, 0])
+    lab = torch.full(wins[0].shape, -1, dtype=torch.long, device=cam.device)
+    lab[~wins[0] & ~wins[1]] = 0
+    lab[wins[0]] = 1
+    return lab.flatten(1), shown
+
+
+def cam_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
+                     cfg: GKDDenConfig) -> tuple[Tensor, Tensor]:
+    """The one CAM -> token-label chain of the kit (training, diagnose, notebooks).
+
+    ``cfg.label_rule == "kit"``: ``M = PAR(image, CAM)`` (or ``M = CAM`` when
+    ``cfg.par_iters == 0``: no resampling, no neighbour work), then
+    :func:`token_labels` at ``cfg.high`` / ``cfg.low``. ``"authors"``:
+    :func:`authors_token_labels`.
+
+    Args:
+        image: ``(B, 3, H, W)`` in [0, 1], the augmented images the CAM was taken on.
+        cam: ``(B, h, w)`` Grad-CAMs in [0, 1] at the token grid.
+        token_hw: ``(h, w)``.
+        cfg: a :class:`~pagkd_lite.gkd_den.GKDDenConfig` (thresholds, PAR, label rule).
+
+    Returns:
+        ``(labels (B, h*w) long in {1, 0, -1}, map (B, H', W'))``: the map the labels were
+        read from (the raw CAM when nothing is refined).
+    """
+    with torch.no_grad():
+        if cfg.label_rule == "authors":
+            return authors_token_labels(image, cam, token_hw, cfg)
+        refined = cam if cfg.par_iters == 0 else par_refine(
+            image, cam, cfg.par_dilations, num_iter=cfg.par_iters, scale=cfg.par_scale)
+        return token_labels(refined, token_hw, high=cfg.high, low=cfg.low), refined

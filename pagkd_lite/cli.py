@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, Config, get_preset, override
+from .config import PRESETS, Config, get_preset, method_config, override
 from .config import build_config as _build_config
 from .distill import METHODS, get_method, method_help
 from .distributed import init_from_env, rank, shutdown
@@ -93,7 +93,8 @@ def cmd_train_student(args) -> None:
     sets = make_data(cfg)
     teacher = None
     if METHODS[args.method].needs_teacher:
-        teacher, _ = train_teacher(cfg, sets, out_dir=out, progress=not args.quiet)
+        teacher, _ = train_teacher(method_config(cfg, args.method), sets, out_dir=out,
+                                   progress=not args.quiet)
     distiller, result = train_student(cfg, sets, args.method, teacher, out_dir=out,
                                       resume=args.resume, progress=not args.quiet)
     ev = evaluate(distiller, sets["wli_test"], distiller.student.fc.weight.device,

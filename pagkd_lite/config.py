@@ -1,4 +1,4 @@
-"""Run configuration: plain dataclasses, three presets, overrides from the command line.
+"""Run configuration: plain dataclasses, four presets, overrides from the command line.
 
 A :class:`Config` bundles the data, model, loss and training settings. Presets are
 functions returning a Config; ``override(cfg, ["train.epochs=3", "model.backbone=resnet18"])``
@@ -7,6 +7,7 @@ changes any field by its dotted name, parsing the value by the field's type.
 Presets:
     smoke  seconds on a laptop CPU: tiny timm test model, tiny data, one epoch.
     demo   the CPU demo and benchmark setting (minutes on 2 cores).
+    authors  demo with every authors' behaviour of docs/fidelity.md switched on.
     paper  the paper's setting (docs/method.md): ResNet-50 ImageNet-pretrained at 448 px, d = 128,
            12 queries, 16 heads, batch 24, Adam 1e-4, weight decay 1e-8, 200 epochs,
            warm-up 5 epochs, lambda_den = 1, lambda_pro = 0.001. A GPU job.
@@ -19,6 +20,7 @@ import typing
 from dataclasses import dataclass, field
 
 from .accel import RuntimeConfig
+from .distill import AUTHORS_SETTINGS, get_method
 from .distill import METHODS as METHODS  # the method registry, re-exported
 from .gkd_den import GKDDenConfig
 from .gkd_pro import GKDProConfig
@@ -148,7 +150,20 @@ def paper() -> Config:
     )
 
 
-PRESETS: dict[str, typing.Callable[[], Config]] = {"smoke": smoke, "demo": demo, "paper": paper}
+def authors() -> Config:
+    """The ``demo`` setting with every authors' behaviour of ``docs/fidelity.md``
+    (:data:`pagkd_lite.distill.AUTHORS_SETTINGS`): the classifier reads the pooled backbone
+    map, bias-free token maps, GKD-Pro's channel similarity / 20 summed over anchors, GKD-Den
+    summed over classes with uniform attention for fully masked rows, and the authors'
+    CAM -> label rule after the paper's PAR. ``--method pagkd`` on this preset is
+    ``pagkd_authors`` on ``demo``."""
+    cfg = override(demo(), list(AUTHORS_SETTINGS))
+    cfg.name = "authors"
+    return cfg
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {"smoke": smoke, "demo": demo, "paper": paper,
+                                                   "authors": authors}
 
 
 def get_preset(name: str) -> Config:
@@ -229,6 +244,14 @@ def build_config(base: str | Config = "demo", overrides=(), seed: int | None = N
     if device is not None:
         extra.append(f"device={device}")
     return override(get_preset(base) if isinstance(base, str) else base, extra)
+
+
+def method_config(cfg: Config, method: str) -> Config:
+    """``cfg`` with the settings that ``method`` runs with applied (``Method.config``;
+    e.g. ``pagkd_authors``); ``cfg`` itself for every other method. A method that changes
+    ``model`` needs a teacher built with the result (``pipeline.train_teacher``)."""
+    settings = get_method(method).config
+    return override(cfg, list(settings)) if settings else cfg
 
 
 def to_dict(cfg: Config) -> dict:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import Config, method_config
 from .data import ImageSet
 from .distill import METHODS
 from .files import atomic_write_text, readable
@@ -224,7 +224,8 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
         if needs_teacher:
             # No teacher cache: its key hashes the SynthEndo config, which says nothing
             # about which real images are in this fold.
-            teacher, _ = train_teacher(cfg, fs, out_dir=None, progress=progress, cache=False)
+            teacher, _ = train_teacher(method_config(cfg, method), fs, out_dir=None,
+                                       progress=progress, cache=False)
             if len(fs["nbi_test"]):
                 teacher_auc = compute_metrics(fs["nbi_test"].labels.numpy(),
                                              predict(teacher, fs["nbi_test"], device,

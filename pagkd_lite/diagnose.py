@@ -20,14 +20,16 @@ kind (both lesion or both background).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cam import grad_cam, par_refine, token_labels
+from .cam import cam_token_labels, grad_cam
 from .data import ImageSet
+from .gkd_den import GKDDenConfig
 from .transforms import prepare
 
 
@@ -89,17 +91,26 @@ def common_share(tokens: Tensor) -> float:
 
 @dataclass
 class Refinement:
-    """One way of turning a CAM into token labels: ``par_scale = 0`` means no PAR (the raw
-    CAM is pooled to the token grid directly)."""
+    """One way of turning a CAM into token labels, as :class:`GKDDenConfig` fields for
+    :func:`pagkd_lite.cam.cam_token_labels` (the chain training uses): ``par_iters = 0``
+    means no PAR (the raw CAM, already at the token grid, is cut at the thresholds)."""
 
     name: str
     par_scale: int = 2
     par_iters: int = 10
     dilations: tuple[int, ...] = (1, 2, 4, 8)
+    label_rule: str = "kit"
+
+    def den_config(self, base: GKDDenConfig) -> GKDDenConfig:
+        """``base`` (thresholds) with this refinement's PAR settings and label rule."""
+        return dataclasses.replace(base, par_scale=self.par_scale, par_iters=self.par_iters,
+                                   par_dilations=self.dilations, label_rule=self.label_rule)
 
 
 REFINEMENTS = (
-    Refinement("raw CAM (no PAR)", 0, 0),
+    Refinement("raw CAM (no PAR)", 2, 0),
+    Refinement("authors' rule, no PAR", 2, 0, label_rule="authors"),
+    Refinement("authors' rule, PAR half res, 10 it", 2, 10, label_rule="authors"),
     Refinement("PAR, half res, 10 it (paper)", 2, 10),
     Refinement("PAR, half res, 3 it", 2, 3),
     Refinement("PAR, quarter res, 10 it", 4, 10),
@@ -110,16 +121,35 @@ REFINEMENTS = (
 )
 
 
+def _cam(model, x: Tensor, y: Tensor) -> Tensor:
+    """Grad-CAM ``(B, h, w)`` of class ``y`` for network inputs ``x``, as in training: the
+    backbone map, then the head on it (no gradient reaches the model's weights' ``.grad``)."""
+    with torch.enable_grad():
+        feats = model.backbone(x)[-1].detach().requires_grad_(True)
+        logits, _ = model.head(feats)
+        return grad_cam(logits, feats, y)
+
+
 def _cams(model, images: ImageSet, index: Tensor, device) -> tuple[Tensor, Tensor, Tensor]:
     """Grad-CAM of the true class for ``images[index]`` (no augmentation): (cam (B, h, w),
     [0, 1] image (B, 3, H, W), masks (B, 1, H, W) in [0, 1])."""
     x, img, masks = prepare(images.images[index], device, masks=images.masks[index])
-    y = images.labels[index].to(device)
-    with torch.enable_grad():
-        feats = model.backbone(x)[-1].detach().requires_grad_(True)
-        logits, _ = model.head(feats)
-        cam = grad_cam(logits, feats, y)
-    return cam, img, masks
+    return _cam(model, x, images.labels[index].to(device)), img, masks
+
+
+def diagnose_token_labels(teacher, student, nbi: ImageSet, wli: ImageSet, den: GKDDenConfig,
+                          n_images: int = 96, device="cpu") -> dict[str, Tensor]:
+    """``{"NBI": (B, h*w), "WLI": (B, h*w)}``: the token labels of the teacher's CAM on the
+    first ``n_images`` NBI images and the student's on the WLI ones (no augmentation), by
+    the chain training uses (:func:`pagkd_lite.cam.cam_token_labels` with ``den``)."""
+    device = torch.device(device)
+    out = {}
+    for name, model, s in (("NBI", teacher, nbi), ("WLI", student, wli)):
+        idx = torch.arange(min(n_images, len(s)))
+        x, img = prepare(s.images[idx], device)
+        cam = _cam(model, x, s.labels[idx].to(device))
+        out[name], _ = cam_token_labels(img, cam, tuple(cam.shape[-2:]), den)
+    return out
 
 
 def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float = 0.7,
@@ -145,13 +175,12 @@ def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float 
         idx = torch.arange(min(n_images, len(s)))
         cams[name] = (*_cams(model, s, idx, device), s.labels[idx].to(device))
     hw = None
+    base = GKDDenConfig(high=high, low=low)
     for ref in refinements:
         labs, truths = {}, {}
         for name, (cam, img, masks, _) in cams.items():
             hw = tuple(cam.shape[-2:])
-            refined = cam if ref.par_scale == 0 else par_refine(
-                img, cam, ref.dilations, num_iter=ref.par_iters, scale=ref.par_scale)
-            labs[name] = token_labels(refined, hw, high=high, low=low)
+            labs[name], _ = cam_token_labels(img, cam, hw, ref.den_config(base))
             truths[name] = true_token_labels(masks, hw)
         rel = relation_quality(labs["WLI"], labs["NBI"], truths["WLI"], truths["NBI"],
                                cams["WLI"][3], cams["NBI"][3])

@@ -17,7 +17,10 @@ Methods: ``wli_only``; ``pagkd`` and its ablations ``pagkd_no_pro``, ``pagkd_no_
 ``pagkd_no_mask`` (plain cross-attention), ``pagkd_one_way`` (WLI queries NBI only); the
 image-level baselines ``pseudo_pair`` (random same-class pairs, dense loss per pair) and
 ``logit_kd`` (each WLI image toward the teacher's mean softened prediction over the
-same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs). The list
+same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs); the
+references ``paired_hint`` (a token hint on true pairs), ``class_hint`` (the same hint on
+same-class pairs of different lesions) and ``oracle_masks``; ``pagkd_authors`` (PaGKD with
+:data:`AUTHORS_SETTINGS`). The list
 lives once, in :data:`METHODS` at the end of this module: a new method is one class and one
 entry there.
 """
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .accel import at_least_float32, float32_region
-from .cam import grad_cam, par_refine, token_labels
+from .cam import cam_token_labels, grad_cam, token_labels
 from .gkd_den import GKDDen, GKDDenConfig, pair_loss
 from .gkd_pro import GKDPro
 from .models import Classifier, freeze
@@ -134,7 +137,8 @@ class _TeacherSide(Distiller):
         super().__init__(student, teacher)
         self.den_cfg = den
         # Trainable 1x1 adapter on the detached teacher map -> the student's token space.
-        self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1)
+        self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1,
+                                 bias=student.cfg.token_bias)
 
     def adapt(self, feats: torch.Tensor) -> torch.Tensor:
         """Teacher feature map (B, C_T, h, w) -> teacher tokens (B, h*w, d) through the
@@ -161,16 +165,15 @@ class _TeacherSide(Distiller):
         return self.adapt(feats), logits.detach(), cam
 
     def cam_labels(self, batch: StepBatch, out, cam_n: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Student Grad-CAM, then both CAMs -> PAR refinement -> tri-state token labels, with
-        every intermediate: ``cam_w (B_w, h, w)``, ``refined (B_w + B_n, H/2, W/2)`` (WLI
-        rows first; one batched PAR call), ``lab_w (B_w, h*w)``, ``lab_n (B_n, h*w)`` in
-        {1, 0, -1}."""
+        """Student Grad-CAM, then both CAMs -> tri-state token labels by the one chain
+        :func:`pagkd_lite.cam.cam_token_labels` (one batched call), with every
+        intermediate: ``cam_w (B_w, h, w)``, ``refined (B_w + B_n, H', W')`` (WLI rows first;
+        the map the labels were read from: the PAR-refined map, or the raw CAM when
+        ``den.par_iters == 0``), ``lab_w (B_w, h*w)``, ``lab_n (B_n, h*w)`` in {1, 0, -1}."""
         cam_w = grad_cam(out.logits, out.features, batch.y_w)
-        refined = par_refine(torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, cam_n]),
-                             self.den_cfg.par_dilations, num_iter=self.den_cfg.par_iters,
-                             scale=self.den_cfg.par_scale)
         hw = tuple(out.features.shape[-2:])
-        labels = token_labels(refined, hw, high=self.den_cfg.high, low=self.den_cfg.low)
+        labels, refined = cam_token_labels(torch.cat([batch.img_w, batch.img_n]),
+                                           torch.cat([cam_w, cam_n]), hw, self.den_cfg)
         b = len(cam_w)
         return {"cam_w": cam_w, "refined": refined, "lab_w": labels[:b], "lab_n": labels[b:]}
 
@@ -235,11 +238,21 @@ class OracleMasks(PaGKD):
         return lab[0], lab[1]
 
 
+def same_class_partners(y_w: torch.Tensor, y_n: torch.Tensor,
+                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each WLI image with a same-class NBI image in the step, one such image drawn
+    uniformly: ``(wli positions (P,), nbi positions (P,))``."""
+    same = (y_w[:, None] == y_n[None, :]).float()
+    has = same.sum(1) > 0
+    pick = torch.multinomial(same[has].cpu(), 1, generator=generator).flatten()
+    return has.nonzero().flatten(), pick.to(y_w.device)
+
+
 class PairedHint(Distiller):
     """Reference, not a method: a FitNets-style hint (Romero et al., ICLR 2015) on TRUE,
     pixel-aligned pairs, the strongest dense signal pairs can give. x_n[i] is the NBI
-    rendering of x_w[i] (same scene, same augmentation), so token p of one is token p of
-    the other::
+    rendering of x_w[i] under the SAME rotation and flip (:func:`pagkd_lite.train.fit` gives
+    the twins one geometric draw), so token p of one is token p of the other::
 
         L_hint = mean_{i, p} ( 1 - cos( r(T^S_i[p]), T^T_i[p] ) )
 
@@ -259,13 +272,36 @@ class PairedHint(Distiller):
         self.lambda_hint = cfg.train.lambda_hint
         self.warmup_epochs = cfg.train.warmup_epochs
 
+    def partners(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(WLI positions, NBI positions) of the hint's pairs: the twins, index by index."""
+        idx = torch.arange(batch.y_w.shape[0], device=batch.y_w.device)
+        return idx, idx
+
     def distill_losses(self, batch: StepBatch, out):
+        iw, in_ = self.partners(batch)
         with torch.no_grad():
-            target = at_least_float32(self.teacher(batch.x_n).tokens)   # (B, hw, d_T)
+            target = at_least_float32(self.teacher(batch.x_n[in_]).tokens)   # (P, hw, d_T)
         with float32_region(target):
-            pred = self.regressor(at_least_float32(out.tokens))          # (B, hw, d_T)
+            pred = self.regressor(at_least_float32(out.tokens[iw]))          # (P, hw, d_T)
             hint = (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
         return {"hint": hint}, [self.lambda_hint * hint]
+
+
+class ClassHint(PairedHint):
+    """Control for ``paired_hint``: the SAME hint loss, but each WLI image is paired with a
+    random NBI image of its class from the unpaired NBI batch (a different lesion, another
+    patient, its own augmentation). ``paired_hint - class_hint`` is what pixel-aligned pairing
+    adds over class-level guidance through the same loss; ``class_hint - wli_only`` is what
+    a class-level token hint gives on its own."""
+
+    paired = False
+
+    def __init__(self, student, teacher, cfg, num_classes: int) -> None:
+        super().__init__(student, teacher, cfg, num_classes)
+        self.generator: torch.Generator | None = None
+
+    def partners(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return same_class_partners(batch.y_w, batch.y_n, self.generator)
 
 
 class PseudoPair(_TeacherSide):
@@ -278,16 +314,8 @@ class PseudoPair(_TeacherSide):
         self.warmup_epochs = cfg.train.warmup_epochs
         self.generator: torch.Generator | None = None
 
-    def partners(self, y_w: torch.Tensor, y_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each WLI image with a same-class NBI image in the step, one such image at
-        random: returns (wli positions, nbi positions)."""
-        same = (y_w[:, None] == y_n[None, :]).float()
-        has = same.sum(1) > 0
-        pick = torch.multinomial(same[has].cpu(), 1, generator=self.generator).flatten()
-        return has.nonzero().flatten(), pick.to(y_w.device)
-
     def pairs(self, batch: StepBatch):
-        return self.partners(batch.y_w, batch.y_n)
+        return same_class_partners(batch.y_w, batch.y_n, self.generator)
 
     def distill_losses(self, batch: StepBatch, out):
         tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
@@ -352,6 +380,7 @@ class Method:
     cls: type[Distiller]
     help: str
     options: dict = field(default_factory=dict)
+    config: tuple[str, ...] = ()  # ``section.field=value`` settings the method runs with
 
     @property
     def needs_teacher(self) -> bool:
@@ -372,11 +401,26 @@ class Method:
         return self.cls(student, teacher, cfg, num_classes, **self.options)
 
 
+#: The authors' behaviour where the kit's default differs (``docs/fidelity.md``): their
+#: classifier head and bias-free token maps, GKD-Pro's channel similarity summed over anchors,
+#: GKD-Den's per-class sum and uniform rows, their CAM -> label rule with the paper's PAR.
+#: The ``authors`` preset and the ``pagkd_authors`` method apply them.
+AUTHORS_SETTINGS: tuple[str, ...] = (
+    "model.head_input=backbone", "model.token_bias=false",
+    "pro.similarity=channel", "pro.channel_scale=20", "pro.tau=1", "pro.con_reduction=sum",
+    "pro.plus_one=true", "den.reduction=per_class_sum", "den.masked_rows=uniform",
+    "den.scale=false", "den.label_rule=authors", "den.par_iters=10", "den.par_scale=2",
+    "den.par_dilations=1,2,4,8", "den.high=0.7", "den.low=0.3",
+)
+
 #: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``
 #: take their choices and help text from here; a new method is one class and one entry.
 METHODS: dict[str, Method] = {
     "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)"),
     "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups"),
+    "pagkd_authors": Method(PaGKD, "PaGKD with every authors' setting of docs/fidelity.md "
+                                   "(their head, similarity, reductions, label rule, PAR)",
+                            config=AUTHORS_SETTINGS),
     "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro (ablation)", {"use_pro": False}),
     "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den (ablation)", {"use_den": False}),
     "pagkd_no_mask": Method(PaGKD, "PaGKD with plain cross-attention in GKD-Den (no relation "
@@ -391,6 +435,8 @@ METHODS: dict[str, Method] = {
                                           "the upper reference)"),
     "paired_hint": Method(PairedHint, "FitNets hint on TRUE pixel-aligned pairs: student token "
                                       "-> teacher token at the same place (SynthEndo only)"),
+    "class_hint": Method(ClassHint, "the paired_hint loss on random same-class, different-lesion "
+                                    "WLI/NBI pairs (control: pairing vs class-level hint)"),
     "oracle_masks": Method(OracleMasks, "PaGKD with token labels from the TRUE lesion masks "
                                         "instead of CAM + PAR (SynthEndo only)"),
 }

@@ -47,8 +47,9 @@ class DenStep:
         img_w: ``(B_w, 3, H, W)`` WLI images in ``[0, 1]``; img_n: the NBI images ``(B_n, ...)``.
         y_w, y_n: ``(B_w,)``, ``(B_n,)`` class labels.
         cam_w, cam_n: ``(B, h, w)`` Grad-CAM of the true class (student on WLI, teacher on NBI).
-        refined_w, refined_n: ``(B, H/2, W/2)`` PAR-refined CAMs (only resized when
-            ``cfg.par_iters == 0``).
+        refined_w, refined_n: the maps the token labels were read from
+            (:func:`pagkd_lite.cam.cam_token_labels`): ``(B, H/2, W/2)`` PAR-refined CAMs, or
+            the raw ``(B, h, w)`` CAMs when ``cfg.par_iters == 0``.
         lab_w, lab_n: ``(B, h*w)`` token labels in ``{1, 0, -1}`` (fg, bg, uncertain).
         tokens_w: ``(B_w, h*w, d)`` student tokens; tokens_n: ``(B_n, h*w, d)`` teacher tokens
             through the trainable adapter.
@@ -205,7 +206,7 @@ def cam_figure(step: DenStep, wli_index: int, nbi_index: int) -> go.Figure:
                        label_overlay(rgb, lab[idx], step.token_hw)])
         name = step.describe(mod, idx)
         titles += [name, "Grad-CAM",
-                   "PAR-refined" if step.cfg.par_iters else "resized (no PAR: den.par_iters=0)",
+                   "PAR-refined" if step.cfg.par_iters else "raw CAM (no PAR: den.par_iters=0)",
                    f"tokens (yellow > {step.cfg.high}, blue < {step.cfg.low})"]
     return _image_grid(panels, titles, height=520,
                        title="Activation maps: student on WLI, teacher on NBI")

@@ -14,12 +14,18 @@ Choices that differ from the authors' research code (see ``docs/method.md``):
 
 * **Scaling.** Authors: no ``1/sqrt(d)`` on the scores. Ours: the same by default
   (``scale=False``); ``scale=True`` divides by ``sqrt(d)``.
-* **Fully masked rows.** A query token whose relation row is all zero (it is certain and
-  every key token is certain with the other label) has nothing to attend to; the
-  authors' code does not define this case. Ours: that row gets zero attention and is
-  EXCLUDED from the cosine (dropped from both ``vec H`` and ``vec T_m``). A pair (in one
-  direction) with no valid row contributes nothing, is left out of the mean and is
-  counted (``n_pairs_empty``). Values and gradients stay finite.
+* **Fully masked rows** (``masked_rows``). A query token whose relation row is all zero
+  (it is certain and every key token is certain with the other label) has nothing to
+  attend to. The authors fill masked scores with -1e9 (``train.py``, ``Den1``), so such a
+  row attends UNIFORMLY to every key token and stays in the cosine: ``"uniform"``. The
+  kit's ``"drop"``: that row gets zero attention and is EXCLUDED from the cosine (dropped
+  from both ``vec H`` and ``vec T_m``); a pair (in one direction) with no valid row
+  contributes nothing, is left out of the mean and is counted (``n_pairs_empty``).
+  Values and gradients stay finite either way.
+* **Reduction over pairs** (``reduction``). The authors (``train.py``, ``Den_set``) take
+  the mean over the pairs of each class, then SUM over classes: ``"per_class_sum"``. The
+  kit's ``"mean_all"`` averages over all pairs, so its ``lambda_den`` is in effect about
+  ``1/K`` of theirs.
 * **Any K, any group sizes.** Pairs are built for every class present in both
   modalities; a class present in one modality only yields no pairs.
 """
@@ -32,6 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from .accel import float32
+
+MASKED_ROWS = ("drop", "uniform")
+REDUCTIONS = ("mean_all", "per_class_sum")
+LABEL_RULES = ("kit", "authors")
+_MASKED_SCORE = -1e9  # the authors' fill: masked keys get exp(-1e9 - max) = 0 weight
 
 _NORM_EPS = 1e-16  # floor of a squared norm in the cosine (norm >= 1e-8), keeps grads finite
 
@@ -50,7 +61,18 @@ class GKDDenConfig:
             (used by :func:`pagkd_lite.cam.token_labels`).
         par_scale: PAR's working resolution is the image size / ``par_scale`` (2 = half
             resolution, the paper's PAR; 4 is about 4x cheaper).
-        par_iters: PAR propagation steps (paper: 10).
+        par_iters: PAR propagation steps (paper: 10). 0 = no refinement at all: the raw
+            CAM, which is already at the token grid, is cut at the thresholds (no
+            resampling, no neighbour work).
+        masked_rows: ``"drop"`` (kit) or ``"uniform"`` (authors) for a relation row with
+            nothing to attend to (see the module docstring).
+        reduction: ``"mean_all"`` (kit: mean over every pair) or ``"per_class_sum"``
+            (authors: mean over each class's pairs, summed over classes).
+        label_rule: how a CAM becomes token labels (:func:`pagkd_lite.cam.cam_token_labels`):
+            ``"kit"`` (refined CAM average-pooled to the token grid, then ``> high`` /
+            ``< low``) or ``"authors"`` (PAR on the two-channel softmax of [background
+            score, CAM], bilinear to the token grid, argmax; once with ``high`` and once with
+            ``low`` as the background score).
         par_dilations: PAR's neighbour distances in pixels of its working resolution
             (paper: ``1, 2, 4, 8``, made for 448-px images, 14 x 14 tokens of 16 px at half
             resolution). ``1, 2, 4`` keeps the same reach per token at 64 px and 4 x 4 tokens
@@ -65,8 +87,16 @@ class GKDDenConfig:
     par_scale: int = 2
     par_iters: int = 10
     par_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    masked_rows: str = "drop"
+    reduction: str = "mean_all"
+    label_rule: str = "kit"
 
     def __post_init__(self) -> None:
+        for name, allowed in (("masked_rows", MASKED_ROWS), ("reduction", REDUCTIONS),
+                              ("label_rule", LABEL_RULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GKDDenConfig.{name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
         if self.par_scale < 1 or self.par_iters < 0:
             raise ValueError(f"GKDDenConfig: need par_scale >= 1 and par_iters >= 0, got "
                              f"par_scale={self.par_scale}, par_iters={self.par_iters}")
@@ -126,10 +156,11 @@ def relation_attention(
     Slow loop reference: :func:`pagkd_lite.reference.pair_attention`.
 
     ``scores = (T_q T_kv^T) * R`` (``/ sqrt(d)`` if ``cfg.scale``); entries with ``R == 0``
-    are set to ``-inf``; ``A = softmax over kv tokens``; ``H = A T_kv``. A row whose
-    entries are all masked gets zero attention (``H`` row = 0) and ``valid_rows`` False;
-    masked entries get exactly zero weight. With ``cfg.use_mask=False``, ``R`` is ignored
-    (plain cross-attention) and every row is valid.
+    are masked; ``A = softmax over kv tokens``; ``H = A T_kv``. Masked entries get exactly
+    zero weight. A row whose entries are all masked gets, with ``cfg.masked_rows="drop"``,
+    zero attention (``H`` row = 0) and ``valid_rows`` False; with ``"uniform"`` (the
+    authors' -1e9 fill) uniform attention over every kv token, and stays valid. With
+    ``cfg.use_mask=False``, ``R`` is ignored (plain cross-attention) and every row is valid.
 
     Args:
         q_tokens: ``(P, hw_q, d)``.
@@ -152,7 +183,12 @@ def relation_attention(
     scores = q_tokens @ kv_tokens.transpose(1, 2)
     if cfg.scale:
         scores = scores / d**0.5
-    if cfg.use_mask:
+    if cfg.use_mask and cfg.masked_rows == "uniform":
+        keep = R != 0
+        scores = (scores * R.to(scores.dtype)).masked_fill(~keep, _MASKED_SCORE)
+        valid_rows = torch.ones(p, hq, dtype=torch.bool, device=q_tokens.device)
+        attn = torch.softmax(scores, dim=-1)
+    elif cfg.use_mask:
         R = R.to(scores.dtype)
         scores = scores * R
         keep = R != 0
@@ -182,11 +218,15 @@ def masked_cosine(h: Tensor, t: Tensor, valid_rows: Tensor) -> Tensor:
 @float32
 def pair_loss(
     tokens_w: Tensor, toklab_w: Tensor, tokens_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig,
-    return_details: bool = False,
+    return_details: bool = False, pair_class: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """GKD-Den loss over explicitly paired rows (row ``p`` of WLI with row ``p`` of NBI).
 
     ``L = mean_p (1 - cos(vec H_{m<-n}, vec T_m)) [+ mean_p (1 - cos(vec H_{n<-m}, vec T_n))]``
+
+    With ``cfg.reduction="per_class_sum"`` and ``pair_class`` ``(P,)`` (the class of each
+    pair), each direction's ``mean_p`` becomes ``sum_c mean_{p of class c}`` (the authors').
+    Without ``pair_class`` every pair counts as one class.
 
     with ``H_{m<-n}`` from :func:`relation_attention` (``q = T_m``, ``kv = T_n``, ``R_mn``)
     and ``H_{n<-m}`` with ``R_mn^T`` (second term only if ``cfg.two_way``). Fully masked
@@ -231,11 +271,18 @@ def pair_loss(
     n_masked = torch.zeros((), dtype=torch.long, device=dev)
     n_empty = torch.zeros((), dtype=torch.long, device=dev)
     details = {}
+    if cfg.reduction == "per_class_sum" and pair_class is not None:
+        _, group = torch.unique(pair_class, return_inverse=True)
+    else:
+        group = torch.zeros(p, dtype=torch.long, device=dev)
+    n_groups = int(group.max()) + 1
     for side, (q, kv, r) in zip(("w", "n"), directions, strict=False):
         h, attn, valid = relation_attention(q, kv, r, cfg)
         ok = valid.any(dim=1)
         per_pair = (1.0 - masked_cosine(h, q, valid)) * ok.to(h.dtype)
-        den = den + per_pair.sum() / ok.sum().clamp_min(1).to(h.dtype)
+        sums = per_pair.new_zeros(n_groups).index_add(0, group, per_pair)
+        counts = per_pair.new_zeros(n_groups).index_add(0, group, ok.to(h.dtype))
+        den = den + (sums / counts.clamp_min(1)).sum()
         n_masked = n_masked + (~valid).sum()
         n_empty = n_empty + (~ok).sum()
         details[f"attn_{side}"] = attn
@@ -259,6 +306,9 @@ class GKDDen(nn.Module):
         A = softmax_j( masked_{R=0}( (T_m T_n^T) * R_mn [/ sqrt(d)] ) ),  H_{m<-n} = A T_n
         L_Den = mean_pairs (1 - cos(vec H_{m<-n}, vec T_m))
               + mean_pairs (1 - cos(vec H_{n<-m}, vec T_n))     (if two_way, R transposed)
+
+    ``mean_pairs`` is over all pairs (``reduction="mean_all"``) or the sum over classes of
+    the mean over that class's pairs (``"per_class_sum"``, the authors').
 
     Pairs come from ``(labels_w[:, None] == labels_n[None, :]).nonzero()`` and are handled in
     one batch by :func:`pair_loss`. No parameters.
@@ -299,7 +349,7 @@ class GKDDen(nn.Module):
                 )
         iw, inb = (labels_w[:, None] == labels_n[None, :]).nonzero(as_tuple=True)
         out = pair_loss(tokens_w[iw], toklab_w[iw], tokens_n[inb], toklab_n[inb], self.cfg,
-                        return_details=return_details)
+                        return_details=return_details, pair_class=labels_w[iw])
         if return_details:
             out["pairs"] = torch.stack([iw, inb], dim=1)
         return out

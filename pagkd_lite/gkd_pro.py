@@ -19,9 +19,15 @@ Choices that differ from the authors' research code (see ``docs/method.md``):
   ``identity="sinusoidal"``): the fixed sinusoidal vector of the image's position in its
   group (positions follow the order of the images in the batch). ``"learned"`` (a
   trainable table) and ``"none"`` are also offered.
-* **Temperature.** Authors sum the ``N_q`` slot cosines and divide by 20; we average them
-  (``s(A, B) = mean_k cos(A_k, B_k)``) and divide by ``tau``. The authors' scaling is
-  ``tau = 20 / N_q`` (about 1.67 at ``N_q = 12``); our default is ``tau = 1.0``.
+* **Set similarity** (``similarity``). The authors' code (``train.py``, ``set_loss``) holds
+  a prototype set as ``(d, N_q)``, normalises every CHANNEL across the ``N_q`` slots and sums
+  the ``d`` channel-wise cosines, divided by 20: ``s(A, B) = (1/20) sum_ch cos(A[:, ch],
+  B[:, ch])``, up to ``d / 20`` (6.4 at d = 128). ``similarity="channel"`` is theirs
+  (``channel_scale=20``). ``similarity="slot"`` is the mean over slots of slot-wise
+  cosines, ``s(A, B) = (1/N_q) sum_k cos(A[k], B[k])``, at most 1. The two are different
+  functions, not a rescaling of each other. Either is divided by ``tau``.
+* **Reduction over anchors** (``con_reduction``): the authors sum ``L_con`` over the anchor
+  classes (``"sum"``); ``"mean"`` averages.
 * **"+1" in the InfoNCE denominator.** Authors' variant, kept as the default
   (``plus_one=True``); ``plus_one=False`` is plain InfoNCE.
 * **Any K >= 2.** Authors: 3 classes hard-coded, group losses skipped unless all 3 are
@@ -43,6 +49,8 @@ from .accel import float32
 from .distributed import all_gather_rows, is_distributed
 
 IDENTITIES = ("sinusoidal", "learned", "none")
+SIMILARITIES = ("slot", "channel")
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclass
@@ -53,8 +61,11 @@ class GKDProConfig:
         dim: token / prototype width ``d`` (paper: 128).
         num_queries: number of learnable queries ``N_q`` (paper: 12).
         num_heads: heads of the cross-attention (paper: 16); must divide ``dim``.
-        tau: similarity temperature, ``> 0``. The authors' code divides the *sum* of the
-            ``N_q`` slot cosines by 20, which equals ``tau = 20 / N_q`` here.
+        tau: similarity temperature, ``> 0`` (logits = ``s / tau``; authors: 1).
+        similarity: ``"slot"`` (mean of slot-wise cosines) or ``"channel"`` (sum of
+            channel-wise cosines across slots / ``channel_scale``, the authors').
+        channel_scale: divisor of the channel similarity (authors: 20).
+        con_reduction: ``"mean"`` or ``"sum"`` (authors) of ``L_con`` over anchor classes.
         plus_one: add 1 to the InfoNCE denominator (authors' variant, default); ``False``
             gives plain InfoNCE.
         identity: per-image identity embedding added to each image's tokens before the
@@ -72,6 +83,9 @@ class GKDProConfig:
     num_queries: int = 12
     num_heads: int = 16
     tau: float = 1.0
+    similarity: str = "slot"
+    channel_scale: float = 20.0
+    con_reduction: str = "mean"
     plus_one: bool = True
     identity: str = "sinusoidal"
     max_group_size: int = 64
@@ -91,6 +105,15 @@ class GKDProConfig:
             )
         if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"GKDProConfig.tau must be a finite number > 0, got {self.tau!r}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"GKDProConfig.similarity must be one of {SIMILARITIES}, "
+                             f"got {self.similarity!r}")
+        if self.con_reduction not in REDUCTIONS:
+            raise ValueError(f"GKDProConfig.con_reduction must be one of {REDUCTIONS}, "
+                             f"got {self.con_reduction!r}")
+        if not (math.isfinite(self.channel_scale) and self.channel_scale > 0):
+            raise ValueError(f"GKDProConfig.channel_scale must be a finite number > 0, "
+                             f"got {self.channel_scale!r}")
         if self.identity not in IDENTITIES:
             raise ValueError(
                 f"GKDProConfig.identity must be one of {IDENTITIES}, got {self.identity!r}"
@@ -108,6 +131,22 @@ def sinusoidal_table(n: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
     return table.float()
+
+
+def set_similarity(a: Tensor, b: Tensor, cfg: GKDProConfig) -> Tensor:
+    """``s(A, B)`` for every pair of prototype sets: ``a (G_a, N_q, d)``, ``b (G_b, N_q, d)``
+    -> ``(G_a, G_b)``.
+
+    ``"slot"``: ``(1/N_q) sum_k cos(A[k], B[k])`` (each slot normalised over its d channels).
+    ``"channel"``: ``(1/channel_scale) sum_ch cos(A[:, ch], B[:, ch])`` (each channel
+    normalised over the N_q slots; the authors').
+    Slow loop reference: :func:`pagkd_lite.reference.set_similarity`.
+    """
+    if cfg.similarity == "slot":
+        ua, ub = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+        return torch.einsum("akd,bkd->ab", ua, ub) / a.shape[1]
+    ua, ub = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    return torch.einsum("akd,bkd->ab", ua, ub) / cfg.channel_scale
 
 
 def _check_tokens(name: str, tokens: Tensor, labels: Tensor, dim: int, num_classes: int) -> None:
@@ -137,9 +176,10 @@ class GKDPro(nn.Module):
 
         S_c^m = concat_{i in G_c^m} (T_i + e_{pos(i)})          (|G_c^m| * hw, d)
         P_c^m = MHA(Q, S_c^m, S_c^m)                             (N_q, d)
-        s(A, B) = (1 / N_q) * sum_k cos(A_k, B_k)
+        s(A, B) = (1 / N_q) * sum_k cos(A[k], B[k])              similarity = "slot"
+        s(A, B) = (1 / channel_scale) * sum_ch cos(A[:, ch], B[:, ch])   "channel"
 
-        L_con = mean_{c in C_WN} -log( exp(s(P_c^W, P_c^N) / tau)
+        L_con = mean|sum_{c in C_WN} -log( exp(s(P_c^W, P_c^N) / tau)
                    / ([1 +] sum_{(c', m') != (c, W)} exp(s(P_c^W, P_{c'}^{m'}) / tau)) )
         L_pcls = mean_{(c, m)} CE(W_p * mean_k P_c^m + b_p, c)
 
@@ -301,10 +341,7 @@ class GKDPro(nn.Module):
         # rows: this step's groups; columns: the same, or every rank's with cfg.gather
         cols, col_class, col_is_w, col_local = self._columns(protos, group_class, is_w)
 
-        # s(A, B) = mean_k cos(A_k, B_k) for every (row, column) pair of groups: (G, G_cols)
-        unit = F.normalize(protos, dim=-1)
-        unit_cols = F.normalize(cols, dim=-1) if cols is not protos else unit
-        sim = torch.einsum("akd,bkd->ab", unit, unit_cols) / self.cfg.num_queries / self.cfg.tau
+        sim = set_similarity(protos, cols, self.cfg) / self.cfg.tau  # (G, G_cols)
 
         # anchors: WLI groups whose class also has an NBI group
         both = pres_w & pres_n
@@ -320,7 +357,8 @@ class GKDPro(nn.Module):
         if n_con > 0:
             pos_logit = (sim * pos_mask).sum(1)[anchor]
             lse = torch.logsumexp(logits[anchor], dim=1)
-            con = (lse - pos_logit).mean()
+            per_anchor = lse - pos_logit
+            con = per_anchor.sum() if self.cfg.con_reduction == "sum" else per_anchor.mean()
         else:  # keeps the graph (and, with gather, every rank's backward in step)
             con = cols.sum() * 0.0
 

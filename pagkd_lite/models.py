@@ -4,7 +4,14 @@ The architecture of docs/method.md, Stage 1::
 
     x (B, 3, H, W) --backbone--> F (B, C, h, w) --embed 1x1--> E (B, d, h, w)
       tokens T = E flattened to (B, h*w, d)
-      logits   = Linear(GAP(E))            (B, K)
+      logits   = Linear(GAP(E))  (B, K)     head_input = "tokens" (the kit's default)
+      logits   = Linear(GAP(F))  (B, K)     head_input = "backbone" (the authors')
+
+With ``head_input="backbone"`` the tokens are a side branch, as in the authors' student
+(``models/resnet50.py``, ``_forward_impl``: ``fc`` reads the pooled backbone feature, a
+bias-free 1x1 ``conv_embedd`` makes the tokens): the distillation losses then reach the
+classifier only through the backbone. ``token_bias=False`` drops the embedding's bias (and
+the teacher adapter's, :mod:`pagkd_lite.distill`), as theirs. See ``docs/fidelity.md``.
 
 The backbone is ``timm.create_model(name, features_only=True, out_indices=(i,))`` so any
 timm name works and ``feature_info`` sizes everything downstream (C and the stride).
@@ -19,6 +26,8 @@ import timm
 import torch
 from torch import nn
 
+HEAD_INPUTS = ("tokens", "backbone")
+
 
 @dataclass
 class ModelConfig:
@@ -29,16 +38,27 @@ class ModelConfig:
         dim: d, channels of the 1x1 embedding = token dimension (paper: 128).
         feature_index: which feature stage feeds the head (-1 = last stage, as in the paper).
         pretrained: load ImageNet weights through timm (needs the hub; off by default).
+        head_input: what the linear classifier reads: ``"tokens"`` (the pooled embedded map,
+            the kit's default) or ``"backbone"`` (the pooled backbone map, the authors').
+        token_bias: the 1x1 token embedding (and the teacher adapter) has a bias (kit's
+            default ``True``; the authors' have none).
     """
 
     backbone: str = "resnet10t"
     dim: int = 128
     feature_index: int = -1
     pretrained: bool = False
+    head_input: str = "tokens"
+    token_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.dim < 1:
             raise ValueError(f"ModelConfig.dim must be >= 1, got {self.dim}")
+        if self.head_input not in HEAD_INPUTS:
+            raise ValueError(f"ModelConfig.head_input must be one of {HEAD_INPUTS}, "
+                             f"got {self.head_input!r}")
+        if not isinstance(self.token_bias, bool):
+            raise ValueError(f"ModelConfig.token_bias must be a bool, got {self.token_bias!r}")
         if self.backbone not in timm.list_models() and not timm.is_model(self.backbone):
             raise ValueError(f"ModelConfig.backbone: timm has no model named {self.backbone!r}")
 
@@ -89,13 +109,18 @@ class Classifier(nn.Module):
         info = self.backbone.feature_info
         self.feature_channels: int = info.channels()[-1]
         self.reduction: int = info.reduction()[-1]
-        self.embed = nn.Conv2d(self.feature_channels, cfg.dim, kernel_size=1)
-        self.fc = nn.Linear(cfg.dim, num_classes)
+        self.embed = nn.Conv2d(self.feature_channels, cfg.dim, kernel_size=1,
+                               bias=cfg.token_bias)
+        width = cfg.dim if cfg.head_input == "tokens" else self.feature_channels
+        self.fc = nn.Linear(width, num_classes)
 
     def head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """F (B, C, h, w) -> (logits (B, K), tokens (B, h*w, d)). Used again by Grad-CAM."""
+        """F (B, C, h, w) -> (logits (B, K), tokens (B, h*w, d)). Used again by Grad-CAM.
+
+        logits = fc(GAP(E)) with ``head_input="tokens"``, fc(GAP(F)) with ``"backbone"``."""
         embedded = self.embed(features)
-        logits = self.fc(embedded.mean(dim=(2, 3)))
+        pooled = embedded if self.cfg.head_input == "tokens" else features
+        logits = self.fc(pooled.mean(dim=(2, 3)))
         return logits, embedded.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:

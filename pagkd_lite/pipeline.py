@@ -19,7 +19,7 @@ import torch
 from . import synthendo
 from .accel import amp_dtype
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, to_dict
+from .config import Config, method_config, to_dict
 from .data import ImageSet
 from .distill import Distiller, build_distiller
 from .distributed import rank
@@ -117,7 +117,15 @@ def provenance(cfg: Config, images: ImageSet) -> dict:
 def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                   teacher: Classifier | None = None, out_dir: str | Path | None = None,
                   resume: bool = False, progress: bool = True) -> tuple[Distiller, FitResult]:
-    """Train a WLI student with ``method`` (see ``config.METHODS``); best epoch on wli_val."""
+    """Train a WLI student with ``method`` (see ``config.METHODS``); best epoch on wli_val.
+
+    The method's own settings (``config.method_config``, e.g. ``pagkd_authors``) are applied
+    to ``cfg`` first; ``teacher`` must have been built with the resulting ``cfg.model``."""
+    cfg = method_config(cfg, method)
+    if teacher is not None and teacher.cfg != cfg.model:
+        raise ValueError(f"train_student: method {method!r} runs with model {cfg.model}, but "
+                         f"the teacher was built with {teacher.cfg}; train the teacher with "
+                         f"config.method_config(cfg, {method!r})")
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     wli = sets["wli_train"]
@@ -170,8 +178,10 @@ def demo(cfg: Config, methods=("wli_only", "pagkd"), out_dir: str | Path | None 
     rows.append({"name": "teacher_nbi", "split": "nbi_test", "metrics": ev_t.metrics,
                  "seconds": tinfo["seconds"], "eval": ev_t})
     for method in methods:
-        distiller, result = train_student(cfg, sets, method, teacher, out_dir=out,
-                                          progress=progress)
+        mc = method_config(cfg, method)  # a method with its own model gets its own teacher
+        t = teacher if mc.model == cfg.model else train_teacher(mc, sets, out_dir=out,
+                                                                progress=progress)[0]
+        distiller, result = train_student(cfg, sets, method, t, out_dir=out, progress=progress)
         ev = evaluate(distiller, sets["wli_test"], device, cfg.bootstrap, cfg.seed, cfg.runtime)
         rows.append({"name": method, "split": "wli_test", "metrics": ev.metrics,
                      "seconds": result.seconds, "eval": ev})

@@ -10,8 +10,9 @@ are far too slow to train with.
 GKD-Pro, for the groups ``G_c^m`` (class ``c``, modality ``m`` in {W, N}) of one step::
 
     P_c^m  = MHA(Q, [T_1 + e_1; T_2 + e_2; ...])          (N_q, d): one call per group
-    s(A, B) = (1 / N_q) sum_k cos(A[k], B[k])
-    L_con  = mean_c -log( exp(s(P_c^W, P_c^N) / tau)
+    s(A, B) = (1 / N_q) sum_k cos(A[k], B[k])              (similarity "slot")
+    s(A, B) = (1 / 20) sum_ch cos(A[:, ch], B[:, ch])     (similarity "channel", the authors')
+    L_con  = mean|sum_c -log( exp(s(P_c^W, P_c^N) / tau)
                           / ([1] + sum_{(c', m') != (c, W)} exp(s(P_c^W, P_c'^m') / tau)) )
     L_pcls = mean over groups of CE(classifier(mean_k P_c^m[k]), c)
 
@@ -21,8 +22,10 @@ GKD-Den, for every same-class pair ``(m, n)`` in ``G_c^W x G_c^N``::
     A[i, :]    = softmax_j (R_mn[i, j] * <T_m[i], T_n[j]> [/ sqrt(d)]) over j with R_mn[i, j] != 0
     H_m[i]     = sum_j A[i, j] T_n[j]
     L_Den      = mean_pairs (1 - cos(vec H_m, vec T_m))  [+ the same from N to W]
+                 (or sum_c mean_{pairs of class c}: reduction "per_class_sum")
 
-(rows with nothing to attend to are left out of the cosine; see :mod:`pagkd_lite.gkd_den`).
+(rows with nothing to attend to are left out of the cosine, or attend uniformly with
+``masked_rows="uniform"``; see :mod:`pagkd_lite.gkd_den`).
 """
 
 from __future__ import annotations
@@ -68,9 +71,15 @@ def prototypes(model: GKDPro, tokens: Tensor, labels: Tensor) -> dict[int, Tenso
     return protos
 
 
-def set_similarity(a: Tensor, b: Tensor) -> Tensor:
-    """``s(A, B) = (1 / N_q) sum_k cos(A[k], B[k])`` for two prototype sets (N_q, d)."""
-    return sum(F.cosine_similarity(a[k], b[k], dim=0) for k in range(a.shape[0])) / a.shape[0]
+def set_similarity(a: Tensor, b: Tensor, similarity: str = "slot",
+                   channel_scale: float = 20.0) -> Tensor:
+    """``s(A, B)`` of two prototype sets (N_q, d), slot by slot or channel by channel:
+    ``(1 / N_q) sum_k cos(A[k], B[k])`` (``"slot"``) or
+    ``(1 / channel_scale) sum_ch cos(A[:, ch], B[:, ch])`` (``"channel"``)."""
+    if similarity == "slot":
+        return sum(F.cosine_similarity(a[k], b[k], dim=0) for k in range(a.shape[0])) / a.shape[0]
+    return sum(F.cosine_similarity(a[:, ch], b[:, ch], dim=0)
+               for ch in range(a.shape[1])) / channel_scale
 
 
 def gkd_pro_losses(model: GKDPro, tokens_w: Tensor, labels_w: Tensor, tokens_n: Tensor,
@@ -90,15 +99,21 @@ def gkd_pro_losses(model: GKDPro, tokens_w: Tensor, labels_w: Tensor, tokens_n: 
         if not (in_w and in_n):
             continue
         anchor = sets["W"][c]
-        num = torch.exp(set_similarity(anchor, sets["N"][c]) / cfg.tau)
+
+        def s(a, b):
+            return set_similarity(a, b, cfg.similarity, cfg.channel_scale) / cfg.tau
+
+        num = torch.exp(s(anchor, sets["N"][c]))
         den = torch.tensor(1.0 if cfg.plus_one else 0.0, dtype=tokens_w.dtype)
         for m2 in ("W", "N"):
             for c2, other in sets[m2].items():
                 if (c2, m2) == (c, "W"):
                     continue
-                den = den + torch.exp(set_similarity(anchor, other) / cfg.tau)
+                den = den + torch.exp(s(anchor, other))
         terms.append(-torch.log(num / den))
-    con = torch.stack(terms).mean() if terms else torch.tensor(0.0, dtype=tokens_w.dtype)
+    con = torch.tensor(0.0, dtype=tokens_w.dtype)
+    if terms:
+        con = torch.stack(terms).sum() if cfg.con_reduction == "sum" else torch.stack(terms).mean()
     ces = []
     for m in ("W", "N"):
         for c, p in sets[m].items():
@@ -130,6 +145,12 @@ def pair_attention(q: Tensor, kv: Tensor, r: Tensor, cfg: GKDDenConfig):
     valid = []
     for i in range(hq):
         keep = [j for j in range(kv.shape[0]) if not cfg.use_mask or r[i, j] != 0]
+        if not keep and cfg.masked_rows == "uniform":  # every score -1e9: equal weights
+            valid.append(True)
+            for j in range(kv.shape[0]):
+                attn[i, j] = 1.0 / kv.shape[0]
+                h[i] = h[i] + kv[j] / kv.shape[0]
+            continue
         valid.append(bool(keep))
         if not keep:
             continue
@@ -161,7 +182,7 @@ def gkd_den_loss(tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n:
                  labels_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig) -> dict:
     """``L_Den`` of one step: loop over classes, then over every ``(m, n)`` in
     ``G_c^W x G_c^N``. Returns ``{"den", "n_pairs", "n_rows_masked", "n_pairs_empty"}``."""
-    terms = {"w": [], "n": []}
+    terms = {"w": {}, "n": {}}  # side -> class -> [1 - cos]
     n_pairs = n_masked = n_empty = 0
     for c in sorted(set(labels_w.tolist()) | set(labels_n.tolist())):
         for m in [i for i in range(len(labels_w)) if labels_w[i] == c]:
@@ -177,10 +198,13 @@ def gkd_den_loss(tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n:
                     if cos is None:
                         n_empty += 1
                     else:
-                        terms[side].append(1 - cos)
+                        terms[side].setdefault(c, []).append(1 - cos)
     den = torch.tensor(0.0, dtype=torch.float64)
     for side in terms:
-        if terms[side]:
-            den = den + torch.stack(terms[side]).mean()
+        if cfg.reduction == "per_class_sum":
+            for per_class in terms[side].values():
+                den = den + torch.stack(per_class).mean()
+        elif terms[side]:
+            den = den + torch.stack([t for v in terms[side].values() for t in v]).mean()
     return {"den": den, "n_pairs": n_pairs, "n_rows_masked": n_masked,
             "n_pairs_empty": n_empty}

@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .metrics import auc_score
 from .models import eval_mode
 from .sampler import GroupSampler
-from .transforms import normalize, prepare, to_float
+from .transforms import draw_rotate_flip, normalize, prepare, to_float
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -94,12 +94,13 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
 
 
 def _prepare_step(images: ImageSet, index: torch.Tensor, with_masks: bool, device, tcfg,
-                  generator: torch.Generator, runtime: RuntimeConfig | None):
-    """One modality's batch on the device, augmented: (network input, [0, 1] image, lesion
-    masks in [0, 1] under the same augmentation, or None)."""
+                  geometry: tuple[torch.Tensor, torch.Tensor], runtime: RuntimeConfig | None):
+    """One modality's batch on the device, augmented by ``geometry`` (angles, flips): (network
+    input, [0, 1] image, lesion masks in [0, 1] under the same augmentation, or None)."""
     imgs = accel.host_to_device(images.images, index, device, runtime)
     masks = accel.host_to_device(images.masks, index, device, runtime) if with_masks else None
-    out = prepare(imgs, device, tcfg.augment, tcfg.rotation_degrees, generator, masks=masks)
+    out = prepare(imgs, device, tcfg.augment, tcfg.rotation_degrees, masks=masks,
+                  geometry=geometry)
     x, img = out[0], out[1]
     return accel.input_format(x, runtime), img, (out[2] if with_masks else None)
 
@@ -210,13 +211,18 @@ def fit(
         bar = tqdm(sampler, desc=f"{desc} {epoch + 1}/{tcfg.epochs}", leave=False,
                    disable=not (progress and is_main))
         for step in bar:
+            geo_w = draw_rotate_flip(len(step.wli), tcfg.rotation_degrees, aug_w)
             x_w, img_w, mask_w = _prepare_step(train_w, step.wli, distiller.needs_masks,
-                                               device, tcfg, aug_w, runtime)
+                                               device, tcfg, geo_w, runtime)
             batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device), mask_w=mask_w)
             if distiller.needs_nbi:
                 nbi_idx = step.wli if distiller.paired else step.nbi
+                # true pairs: the NBI twin of image i takes image i's rotation and flip, so
+                # token p of one is token p of the other; unpaired NBI: its own stream
+                geo_n = geo_w if distiller.paired else draw_rotate_flip(
+                    len(nbi_idx), tcfg.rotation_degrees, aug_n)
                 batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
-                    train_n, nbi_idx, distiller.needs_masks, device, tcfg, aug_n, runtime)
+                    train_n, nbi_idx, distiller.needs_masks, device, tcfg, geo_n, runtime)
                 batch.y_n = train_n.labels[nbi_idx].to(device)
             losses = train_step(distiller, opt, batch, epoch, runtime)
             for k, v in losses.items():

@@ -28,18 +28,23 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def random_rotate_flip(
-    x: torch.Tensor, max_degrees: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Rotate each image by a uniform angle in [-max_degrees, max_degrees] and flip it
-    horizontally with probability 1/2 (a vertical flip is a horizontal flip plus a 180
-    degree rotation, so it is covered). Corners outside the rotated image become 0.
-
-    x: (B, C, H, W) float. Returns the same shape.
-    """
-    b = x.shape[0]
+def draw_rotate_flip(b: int, max_degrees: float, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One geometric draw per image: ``(angles (B,) in radians, uniform in
+    [-max_degrees, max_degrees]; flips (B,) of +1 or -1, -1 with probability 1/2)``."""
     angles = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(max_degrees)
     flips = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    return angles, flips
+
+
+def rotate_flip(x: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Rotate image i by ``angles[i]`` after flipping it horizontally where ``flips[i] = -1``
+    (a vertical flip is a horizontal flip plus a 180 degree rotation, so it is covered).
+    Corners outside the rotated image become 0.
+
+    x: (B, C, H, W) float; angles, flips: (B,). Returns the same shape as x.
+    """
+    b = x.shape[0]
     cos, sin = torch.cos(angles), torch.sin(angles)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = cos * flips
@@ -51,6 +56,13 @@ def random_rotate_flip(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def random_rotate_flip(
+    x: torch.Tensor, max_degrees: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """:func:`rotate_flip` with a fresh :func:`draw_rotate_flip` from ``generator``."""
+    return rotate_flip(x, *draw_rotate_flip(x.shape[0], max_degrees, generator))
+
+
 def prepare(
     images: torch.Tensor,
     device: torch.device,
@@ -58,8 +70,12 @@ def prepare(
     max_degrees: float = 180.0,
     generator: torch.Generator | None = None,
     masks: torch.Tensor | None = None,
+    geometry: tuple[torch.Tensor, torch.Tensor] | None = None,
 ):
     """uint8 batch -> (normalised input for the network, [0, 1] image for PAR).
+
+    ``geometry`` ``(angles, flips)`` (:func:`draw_rotate_flip`) replaces the fresh draw
+    from ``generator``: the NBI twins of a paired batch take the WLI batch's draw.
 
     Both outputs see the same augmentation, so a CAM refined on the [0, 1] image lines up
     with the network input. With ``masks`` (uint8 ``(B, 1, H, W)``, e.g. SynthEndo's lesion
@@ -71,7 +87,9 @@ def prepare(
     if masks is not None:
         x = torch.cat([x, to_float(masks.to(device, non_blocking=True))], dim=1)
     if augment:
-        x = random_rotate_flip(x, max_degrees, generator)
+        if geometry is None:
+            geometry = draw_rotate_flip(x.shape[0], max_degrees, generator)
+        x = rotate_flip(x, *geometry)
     if masks is None:
         return normalize(x), x
     return normalize(x[:, :3]), x[:, :3], x[:, 3:]

@@ -45,10 +45,14 @@ CONFIGS = [
     GKDDenConfig(),
     GKDDenConfig(scale=True, two_way=False),
     GKDDenConfig(use_mask=False),
+    GKDDenConfig(masked_rows="uniform"),             # the authors' -1e9 fill
+    GKDDenConfig(reduction="per_class_sum"),         # the authors' sum over classes
+    GKDDenConfig(masked_rows="uniform", reduction="per_class_sum", two_way=False),
 ]
+IDS = ["default", "scaled_one_way", "no_mask", "uniform_rows", "per_class_sum", "authors_one_way"]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "scaled_one_way", "no_mask"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("counts_w,counts_n,hw_w,hw_n", [
     ([1, 3], [2, 2], 4, 4),
     ([2, 0, 4], [1, 3, 1], 3, 5),
@@ -72,7 +76,7 @@ def test_den_matches_loop_reference(cfg, counts_w, counts_n, hw_w, hw_n):
     assert int(out["n_pairs_empty"]) == n_empty
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "scaled_one_way", "no_mask"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_den_gradients_match_loop_reference(cfg):
     """dL_Den / d(WLI tokens, NBI tokens): batched and loop reference agree in float64
     (the step includes an all-uncertain, an all-fg and an all-bg image)."""

@@ -32,15 +32,20 @@ CASES = [
 
 
 @pytest.mark.parametrize("counts_w,counts_n,hw_w,hw_n", CASES)
-@pytest.mark.parametrize("plus_one,tau,identity", [
-    (True, 1.0, "sinusoidal"), (False, 0.5, "learned"), (True, 20 / 4, "none"),
+@pytest.mark.parametrize("plus_one,tau,identity,similarity,reduction", [
+    (True, 1.0, "sinusoidal", "slot", "mean"), (False, 0.5, "learned", "slot", "mean"),
+    (True, 20 / 4, "none", "slot", "sum"),
+    (True, 1.0, "sinusoidal", "channel", "sum"),    # the authors'
+    (False, 0.5, "learned", "channel", "mean"),
 ])
-def test_matches_loop_reference(counts_w, counts_n, hw_w, hw_n, plus_one, tau, identity):
+def test_matches_loop_reference(counts_w, counts_n, hw_w, hw_n, plus_one, tau, identity,
+                                similarity, reduction):
     gen = torch.Generator().manual_seed(sum(counts_w) * 31 + hw_n)
     torch.manual_seed(0)
     k, d = len(counts_w), 8
     cfg = GKDProConfig(dim=d, num_queries=3, num_heads=2, tau=tau, plus_one=plus_one,
-                       identity=identity, max_group_size=8)
+                       identity=identity, max_group_size=8, similarity=similarity,
+                       con_reduction=reduction, channel_scale=2.0)
     model = GKDPro(cfg, k).double()
     lw, ln = labels_from_counts(counts_w, gen), labels_from_counts(counts_n, gen)
     tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64)
@@ -59,15 +64,20 @@ def test_matches_loop_reference(counts_w, counts_n, hw_w, hw_n, plus_one, tau, i
 
 
 @pytest.mark.parametrize("counts_w,counts_n,hw_w,hw_n", CASES[:3])
-@pytest.mark.parametrize("identity", ["sinusoidal", "learned"])
-def test_gradients_match_loop_reference(counts_w, counts_n, hw_w, hw_n, identity):
+@pytest.mark.parametrize("identity,similarity,reduction", [
+    ("sinusoidal", "slot", "mean"), ("learned", "slot", "mean"),
+    ("sinusoidal", "channel", "sum"), ("learned", "channel", "mean"),
+])
+def test_gradients_match_loop_reference(counts_w, counts_n, hw_w, hw_n, identity, similarity,
+                                        reduction):
     """d(L_con + L_pcls) / d(tokens, queries, attention, classifier, identities): batched
-    and loop reference agree in float64."""
+    and loop reference agree in float64, for both set similarities and reductions."""
     gen = torch.Generator().manual_seed(5 * sum(counts_w) + hw_w)
     torch.manual_seed(1)
     k, d = len(counts_w), 8
     model = GKDPro(GKDProConfig(dim=d, num_queries=3, num_heads=2, identity=identity,
-                                max_group_size=8), k).double()
+                                max_group_size=8, similarity=similarity,
+                                con_reduction=reduction), k).double()
     lw, ln = labels_from_counts(counts_w, gen), labels_from_counts(counts_n, gen)
     tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64, requires_grad=True)
     tn = torch.randn(len(ln), hw_n, d, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -199,3 +209,27 @@ def test_eval_mode_matches_train_mode():
         evald = model(tw, lw, tn, ln)
     for key in ("con", "pcls"):
         torch.testing.assert_close(evald[key], train[key], **TOL)
+
+
+def test_channel_similarity_is_the_sum_of_channel_cosines_over_20():
+    """The authors' similarity is not the slot similarity rescaled: for sets whose slots are
+    permuted, the slot cosines change while every channel's cosine over slots does too, and
+    the channel form reaches d / 20 for identical sets (6.4 at d = 128)."""
+    from pagkd_lite.gkd_pro import set_similarity
+    a = torch.randn(1, 12, 128, dtype=torch.float64)
+    cfg = GKDProConfig(dim=128, num_queries=12, num_heads=16, similarity="channel")
+    torch.testing.assert_close(set_similarity(a, a, cfg)[0, 0],
+                               torch.tensor(128 / 20, dtype=torch.float64))
+    slot = set_similarity(a, a, GKDProConfig(dim=128, num_queries=12, num_heads=16))[0, 0]
+    torch.testing.assert_close(slot, torch.tensor(1.0, dtype=torch.float64))
+    b = torch.randn(3, 12, 128, dtype=torch.float64)
+    ratio = set_similarity(a, b, cfg) / set_similarity(
+        a, b, GKDProConfig(dim=128, num_queries=12, num_heads=16))
+    assert float(ratio.std()) > 1e-3  # no single tau maps one onto the other
+
+
+def test_bad_similarity_or_reduction_is_a_clear_error():
+    with pytest.raises(ValueError, match="similarity"):
+        GKDProConfig(similarity="cosine")
+    with pytest.raises(ValueError, match="con_reduction"):
+        GKDProConfig(con_reduction="median")

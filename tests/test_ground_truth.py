@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pagkd_lite import distill, synthendo
+from pagkd_lite import synthendo
 from pagkd_lite.config import override, smoke
 from pagkd_lite.diagnose import (
     REFINEMENTS,
@@ -177,8 +177,10 @@ def test_oracle_masks_uses_the_true_masks_not_the_cam(tiny_pagkd_parts):
     assert all(p.grad is None for p in d.teacher.parameters())
 
 
-def test_den_par_options_reach_par_and_zero_iterations_is_the_upsampled_cam(
+def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
         tiny_pagkd_parts, monkeypatch):
+    from pagkd_lite import cam as cam_module
+
     cfg, teacher, student = tiny_pagkd_parts
     sets = generate(SynthEndoConfig(**SMALL))
     cfg = override(cfg, ["den.par_dilations=1,2", "den.par_iters=3", "den.par_scale=4"])
@@ -188,21 +190,20 @@ def test_den_par_options_reach_par_and_zero_iterations_is_the_upsampled_cam(
         seen.append((dilations, num_iter, scale))
         return real(image, cam, dilations, num_iter=num_iter, scale=scale)
 
-    real = distill.par_refine
-    monkeypatch.setattr(distill, "par_refine", spy)
+    real = cam_module.par_refine
+    monkeypatch.setattr(cam_module, "par_refine", spy)
     d = build_distiller("pagkd", student, teacher, cfg, 3)
     d.forward_train(_paired_batch(sets), epoch=99)
     assert seen == [((1, 2), 3, 4)]
-    # par_iters = 0: the labels come from the CAM, only resized (no propagation)
+    # par_iters = 0: the labels come from the raw CAM at the token grid (no PAR call)
+    seen.clear()
     d = build_distiller("pagkd", student, teacher, override(cfg, ["den.par_iters=0"]), 3)
     batch = _paired_batch(sets)
     out = d.student(batch.x_w)
     _, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
     parts = d.cam_labels(batch, out, cam_n)
-    cams = torch.cat([parts["cam_w"], cam_n])[:, None]
-    up = torch.nn.functional.interpolate(cams, size=parts["refined"].shape[-2:],
-                                         mode="bilinear", align_corners=False)[:, 0]
-    assert torch.allclose(parts["refined"], up, atol=1e-6)
+    assert seen == []
+    assert torch.equal(parts["refined"], torch.cat([parts["cam_w"], cam_n]))
     with pytest.raises(ValueError, match="par_dilations"):
         override(cfg, ["den.par_dilations=0,2"])
 

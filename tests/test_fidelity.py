@@ -1,0 +1,253 @@
+"""The authors' behaviour (docs/fidelity.md) as switches, and the paths it fixed: the one
+CAM -> label chain (diagnose = training), twins that share their augmentation on the real
+``fit`` path, ``class_hint``, the ``authors`` preset and ``pagkd_authors``.
+
+The loss switches (``pro.similarity``, ``pro.con_reduction``, ``den.reduction``,
+``den.masked_rows``) are checked against the loop references in ``test_gkd_pro.py`` and
+``test_gkd_den.py`` (values and gradients)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pagkd_lite import cam as cam_module
+from pagkd_lite import train as train_module
+from pagkd_lite.cam import cam_token_labels, par_refine
+from pagkd_lite.config import get_preset, method_config, override, smoke
+from pagkd_lite.diagnose import REFINEMENTS, diagnose_token_labels
+from pagkd_lite.distill import AUTHORS_SETTINGS, StepBatch, build_distiller
+from pagkd_lite.gkd_den import GKDDenConfig
+from pagkd_lite.models import Classifier, ModelConfig
+from pagkd_lite.synthendo import SynthEndoConfig, generate
+from pagkd_lite.train import fit
+from pagkd_lite.transforms import prepare
+
+SMALL = dict(image_size=64, n_wli_train=12, n_nbi_train=12, n_wli_val=6, n_nbi_val=6,
+             n_wli_test=6, n_nbi_test=6)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return generate(SynthEndoConfig(**SMALL, seed=2))
+
+
+def _tiny_cfg(*settings):
+    cfg = smoke()
+    cfg = dataclasses.replace(
+        cfg, model=ModelConfig(backbone="test_resnet", dim=16, feature_index=-2),
+        pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2))
+    return override(cfg, list(settings))
+
+
+# ------------------------------------------------------------------ the classifier head
+@pytest.mark.parametrize("head_input", ["tokens", "backbone"])
+def test_head_input_matches_a_loop_over_positions(head_input):
+    """logits = fc(mean over positions of E) or of F, in value and gradient."""
+    torch.manual_seed(0)
+    model = Classifier(ModelConfig(backbone="test_resnet", dim=8, feature_index=-2,
+                                   head_input=head_input, token_bias=False), 3).double()
+    feats = torch.randn(2, model.feature_channels, 3, 2, dtype=torch.float64,
+                        requires_grad=True)
+    logits, tokens = model.head(feats)
+    pooled = []
+    for b in range(2):  # the slow way: one position at a time
+        acc = 0
+        for i in range(3):
+            for j in range(2):
+                acc = acc + (tokens[b, i * 2 + j] if head_input == "tokens" else feats[b, :, i, j])
+        pooled.append(acc / 6)
+    ref = model.fc(torch.stack(pooled))
+    torch.testing.assert_close(logits, ref)
+    g1 = torch.autograd.grad(logits.square().sum(), feats, retain_graph=True)[0]
+    g2 = torch.autograd.grad(ref.square().sum(), feats)[0]
+    torch.testing.assert_close(g1, g2)
+    assert model.embed.bias is None
+    assert model.fc.in_features == (8 if head_input == "tokens" else model.feature_channels)
+
+
+def test_backbone_head_keeps_the_tokens_off_the_classifier():
+    torch.manual_seed(0)
+    model = Classifier(ModelConfig(backbone="test_resnet", dim=8, feature_index=-2,
+                                   head_input="backbone"), 3)
+    out = model(torch.randn(2, 3, 32, 32))
+    F.cross_entropy(out.logits, torch.tensor([0, 1])).backward()
+    assert model.embed.weight.grad is None  # CE reaches the backbone, not the token branch
+    assert next(model.backbone.parameters()).grad is not None
+    with pytest.raises(ValueError, match="head_input"):
+        ModelConfig(head_input="pooled")
+
+
+def test_token_bias_off_reaches_the_adapter():
+    cfg = _tiny_cfg("model.token_bias=false")
+    d = build_distiller("pagkd", Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg, 3)
+    assert d.adapter.bias is None and d.student.embed.bias is None
+
+
+# ------------------------------------------------------------------ CAM -> token labels
+def _authors_labels_slowly(image, cam, hw, cfg):
+    """The authors' rule written image by image, token by token."""
+    out = torch.empty(cam.shape[0], hw[0] * hw[1], dtype=torch.long)
+    for b in range(cam.shape[0]):
+        wins = []
+        for score in (cfg.high, cfg.low):
+            two = torch.stack([torch.full_like(cam[b], score), cam[b]])[None].softmax(1)
+            if cfg.par_iters:
+                two = par_refine(image[b:b + 1], two, cfg.par_dilations, cfg.par_iters,
+                                 scale=cfg.par_scale)
+            two = F.interpolate(two, size=hw, mode="bilinear", align_corners=False)[0]
+            wins.append([bool(two[1, i, j] > two[0, i, j]) for i in range(hw[0])
+                         for j in range(hw[1])])
+        for t in range(hw[0] * hw[1]):
+            out[b, t] = 1 if wins[0][t] else (0 if not wins[1][t] else -1)
+    return out
+
+
+@pytest.mark.parametrize("iters", [0, 3])
+def test_authors_label_rule_matches_a_slow_version(iters):
+    g = torch.Generator().manual_seed(iters)
+    image = torch.rand(3, 3, 32, 32, generator=g)
+    cam = torch.rand(3, 4, 4, generator=g)
+    cfg = GKDDenConfig(label_rule="authors", par_iters=iters, par_dilations=(1, 2))
+    labels, _ = cam_token_labels(image, cam, (4, 4), cfg)
+    assert torch.equal(labels, _authors_labels_slowly(image, cam, (4, 4), cfg))
+    assert set(labels.unique().tolist()) <= {-1, 0, 1}
+    if iters == 0:  # without PAR the rule is a cut of the raw CAM (ties go to background)
+        flat = cam.flatten(1)
+        expect = torch.where(flat > 0.7, 1, torch.where(flat <= 0.3, 0, -1))
+        assert torch.equal(labels, expect)
+
+
+def test_zero_iterations_do_no_neighbour_work_and_no_resampling(monkeypatch):
+    def forbidden(*a, **k):
+        raise AssertionError("par_iters=0 must not resample or visit neighbours")
+
+    monkeypatch.setattr(cam_module, "_all_neighbours", forbidden)
+    monkeypatch.setattr(cam_module.F, "interpolate", forbidden)
+    monkeypatch.setattr(cam_module.F, "adaptive_avg_pool2d", forbidden)
+    cam = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    labels, shown = cam_token_labels(torch.rand(2, 3, 32, 32), cam, (4, 4),
+                                     GKDDenConfig(par_iters=0))
+    assert shown is cam
+    flat = cam.flatten(1)
+    assert torch.equal(labels, torch.where(flat > 0.7, 1, torch.where(flat < 0.3, 0, -1)))
+
+
+@pytest.mark.parametrize("settings", [("den.par_iters=0",), ("den.par_iters=2",),
+                                      ("den.label_rule=authors", "den.par_iters=2")])
+def test_diagnose_labels_equal_the_labels_of_a_training_step(sets, settings):
+    """The same images (no augmentation), the same models in eval mode, the same settings:
+    diagnose and a training step's cam_labels give the same token labels."""
+    cfg = _tiny_cfg(*settings)
+    torch.manual_seed(0)
+    student, teacher = Classifier(cfg.model, 3).eval(), Classifier(cfg.model, 3).eval()
+    d = build_distiller("pagkd", student, teacher, cfg, 3)
+    d.eval()
+    idx = torch.arange(6)
+    x_w, img_w = prepare(sets["wli_test"].images[idx], "cpu")
+    x_n, img_n = prepare(sets["nbi_test"].images[idx], "cpu")
+    batch = StepBatch(x_w=x_w, img_w=img_w, y_w=sets["wli_test"].labels[idx], x_n=x_n,
+                      img_n=img_n, y_n=sets["nbi_test"].labels[idx])
+    out = d.student(batch.x_w)
+    _, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+    step = d.cam_labels(batch, out, cam_n)
+    diag = diagnose_token_labels(teacher, student, sets["nbi_test"], sets["wli_test"], cfg.den,
+                                 n_images=6)
+    assert torch.equal(diag["NBI"], step["lab_n"]) and torch.equal(diag["WLI"], step["lab_w"])
+    assert any(r.label_rule == "authors" for r in REFINEMENTS)
+
+
+# ------------------------------------------------------------------ pairs and references
+def _spy_geometry(monkeypatch):
+    calls = []
+    real = train_module.draw_rotate_flip
+
+    def spy(b, max_degrees, generator=None):
+        out = real(b, max_degrees, generator)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(train_module, "draw_rotate_flip", spy)
+    seen = []
+    real_prepare = train_module.prepare
+
+    def prepare_spy(images, device, augment=False, max_degrees=180.0, generator=None,
+                    masks=None, geometry=None):
+        seen.append(geometry)
+        return real_prepare(images, device, augment, max_degrees, generator, masks, geometry)
+
+    monkeypatch.setattr(train_module, "prepare", prepare_spy)
+    return calls, seen
+
+
+def _fit(method, sets, cfg):
+    torch.manual_seed(0)
+    d = build_distiller(method, Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg, 3)
+    tcfg = dataclasses.replace(cfg.train, epochs=1, steps_per_epoch=2, warmup_epochs=0,
+                               batch_size=6)
+    train_n = sets["paired_nbi"] if d.paired else sets["nbi_train"]
+    fit(d, sets["wli_train"], sets["wli_val"], tcfg, torch.device("cpu"), seed=3, train_n=train_n,
+        progress=False)
+    return d
+
+
+def test_paired_twins_share_their_rotation_and_flip_on_the_real_fit_path(sets, monkeypatch):
+    calls, seen = _spy_geometry(monkeypatch)
+    _fit("paired_hint", sets, _tiny_cfg())
+    # per step: one draw (WLI), applied to the WLI batch and then to its NBI twins
+    assert len(calls) == 2 and len(seen) == 4
+    for step in range(2):
+        wli, nbi = seen[2 * step], seen[2 * step + 1]
+        assert wli is calls[step] and nbi is calls[step]
+        assert float(wli[0].abs().max()) > 0  # a real rotation was drawn
+
+
+def test_unpaired_nbi_keeps_its_own_augmentation_stream(sets, monkeypatch):
+    calls, seen = _spy_geometry(monkeypatch)
+    _fit("class_hint", sets, _tiny_cfg())
+    assert len(calls) == 4  # WLI and NBI draw separately
+    assert not torch.equal(seen[0][0], seen[1][0])
+
+
+def test_class_hint_pairs_same_class_different_lesions(sets):
+    cfg = _tiny_cfg()
+    d = _fit("class_hint", sets, cfg)
+    assert not d.paired and d.needs_nbi
+    y_w = torch.tensor([0, 1, 2, 0, 1, 2])
+    y_n = torch.tensor([2, 2, 0, 1, 0, 1])
+    batch = StepBatch(x_w=torch.zeros(6, 3, 8, 8), img_w=torch.zeros(6, 3, 8, 8), y_w=y_w,
+                      y_n=y_n)
+    d.generator = torch.Generator().manual_seed(0)
+    iw, in_ = d.partners(batch)
+    assert torch.equal(y_w[iw], y_n[in_]) and len(iw) == 6
+    assert not set(sets["wli_train"].lesion_ids) & set(sets["nbi_train"].lesion_ids)
+
+
+# ------------------------------------------------------------------ preset and method
+def test_authors_preset_and_method_set_every_switch():
+    a = get_preset("authors")
+    assert (a.model.head_input, a.model.token_bias) == ("backbone", False)
+    assert (a.pro.similarity, a.pro.channel_scale, a.pro.con_reduction) == ("channel", 20.0, "sum")
+    assert (a.den.reduction, a.den.masked_rows, a.den.label_rule, a.den.par_iters) == (
+        "per_class_sum", "uniform", "authors", 10)
+    demo = get_preset("demo")
+    assert method_config(demo, "pagkd_authors") == override(demo, list(AUTHORS_SETTINGS))
+    assert method_config(demo, "pagkd") is demo
+    assert dataclasses.replace(a, name="demo") == method_config(demo, "pagkd_authors")
+
+
+def test_pagkd_authors_trains_with_its_own_teacher(sets):
+    from pagkd_lite.pipeline import train_student, train_teacher
+
+    cfg = override(_tiny_cfg(), ["train.epochs=1", "teacher.epochs=1", "train.warmup_epochs=0"])
+    data = dict(sets)
+    plain, _ = train_teacher(cfg, data, progress=False)
+    with pytest.raises(ValueError, match="method_config"):
+        train_student(cfg, data, "pagkd_authors", plain, progress=False)
+    teacher, _ = train_teacher(method_config(cfg, "pagkd_authors"), data, progress=False)
+    d, result = train_student(cfg, data, "pagkd_authors", teacher, progress=False)
+    assert d.student.cfg.head_input == "backbone" and d.den.cfg.label_rule == "authors"
+    assert d.pro.cfg.similarity == "channel" and result.history
