@@ -118,12 +118,16 @@ def demo() -> Config:
     the budget) with the group losses on after 3 (the paper: 5 of 200), lambda_den = 1 and
     lambda_pro = 0.001 as in the paper. The NBI teacher trains on 240 NBI images.
 
-    GKD-Den's token labels come from the raw Grad-CAM (``den.par_iters = 0``: the map is only
-    resized, not propagated). Chosen on validation seeds 100-102 against SynthEndo's true
-    lesion masks (``pagkd-lite diagnose``; README, "The diagnostic chain"), by the teacher's
+    GKD-Den's token labels come from the raw Grad-CAM (``den.par_iters = 0``: the CAM, which
+    sits on the token grid, is cut at the thresholds; nothing is resampled or propagated).
+    Chosen on validation seeds 100-102 against SynthEndo's true lesion masks
+    (``pagkd-lite diagnose``; README, "The diagnostic chain"), by the teacher's
     foreground-token recall at foreground precision >= 0.9: at 4 x 4 tokens the paper's PAR
     leaves almost no foreground token (mean recall 0.001), the raw CAM about half of them
-    (0.512) at precision 0.962. The ``paper`` preset keeps PAR.
+    (0.512) at precision 0.962. Those raw-CAM figures were measured at the token grid, which
+    is what training reads since 2026-12-02 (before, training upsampled the CAM and pooled
+    it back, which blurred isolated peaks below 0.7; one chain,
+    :func:`pagkd_lite.cam.cam_token_labels`, now serves both). The ``paper`` preset keeps PAR.
     """
     return Config(
         name="demo",
