@@ -143,14 +143,15 @@ def _check_fold(i: int, fs: dict[str, ImageSet], needs_nbi: bool) -> None:
         if len(s) == 0:
             raise ValueError(f"fold {i}: {key} is empty ({len(fs['wli_train'])} WLI / "
                              f"{len(fs['nbi_train'])} NBI training images); use fewer folds "
-                             f"or more data")
+                             f"(--folds) or more data")
         if key.endswith("_val") and min(s.class_counts()) == 0:
             missing = [c for c, n in zip(s.class_names, s.class_counts(), strict=True) if n == 0]
             raise ValueError(
                 f"fold {i}: {key} has no images of class(es) {missing} (counts "
                 f"{dict(zip(s.class_names, s.class_counts(), strict=True))}); model "
-                f"selection needs every class in validation. Use fewer folds, group by "
-                f"lesion, or collect more patients of that class.")
+                f"selection needs every class in validation. Use fewer folds (--folds), "
+                f"group by lesion (--group-by lesion), a larger --val-fraction, or collect "
+                f"more patients of that class.")
 
 
 def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: str,
