@@ -162,15 +162,15 @@ class RealDataConfig:
         if int(self.image_size) < 1:
             raise ConfigError(f"RealDataConfig.image_size must be >= 1, got {self.image_size}")
         if int(self.max_pixels) < 1:
-            raise ConfigError(f"RealDataConfig.max_pixels must be >= 1, got {self.max_pixels}")
+            raise ConfigError(f"--max-pixels {self.max_pixels} (max_pixels): must be >= 1")
         if self.id_regex is not None:
             try:
                 groups = set(re.compile(self.id_regex).groupindex)
             except re.error as err:
-                raise ConfigError(f"id_regex {self.id_regex!r} is not a valid regular "
+                raise ConfigError(f"--id-regex {self.id_regex!r} is not a valid regular "
                                   f"expression: {err}") from None
             if not groups & {"lesion", "patient"}:
-                raise ConfigError(f"id_regex {self.id_regex!r} has no named group 'lesion' "
+                raise ConfigError(f"--id-regex {self.id_regex!r} has no named group 'lesion' "
                                   f"or 'patient', e.g. (?P<lesion>\\d+)")
         clash = {n.lower() for n in self.wli_names} & {n.lower() for n in self.nbi_names}
         if clash:

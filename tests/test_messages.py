@@ -254,6 +254,17 @@ def test_other_messages_give_the_flag(tmp_path):
     assert any("raise --max-pixels" in s["reason"] for s in report.skipped)
 
 
+@pytest.mark.parametrize("argv, match", [
+    (["--max-pixels", "0"], "--max-pixels 0 (max_pixels): must be >= 1"),
+    (["--id-regex", "("], "--id-regex '(' is not a valid regular expression"),
+    (["--id-regex", r"\d+"], r"--id-regex '\\d+' has no named group 'lesion'"),
+])
+def test_loader_settings_are_named_by_their_flag(tmp_path, capsys, argv, match):
+    err = run(capsys, "cv", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"),
+              *FAST, *argv)
+    assert match in err
+
+
 def test_new_cv_flags_reach_the_loader(tmp_path, capsys, monkeypatch):
     import pagkd_lite.realdata as realdata
 
