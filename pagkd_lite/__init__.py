@@ -10,6 +10,7 @@ Data
     transforms   uint8 -> float, normalisation, augmentation (``prepare``)
     sampler      GroupSampler: class-balanced, unpaired WLI and NBI batches of one step
     realdata     your own WLI/NBI folders or CSV manifest -> ImageSets, with a load report
+    lesion_ids   the lesion key: one lesion id, one class (stems scoped by class)
     splits       leakage-free folds over both modalities; UnionFind of patient/lesion ids
     cards        data cards (the facts a data set must state)
 Models and method
@@ -25,6 +26,7 @@ Running
     accel        bf16, channels_last, pinned copies, torch.compile (``cfg.runtime``)
     distributed  torchrun: gradient averaging, row gathering
     checkpoint   atomic saves, ``weights_only=True`` loads
+    runinfo      what a run ran on: torch version, threads, device, determinism
     pipeline     data -> teacher (cached) -> students -> evaluation, the demo
     metrics      accuracy, macro precision / sensitivity / specificity / F1, AUC; bootstrap
     report       the HTML report of a demo run

@@ -11,8 +11,11 @@
 
 Every config field can be changed with ``--set section.field=value`` (repeatable), e.g.
 ``--set train.epochs=3 --set model.backbone=resnet18``; every command honours ``--set``,
-``--seed`` and ``--device`` (``evaluate`` applies them to the checkpoint's config). Also
-``python -m pagkd_lite.cli``.
+``--seed``, ``--device`` and ``--threads`` (``evaluate`` applies them to the checkpoint's
+config). Also ``python -m pagkd_lite.cli``.
+
+A problem with the user's input (:class:`~pagkd_lite.errors.KitError`) ends the command
+with a one-line message naming the argument or file, and exit status 2.
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ from .config import PRESETS, Config, get_preset, method_config, override
 from .config import build_config as _build_config
 from .distill import METHODS, get_method, method_help
 from .distributed import init_from_env, rank, shutdown
-from .errors import KitError
+from .errors import ConfigError, KitError
 from .files import check_out_dir
 
 # the commands that split their work over torchrun's ranks; the others run as one process
 DISTRIBUTED_COMMANDS = ("train-teacher", "train-student")
+#: seeds go to numpy, torch and random; every one of them takes 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
+#: options that name a file or folder: an empty value is refused, never read as "."
+PATH_OPTIONS = ("out", "data_root", "manifest", "checkpoint", "csv", "write")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -43,8 +50,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="settings to start from (default: demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a config field, e.g. train.epochs=3 (repeatable)")
-    p.add_argument("--seed", type=int, default=None, help="training and data seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"training and data seed, 0 to {MAX_SEED}")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads torch uses (torch.set_num_threads; default: torch's "
+                        "choice). Results are bit-identical only at the same thread count")
     p.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -52,8 +63,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace, base: Config | None = None) -> Config:
     """The run's Config: ``base`` (default: the ``--preset``) with ``--set``, ``--seed`` and
     ``--device`` applied."""
-    return _build_config(args.preset if base is None else base, args.overrides, args.seed,
-                         args.device)
+    cfg = _build_config(args.preset if base is None else base, args.overrides, args.seed,
+                        args.device)
+    for name, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        if not 0 <= value <= MAX_SEED:
+            raise ConfigError(f"--set {name}={value}: a seed must be an integer from 0 to "
+                              f"{MAX_SEED}")
+    return cfg
 
 
 def _out(args, cfg: Config) -> Path:
@@ -114,7 +130,13 @@ def cmd_evaluate(args) -> None:
 
     cfg = build_config(args)
     path = Path(args.checkpoint) if args.checkpoint else _out(args, cfg) / args.method / "best.pt"
-    ck = load_checkpoint(path, required=("distiller", "config", "method"))
+    if not args.checkpoint and not path.exists():
+        raise CheckpointError(
+            f"checkpoint {path}: no such file (the default for --method {args.method} under "
+            f"--out); train it first (pagkd-lite train-student --method {args.method}, same "
+            f"--preset and --out) or give --checkpoint FILE")
+    ck = load_checkpoint(path, required=("distiller", "config", "method"),
+                         what="--checkpoint" if args.checkpoint else "checkpoint")
     try:
         if not isinstance(ck["config"], dict):
             raise TypeError(f"a {type(ck['config']).__name__}, not a dict")
@@ -208,7 +230,6 @@ def cmd_cv(args) -> None:
     """Check, load (the load report is written on success AND failure), fold,
     cross-validate, write; see :mod:`.cv`."""
     from .cv import check_method, run_cv, unpaired_folds
-    from .errors import ConfigError
     from .files import readable
     from .realdata import RealDataConfig, load_dataset
     from .splits import lesion_folds
@@ -225,12 +246,15 @@ def cmd_cv(args) -> None:
                           f"fold selects its best epoch on validation images)")
     if args.folds < 2:
         raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2 folds")
-    names = tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None
     data_cfg = RealDataConfig(
         root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
-        id_regex=args.id_regex, class_names=names, progress=not args.quiet,
-        max_pixels=args.max_pixels,
-        decode_warnings="keep" if args.keep_decode_warnings else "skip")
+        id_regex=args.id_regex, class_names=_names(args.class_names, "--class-names"),
+        progress=not args.quiet, max_pixels=args.max_pixels,
+        decode_warnings="keep" if args.keep_decode_warnings else "skip",
+        allow_missing_classes=args.allow_missing_classes, stem_reuse=args.stem_reuse,
+        allow_outside_root=args.allow_outside_root,
+        **{f"{m}_names": _names(getattr(args, f"{m}_names"), f"--{m}-names")
+           for m in ("wli", "nbi") if getattr(args, f"{m}_names") is not None})
     # Load everything and write the load report, on success and on failure; then train.
     try:
         sets, report = load_dataset(data_cfg)
@@ -252,6 +276,18 @@ def cmd_cv(args) -> None:
           f"report: {res.files['report']}  (wall time {res.seconds:.0f} s)")
 
 
+def _names(text: str | None, flag: str) -> tuple[str, ...] | None:
+    """A comma-separated list option as a tuple; an empty or repeated name is a
+    :class:`ConfigError` naming ``flag``."""
+    if text is None:
+        return None
+    from .realdata import check_names
+
+    names = tuple(c.strip() for c in text.split(","))
+    check_names(names, flag)
+    return names
+
+
 def _command(sub, name: str, help: str, func, methods=None, description=None):
     """A subcommand with the common options; ``methods`` (names) are listed, one line each
     with their registry help, at the end of its ``--help``."""
@@ -268,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import BENCH_METHODS
     from .cv import CV_METHODS
     from .cv import __doc__ as cv_doc
+    from .lesion_ids import STEM_REUSE
     from .splits import GROUP_BY
 
     parser = argparse.ArgumentParser(prog="pagkd-lite", description=__doc__,
@@ -346,6 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "skipping them; the warnings go to the load report")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="skip images with more pixels than this (default 40000000)")
+    p.add_argument("--allow-missing-classes", action="store_true",
+                   help="keep a class that has images in one modality only (recorded as a "
+                        "warning) instead of stopping")
+    p.add_argument("--wli-names", default=None, metavar="A,B,...",
+                   help="folder names (and manifest modality values) read as WLI, "
+                        "case-insensitive; replaces the default WLI,WL,White_light,"
+                        "white_light,white-light")
+    p.add_argument("--nbi-names", default=None, metavar="A,B,...",
+                   help="folder names (and manifest modality values) read as NBI, "
+                        "case-insensitive; replaces the default NBI")
+    p.add_argument("--stem-reuse", default="split", choices=STEM_REUSE,
+                   help="a lesion id from file names (stem or --id-regex) seen under several "
+                        "classes: split = one lesion per class, recorded in the load report "
+                        "(default); error = stop")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="read manifest paths outside --data-root ('../x.png', absolute "
+                        "paths elsewhere) instead of refusing them")
     return parser
 
 
@@ -365,10 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         # torchrun: every rank trains on its own group steps; rank 0 prints and saves
         if rank() != 0:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    threads = torch.get_num_threads()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             _check_early(args)
+            if args.threads is not None:
+                torch.set_num_threads(args.threads)
             args.func(args)
     except (KitError, ValueError, FileNotFoundError) as err:
         print(f"pagkd-lite {args.command}: error: {err}", file=sys.stderr)
@@ -382,14 +439,36 @@ def main(argv: list[str] | None = None) -> int:
               f"not your input's): please report it with the command you ran",
               file=sys.stderr)
         return 1
+    finally:  # main() called in-process (tests, notebooks) leaves the caller's setting
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     shutdown()
     return 0
 
 
 def _check_early(args: argparse.Namespace) -> None:
-    """Before any data is made or any training starts: the output folder and the device."""
+    """Before any data is made or any training starts: empty paths, seeds, thread count,
+    the output folder and the device."""
     from .train import pick_device
 
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r}: empty path; give a file or folder name "
+                              f"(for the current folder, write {flag} .)")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed {args.seed}: a seed must be an integer from 0 to "
+                          f"{MAX_SEED}, e.g. --seed 0")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be >= 1, e.g. --threads "
+                          f"{os.cpu_count() or 1}")
+    if args.command == "bench":
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds {args.seeds}: must be >= 1 (the number of seeds)")
+        if not 0 <= args.first_seed <= MAX_SEED - args.seeds + 1:
+            raise ConfigError(f"--first-seed {args.first_seed}: seeds FIRST..FIRST+N-1 must "
+                              f"lie in 0..{MAX_SEED}")
     check_out_dir(args.out or get_preset(args.preset).out_dir)
     if args.device is not None:
         pick_device(args.device)

@@ -14,7 +14,8 @@ K-fold cross-validation with predictions pooled over folds (docs/method.md, "Pap
    score them, with bootstrap 95% intervals; per-fold scores are reported beside them.
 
 Outputs under ``--out`` (default ``runs/cv-<preset>-<method>``): ``cv_results.csv`` (one
-row per fold and a pooled row), ``predictions.csv`` (one row per WLI image), ``report.md``,
+row per fold and a pooled row, each with the torch version, thread count and device it ran
+on: :mod:`pagkd_lite.runinfo`), ``predictions.csv`` (one row per WLI image), ``report.md``,
 ``load_report.{json,txt}`` and ``fold<i>/<method>/{best,last}.pt``.
 
 A data set that images the same lesions in both modalities (CPC-Paired, PICCOLO, Mesejo et
@@ -45,6 +46,7 @@ from .data import ImageSet
 from .distill import METHODS
 from .files import atomic_write_text, readable
 from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics
+from .runinfo import describe, run_info
 from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
 
 #: Methods that need an NBI image paired with every WLI training image.
@@ -143,14 +145,15 @@ def _check_fold(i: int, fs: dict[str, ImageSet], needs_nbi: bool) -> None:
         if len(s) == 0:
             raise ValueError(f"fold {i}: {key} is empty ({len(fs['wli_train'])} WLI / "
                              f"{len(fs['nbi_train'])} NBI training images); use fewer folds "
-                             f"or more data")
+                             f"(--folds) or more data")
         if key.endswith("_val") and min(s.class_counts()) == 0:
             missing = [c for c, n in zip(s.class_names, s.class_counts(), strict=True) if n == 0]
             raise ValueError(
                 f"fold {i}: {key} has no images of class(es) {missing} (counts "
                 f"{dict(zip(s.class_names, s.class_counts(), strict=True))}); model "
-                f"selection needs every class in validation. Use fewer folds, group by "
-                f"lesion, or collect more patients of that class.")
+                f"selection needs every class in validation. Use fewer folds (--folds), "
+                f"group by lesion (--group-by lesion), a larger --val-fraction, or collect "
+                f"more patients of that class.")
 
 
 def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: str,
@@ -271,15 +274,19 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
     """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report),
     each atomically (UTF-8; names that are not UTF-8 as ``\\xNN``, ``files.readable``)."""
     files = {}
+    info = run_info(cfg.device)
+    ran_on = {"torch": info["torch"], "threads": info["threads"], "device": info["device"]}
     extra = ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "best_epoch", "val_auc",
              "teacher_nbi_auc", "seconds")
-    columns = [*FOLD_COLUMNS, *(f"{m}_{b}" for m in METRICS for b in ("low", "high")), *extra]
+    columns = [*FOLD_COLUMNS, *(f"{m}_{b}" for m in METRICS for b in ("low", "high")), *extra,
+               *ran_on]
     f = io.StringIO()
     w = csv.DictWriter(f, fieldnames=columns)
     w.writeheader()
     for r in res.folds:
-        w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)})
-    pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds)}
+        w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)} | ran_on)
+    pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds),
+              **ran_on}
     for m, e in res.pooled.items():
         pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
     w.writerow(pooled)
@@ -304,7 +311,9 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
              f"Config: preset `{cfg.name}`, backbone `{cfg.model.backbone}` "
              f"(pretrained={cfg.model.pretrained}), images {wli.images.shape[-1]} px, teacher "
              f"{cfg.teacher.epochs} epoch(s), student {cfg.train.epochs} epoch(s), batch "
-             f"{cfg.train.batch_size}, seed {cfg.seed}.", ""]
+             f"{cfg.train.batch_size}, seed {cfg.seed}.", "",
+             f"Ran on: {describe(info)}. The same seed reproduces these numbers bit for bit "
+             f"only with the same torch, thread count (`--threads`) and device.", ""]
     if load_report is not None:
         files["load_report"], _ = load_report.save(out / "load_report")
         lines += [f"Data: `{load_report.root}` ({load_report.layout} layout), "

@@ -1,4 +1,4 @@
-"""Files the kit writes: printable names, atomic writes, an early check of ``--out``.
+"""Files: printable names, atomic writes, an early check of ``--out``, containment in a root.
 
 File names on Linux are bytes; Python gives the ones that are not valid UTF-8 back as
 ``str`` with lone surrogates (``surrogateescape``), which cannot be written as UTF-8
@@ -19,6 +19,20 @@ from .errors import OutputError
 def readable(name: str) -> str:
     """``name`` with undecodable bytes shown as ``\\xNN`` (identity for valid UTF-8)."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_within(path: str | Path, root: str | Path) -> bool:
+    """True if ``path`` lies inside the folder ``root``: as written (``..`` resolved
+    lexically, links not followed), or once both are resolved (a root given through a
+    symbolic link, absolute paths to its real location)."""
+    def inside(p: str, r: str) -> bool:
+        try:
+            return os.path.commonpath([p, r]) == r
+        except ValueError:  # one relative, one absolute, or different drives
+            return False
+
+    return (inside(os.path.abspath(path), os.path.abspath(root))
+            or inside(os.path.realpath(path), os.path.realpath(root)))
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:

@@ -26,6 +26,7 @@ from .distributed import rank
 from .files import readable
 from .metrics import Estimate, bootstrap_metrics
 from .models import Classifier, freeze
+from .runinfo import run_info
 from .synthendo import generate
 from .train import FitResult, fit, pick_device, predict, seed_everything
 
@@ -103,7 +104,9 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
 def provenance(cfg: Config, images: ImageSet) -> dict:
     """What a student checkpoint was trained on, for ``checkpoint.check_provenance``:
     ``{"data": {"source": "synthendo", "config": ...} or {"source": "real", "root": ...,
-    "class_names": [...]}, "model": {"backbone": ..., "num_classes": K}}``."""
+    "class_names": [...]}, "model": {"backbone": ..., "num_classes": K}, "runtime": ...}``;
+    ``runtime`` (torch version, threads, device, determinism: :func:`runinfo.run_info`) is
+    a record, never compared."""
     meta = images.meta or {}
     if meta.get("source") == "SynthEndo":
         data = {"source": "synthendo", "config": to_dict(cfg)["data"]}
@@ -111,7 +114,8 @@ def provenance(cfg: Config, images: ImageSet) -> dict:
         data = {"source": "real", "root": readable(str(meta.get("root"))),
                 "class_names": list(images.class_names)}
     return {"data": data, "model": {"backbone": cfg.model.backbone,
-                                    "num_classes": images.num_classes}}
+                                    "num_classes": images.num_classes},
+            "runtime": run_info(cfg.device)}
 
 
 def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,

@@ -19,17 +19,22 @@ Images sit directly in the class folders; subfolders (their files counted), hidd
 hidden and system folders (``.*``, ``__MACOSX``) and files with other extensions are
 recorded as ignored. The folder layout has no patient or lesion ids, so
 the file stem is used as both the lesion id and the patient id (``001.png`` -> lesion
-``"001"``, patient ``"001"``). The same stem under WLI and NBI is therefore the same
-lesion (right for paired sets such as CPC-Paired, whose WL and NBI files share names),
-and a stem reused across classes is treated as one group (conservative: it can only
-merge groups, never leak). When file names encode the ids, pass ``id_regex`` with named
-groups ``lesion`` and/or ``patient``, e.g. ``r"(?P<lesion>\\d+)-\\d+"`` for ``01-1.png,
-01-2.png`` (lesion ``"01"``).
+``"001"``, patient ``"001"``). The same stem under WLI and NBI in the same class is
+therefore the same lesion (right for paired sets such as CPC-Paired, whose WL and NBI
+files share names). A lesion has one class: a stem reused across classes (``001.jpg`` in
+every class folder) is one lesion per class, ``adenoma/001``, ``serrated/001``, recorded
+in ``report.lesion_splits``, or an error with ``stem_reuse="error"`` (see
+:mod:`pagkd_lite.lesion_ids`). When file names encode the ids, pass ``id_regex`` with
+named groups ``lesion`` and/or ``patient``, e.g. ``r"(?P<lesion>\\d+)-\\d+"`` for
+``01-1.png, 01-2.png`` (lesion ``"01"``).
 
 Manifest layout: a CSV with columns ``path,modality,label,patient_id,lesion_id`` and an
-optional ``fold``; paths relative to ``root`` (absolute paths are used as they are).
-Modality values accept the same spellings as folder names. A ``fold`` column is kept
-per image in ``ImageSet.meta["fold"]`` and used by :func:`pagkd_lite.splits.lesion_folds`.
+optional ``fold``; paths relative to ``root``, or absolute. A path that lies outside the
+root (``../../x.png``, or an absolute path elsewhere) is refused unless
+``allow_outside_root=True``. The ``lesion_id`` column is used as written; a lesion id
+that carries two classes is an error naming the lines. Modality values accept the same
+spellings as folder names. A ``fold`` column is kept per image in
+``ImageSet.meta["fold"]`` and used by :func:`pagkd_lite.splits.lesion_folds`.
 
 Label space: the sorted union of class names (or ``class_names`` in the config, to fix
 the order, e.g. to make adenoma the positive class). PaGKD trains a WLI student from an NBI
@@ -75,7 +80,8 @@ from tqdm.auto import tqdm
 
 from pagkd_lite.data import MODALITIES, ImageSet
 from pagkd_lite.errors import ConfigError, DataLayoutError, ImageLoadError, KitError
-from pagkd_lite.files import atomic_write_text, readable
+from pagkd_lite.files import atomic_write_text, is_within, readable
+from pagkd_lite.lesion_ids import STEM_REUSE, check_one_class, scope_by_class
 from pagkd_lite.splits import UnionFind
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -114,6 +120,11 @@ class RealDataConfig:
             "adenoma")`` to make adenoma the positive class of a binary AUC; it must name
             exactly the classes found. Default: the sorted union of class names.
         progress: show a tqdm progress bar while decoding.
+        stem_reuse: a lesion id derived from file names (stem or ``id_regex``) that
+            appears under several classes: ``"split"`` (one lesion per class,
+            ``<class>/<id>``, recorded) or ``"error"`` (see :mod:`pagkd_lite.lesion_ids`).
+        allow_outside_root: read manifest paths that lie outside ``root`` (``../x.png``,
+            absolute paths elsewhere) instead of refusing them.
     """
 
     root: str
@@ -129,8 +140,19 @@ class RealDataConfig:
     progress: bool = False
     max_pixels: int = 40_000_000
     decode_warnings: str = "skip"
+    stem_reuse: str = "split"
+    allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
+        if not str(self.root).strip():
+            raise ConfigError("RealDataConfig.root is empty (--data-root ''); give the data "
+                              "folder, or '.' for the current folder")
+        if self.stem_reuse not in STEM_REUSE:
+            raise ConfigError(f"RealDataConfig.stem_reuse must be one of {list(STEM_REUSE)}, "
+                              f"got {self.stem_reuse!r}")
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
+            check_names(self.class_names, "RealDataConfig.class_names")
         if self.on_bad_image not in ("skip", "error"):
             raise ConfigError(f"RealDataConfig.on_bad_image must be 'skip' or 'error', "
                               f"got {self.on_bad_image!r}")
@@ -140,15 +162,15 @@ class RealDataConfig:
         if int(self.image_size) < 1:
             raise ConfigError(f"RealDataConfig.image_size must be >= 1, got {self.image_size}")
         if int(self.max_pixels) < 1:
-            raise ConfigError(f"RealDataConfig.max_pixels must be >= 1, got {self.max_pixels}")
+            raise ConfigError(f"--max-pixels {self.max_pixels} (max_pixels): must be >= 1")
         if self.id_regex is not None:
             try:
                 groups = set(re.compile(self.id_regex).groupindex)
             except re.error as err:
-                raise ConfigError(f"id_regex {self.id_regex!r} is not a valid regular "
+                raise ConfigError(f"--id-regex {self.id_regex!r} is not a valid regular "
                                   f"expression: {err}") from None
             if not groups & {"lesion", "patient"}:
-                raise ConfigError(f"id_regex {self.id_regex!r} has no named group 'lesion' "
+                raise ConfigError(f"--id-regex {self.id_regex!r} has no named group 'lesion' "
                                   f"or 'patient', e.g. (?P<lesion>\\d+)")
         clash = {n.lower() for n in self.wli_names} & {n.lower() for n in self.nbi_names}
         if clash:
@@ -165,6 +187,22 @@ class RealDataConfig:
         if low in {n.lower() for n in self.nbi_names}:
             return "NBI"
         return None
+
+
+def check_names(names: tuple[str, ...], what: str) -> None:
+    """Raise :class:`ConfigError` (naming ``what``, e.g. ``--class-names``) if a name in a
+    list of class or folder names is empty or given more than once."""
+    shown = ",".join(names)
+    empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
+    if empty:
+        raise ConfigError(f"{what} {shown}: name number {empty[0]} is empty; give each "
+                          f"name once, separated by commas")
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:
+        raise ConfigError(f"{what} {shown}: {twice[0]!r} is given {names.count(twice[0])} "
+                          f"times; give each name once"
+                          + (" (every class of the data exactly once, in label order)"
+                             if "class" in what else ""))
 
 
 @dataclass
@@ -185,6 +223,9 @@ class LoadReport:
         duplicates: groups of paths whose bytes are identical (sha256).
         lesion_merges: one dict per merge of lesion ids caused by duplicates
             (``new_lesion_id``, ``old_lesion_ids``, ``paths``).
+        lesion_splits: one dict per lesion id derived from file names that appeared under
+            several classes and became one lesion per class (``lesion_id``, ``classes``,
+            ``new_lesion_ids``, ``n_images``, ``note``); see :mod:`pagkd_lite.lesion_ids`.
         warnings: anything else the user should read.
         source_images: modality -> ``{"modes": {mode: n}, "min_size": [w, h],
             "max_size": [w, h]}`` of the files before conversion.
@@ -203,6 +244,7 @@ class LoadReport:
     ignored: list[dict] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     lesion_merges: list[dict] = field(default_factory=list)
+    lesion_splits: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     source_images: dict[str, dict] = field(default_factory=dict)
     policy: dict[str, str] = field(default_factory=dict)
@@ -251,6 +293,10 @@ class LoadReport:
             lines.append(f"Duplicates (identical bytes; kept, and grouped as one lesion) "
                          f"({len(self.duplicates)}):")
             lines += ["  " + " == ".join(g) for g in self.duplicates]
+        if self.lesion_splits:
+            lines.append(f"Lesion ids split by class (a lesion has one class) "
+                         f"({len(self.lesion_splits)}):")
+            lines += [f"  {s['note']}" for s in self.lesion_splits]
         if self.lesion_merges:
             lines.append(f"Lesion merges ({len(self.lesion_merges)}):")
             lines += [f"  {m['old_lesion_ids']} -> {m['new_lesion_id']!r}"
@@ -375,7 +421,7 @@ def _decode(data: bytes, path: str | Path, size: int, max_pixels: int = 40_000_0
                 if w * h > max_pixels:
                     raise ImageLoadError(path, f"image too large: {w} x {h} = {w * h} pixels "
                                                f"> max_pixels={max_pixels} (refused, not "
-                                               f"decoded; raise max_pixels to load it)")
+                                               f"decoded; raise --max-pixels to load it)")
                 src_mode, fmt = im.mode, im.format
                 im.draft(None, (size, size))   # JPEG only: decode at reduced scale, >= size
                 im.load()
@@ -397,7 +443,8 @@ def _decode(data: bytes, path: str | Path, size: int, max_pixels: int = 40_000_0
                                    f"({type(e).__name__}: {e})") from None
     if notes and not keep_warnings:
         raise ImageLoadError(path, f"decoder warning ({'; '.join(notes)}); skipped by the "
-                                   f"decoding policy (decode_warnings='keep' loads it)")
+                                   f"decoding policy (--keep-decode-warnings, or "
+                                   f"decode_warnings='keep' in Python, loads it)")
     rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     arr = np.asarray(rgb, dtype=np.uint8)
     tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
@@ -432,6 +479,9 @@ class _Entry:
     patient_id: str
     lesion_id: str
     fold: int | None = None
+    lesion_source: str = "stem"        # "stem", "id_regex" or "manifest" (lesion_ids)
+    patient_from_lesion: bool = True   # the patient id fell back to the lesion id
+    line: int | None = None            # manifest line
 
 
 def _rel(p: Path, root: Path) -> str:
@@ -457,17 +507,22 @@ def _ignored_dir(p: Path, root: Path, reason: str) -> dict:
     return {"path": _rel(p, root), "reason": reason, "files_inside": n}
 
 
-def _ids_from_stem(stem: str, pattern: re.Pattern | None, path: Path) -> tuple[str, str]:
-    """(patient_id, lesion_id) of a folder-layout file."""
+def _entry_from_stem(p: Path, rel: str, mod: str, cls: str,
+                     pattern: re.Pattern | None) -> _Entry:
+    """A folder-layout file's entry, with its ids from the stem (or ``id_regex``)."""
+    stem = p.stem
     if pattern is None:
-        return stem, stem
+        return _Entry(p, rel, mod, cls, stem, stem)
     m = pattern.search(stem)
     if m is None:
-        raise DataLayoutError(f"{path}: file stem {stem!r} does not match id_regex "
-                              f"{pattern.pattern!r}")
+        raise DataLayoutError(f"{p}: file stem {stem!r} does not match --id-regex "
+                              f"{pattern.pattern!r}; fix the pattern or rename the file")
     groups = m.groupdict()
     lesion = groups.get("lesion") or stem
-    return groups.get("patient") or lesion, lesion
+    patient = groups.get("patient")
+    return _Entry(p, rel, mod, cls, patient or lesion, lesion,
+                  lesion_source="id_regex" if groups.get("lesion") else "stem",
+                  patient_from_lesion=not patient)
 
 
 def _find_modality_dirs(root: Path, cfg: RealDataConfig, report: LoadReport) -> dict[str, Path]:
@@ -489,14 +544,17 @@ def _find_modality_dirs(root: Path, cfg: RealDataConfig, report: LoadReport) -> 
     for mod, dirs in found.items():
         if not dirs:
             have = sorted(p.name for p in root.iterdir() if p.is_dir())
+            other = [n for n in have if cfg.modality_of(n) is None and not n.startswith(".")]
+            flag = f"--{mod.lower()}-names {other[0] if other else 'NAME'}"
             raise DataLayoutError(
                 f"no {mod} folder under {root}: expected one of {list(spellings[mod])} "
-                f"(case-insensitive); folders found: {have}. Rename the folder or pass "
-                f"{mod.lower()}_names=(...) in RealDataConfig.")
+                f"(case-insensitive); folders found: {have}. Rename the folder or name it "
+                f"with {flag} ({mod.lower()}_names=(...) in Python).")
         if len(dirs) > 1:
             raise DataLayoutError(
                 f"several folders under {root} look like {mod}: {[d.name for d in dirs]}; "
-                f"keep one, or pass {mod.lower()}_names=(...) naming the one to use.")
+                f"keep one, or name the one to use with --{mod.lower()}-names "
+                f"{dirs[0].name} ({mod.lower()}_names=(...) in Python).")
         out[mod] = dirs[0]
     return out
 
@@ -565,8 +623,7 @@ def _scan_folders(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[_
                 if p.name.startswith("."):
                     ignored_here.append({"path": rel, "reason": "hidden file"})
                 elif p.suffix.lower() in cfg.extensions:
-                    patient, lesion = _ids_from_stem(p.stem, pattern, p)
-                    entries.append(_Entry(p, rel, mod, cls, patient, lesion))
+                    entries.append(_entry_from_stem(p, rel, mod, cls, pattern))
                     n_candidates += 1
                 elif p.is_dir():
                     ignored_here.append(_ignored_dir(p, root, "subfolder (images must sit "
@@ -588,8 +645,10 @@ def _manifest_path(cfg: RealDataConfig, root: Path) -> Path:
     m = Path(cfg.manifest)  # type: ignore[arg-type]
     if not m.is_absolute() and not m.exists() and (root / m).exists():
         m = root / m
+    if m.is_dir():
+        raise DataLayoutError(f"--manifest {cfg.manifest} is a folder; give the CSV file")
     if not m.is_file():
-        raise DataLayoutError(f"manifest {cfg.manifest} not found (looked in the working "
+        raise DataLayoutError(f"--manifest {cfg.manifest} not found (looked in the working "
                               f"directory and under {root})")
     return m
 
@@ -607,6 +666,11 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
         with mpath.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
+            if not header:
+                raise DataLayoutError(
+                    f"manifest {mpath} is empty: no header and no rows; the first line must "
+                    f"be the header {','.join(MANIFEST_COLUMNS)}[,fold], then one row per "
+                    f"image")
             twice = sorted({h for h in header if header.count(h) > 1})
             if twice:
                 raise DataLayoutError(f"manifest {mpath}, line 1: column(s) {twice} appear "
@@ -625,7 +689,11 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
                 rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
     except UnicodeDecodeError as e:
         raise DataLayoutError(f"manifest {mpath} is not UTF-8 text ({e})") from None
+    if not rows:
+        raise DataLayoutError(f"manifest {mpath} has a header but no rows: it lists no "
+                              f"images; add one row per image ({','.join(header)})")
     entries: list[_Entry] = []
+    outside: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
     fallback_ids = 0
     for line, row in enumerate(rows, start=2):
@@ -648,6 +716,8 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
         seen[used] = line
         p = Path(used)
         p = p if p.is_absolute() else root / p
+        if not is_within(p, root):
+            outside.append((line, given))
         lesion = row["lesion_id"] or p.stem
         patient = row["patient_id"] or lesion
         fallback_ids += (not row["lesion_id"]) + (not row["patient_id"])
@@ -659,7 +729,22 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
                 raise DataLayoutError(f"{where}: fold {row['fold']!r} is not an integer "
                                       f"(every row needs one when the fold column is present)"
                                       ) from None
-        entries.append(_Entry(p, used, mod, row["label"], patient, lesion, fold))
+        entries.append(_Entry(p, used, mod, row["label"], patient, lesion, fold,
+                              lesion_source="manifest" if row["lesion_id"] else "stem",
+                              patient_from_lesion=not row["patient_id"], line=line))
+    if outside and not cfg.allow_outside_root:
+        line, given = outside[0]
+        how = ("is an absolute path" if Path(_normalise(given)).is_absolute() else
+               "climbs out with '..'")
+        raise DataLayoutError(
+            f"manifest {mpath}, line {line}: path {given!r} lies outside the data root "
+            f"{root} (it {how}); {len(outside)} row(s) do. The kit reads only files under "
+            f"--data-root unless told: move the files under it, or pass "
+            f"--allow-outside-root (allow_outside_root=True in Python) to read them.")
+    if outside:
+        report.warnings.append(
+            f"manifest: {len(outside)} path(s) outside the data root read "
+            f"(--allow-outside-root), e.g. line {outside[0][0]}: {outside[0][1]!r}")
     if fallback_ids:
         report.warnings.append(f"manifest: {fallback_ids} empty patient_id/lesion_id value(s) "
                                f"filled from the file stem (lesion) and the lesion id (patient)")
@@ -683,7 +768,8 @@ def _merge_duplicates(entries: list[_Entry], hashes: list[str], report: LoadRepo
         labels = {(entries[i].modality, entries[i].label) for i in g}
         if len({lab for _, lab in labels}) > 1:
             report.warnings.append(f"identical bytes under different labels: "
-                                   f"{[entries[i].rel for i in g]}")
+                                   f"{[entries[i].rel for i in g]} (kept, and merged into "
+                                   f"one lesion so they share a fold; check the labels)")
         if len({m for m, _ in labels}) > 1:
             report.warnings.append(f"identical bytes under both WLI and NBI: "
                                    f"{[entries[i].rel for i in g]}")
@@ -744,7 +830,14 @@ def _policy(cfg: RealDataConfig) -> dict[str, str]:
         "bad_images": ("skipped and listed" if cfg.on_bad_image == "skip" else
                        "the first one stops the load"),
         "manifest_paths": "'\\' read as '/', './' and 'a/../' resolved; a path listed "
-                          "twice is an error",
+                          "twice is an error; paths outside the data root are "
+                          + ("read (allow_outside_root)" if cfg.allow_outside_root
+                             else "refused"),
+        "lesion_ids": "a lesion has one class: a lesion id from file names seen under "
+                      "several classes is "
+                      + ("one lesion per class (<class>/<id>)" if cfg.stem_reuse == "split"
+                         else "an error (stem_reuse='error')")
+                      + "; a manifest lesion_id with two classes is an error",
         "names": "names that are not valid UTF-8 are shown with \\xNN escapes",
     }
 
@@ -754,6 +847,10 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     size = int(cfg.image_size)
     entries = (_read_manifest(root, cfg, report) if cfg.manifest
                else _scan_folders(root, cfg, report))
+    where = (f"manifest {report.sources['WLI']}" if report.layout == "manifest"
+             else report.root)
+    report.lesion_splits = scope_by_class(entries, cfg.stem_reuse, where)
+    check_one_class(entries, where)
 
     kept: list[_Entry] = []
     tensors: list[torch.Tensor] = []
@@ -788,14 +885,14 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
         given = list(cfg.class_names)
         if sorted(given) != class_names:
             raise DataLayoutError(
-                f"RealDataConfig.class_names {given} does not match the classes found in "
-                f"{root}: {class_names} (missing from class_names: "
+                f"--class-names {','.join(given)} (class_names) does not match the classes "
+                f"found in {where}: {class_names} (missing from --class-names: "
                 f"{sorted(set(class_names) - set(given))}; not found in the data: "
                 f"{sorted(set(given) - set(class_names))})")
         class_names = given
     if len(class_names) < 2:
         raise DataLayoutError(
-            f"{report.root}: only one class found ({class_names}); a classifier needs at "
+            f"{where}: only one class found ({class_names}); a classifier needs at "
             f"least two classes (one folder per class under each modality, or two labels in "
             f"the manifest)")
     for mod in MODALITIES:
@@ -817,8 +914,9 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
                 raise DataLayoutError(
                     f"{msg}. PaGKD needs every class in both modalities (the NBI teacher and "
                     f"the WLI student share one label space); add the images, remove the "
-                    f"class, or pass allow_missing_classes=True to keep going.")
-            report.warnings.append(msg + " (kept: allow_missing_classes=True)")
+                    f"class, or pass --allow-missing-classes (allow_missing_classes=True in "
+                    f"Python) to keep going.")
+            report.warnings.append(msg + " (kept: --allow-missing-classes)")
 
     _merge_duplicates(kept, hashes, report)
     report.class_names = class_names

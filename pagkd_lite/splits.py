@@ -205,8 +205,11 @@ def lesion_folds(sets: dict[str, ImageSet], k: int, seed: int, group_by: str = "
     else:
         n_groups = len(np.unique(groups))
         if k < 2 or n_groups < k:
+            fix = (f"--folds {n_groups} or fewer" if n_groups >= 2 else "more data")
+            if group_by != "lesion":
+                fix += ", or --group-by lesion"
             raise ValueError(f"cannot make k={k} folds from {n_groups} {group_by} group(s); "
-                             f"need 2 <= k <= number of groups")
+                             f"need 2 <= k <= number of groups ({fix})")
         names = sets[mods[0]].class_names
         for s in np.unique(strata):
             n_g = len(np.unique(groups[strata == s]))

@@ -36,3 +36,17 @@ def test_missing_file_and_keys(tmp_path):
     path = save_checkpoint(tmp_path / "ck.pt", {"a": 1})
     with pytest.raises(CheckpointError, match="missing \\['b'\\]"):
         load_checkpoint(path, required=("a", "b"))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p.write_bytes(b""), "empty file (0 bytes), not a checkpoint"),
+    (lambda p: p.write_text("epoch,auc\n1,0.5\n"), "not a checkpoint (a text file)"),
+    (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
+])
+def test_not_a_checkpoint_is_said_plainly(tmp_path, make, match):
+    path = tmp_path / "ck.pt"
+    make(path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, what="--checkpoint")
+    assert str(info.value).startswith(f"--checkpoint {path}: {match}")
+    assert "EOFError" not in str(info.value) and "no such file" not in str(info.value)

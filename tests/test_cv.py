@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pagkd_lite.checkpoint import load_checkpoint
 from pagkd_lite.cli import main
 from pagkd_lite.config import override, smoke
 from pagkd_lite.cv import CV_METHODS, check_method, fold_sets, run_cv, unpaired_folds
@@ -56,7 +57,7 @@ def _rows(path: Path) -> list[dict]:
 def test_cv_end_to_end(tree: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     rc = main(["cv", "--data-root", str(tree), "--folds", "2", "--method", "pagkd",
-               "--id-regex", ID_REGEX, "--out", str(out), *TINY])
+               "--id-regex", ID_REGEX, "--out", str(out), *TINY, "--threads", "1"])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert "Load report" in printed.out and "pooled" in printed.out
@@ -103,6 +104,14 @@ def test_cv_end_to_end(tree: Path, tmp_path: Path, capsys) -> None:
     assert "pooled" in (out / "report.md").read_text()
     assert (out / "fold0" / "pagkd" / "best.pt").is_file()
     assert (out / "fold1" / "pagkd" / "best.pt").is_file()
+
+    # what it ran on, in the CSV, the report and each checkpoint (--threads 1 applied)
+    ran_on = {"torch": torch.__version__, "threads": "1", "device": "cpu"}
+    assert all({k: r[k] for k in ran_on} == ran_on for r in results)
+    assert "Ran on: torch " in (out / "report.md").read_text()
+    runtime = load_checkpoint(out / "fold0" / "pagkd" / "best.pt")["provenance"]["runtime"]
+    assert (runtime["threads"], runtime["device"], runtime["torch"]) == (1, "cpu",
+                                                                         torch.__version__)
 
 
 @pytest.mark.parametrize("method, words", [("paired_oracle", ["paired_oracle", "unpaired",

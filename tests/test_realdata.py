@@ -325,7 +325,7 @@ def test_id_regex(tmp_path):
                                           id_regex=r"^(?P<lesion>[a-z]\d+)-\d+$"))
     assert sorted(set(sets["WLI"].lesion_ids)) == ["a01", "a02", "h01", "h02"]
     assert sets["WLI"].patient_ids == sets["WLI"].lesion_ids
-    with pytest.raises(DataLayoutError, match="does not match id_regex"):
+    with pytest.raises(DataLayoutError, match="does not match --id-regex"):
         load_dataset(RealDataConfig(root=str(root), id_regex=r"^(?P<lesion>\d+)_x$"))
 
 
