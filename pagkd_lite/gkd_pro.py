@@ -62,10 +62,15 @@ class GKDProConfig:
         num_queries: number of learnable queries ``N_q`` (paper: 12).
         num_heads: heads of the cross-attention (paper: 16); must divide ``dim``.
         tau: similarity temperature, ``> 0`` (logits = ``s / tau``; authors: 1).
-        similarity: ``"slot"`` (mean of slot-wise cosines) or ``"channel"`` (sum of
-            channel-wise cosines across slots / ``channel_scale``, the authors').
+        similarity: ``"channel"`` (sum of channel-wise cosines across slots /
+            ``channel_scale``, the authors'; default) or ``"slot"`` (mean of slot-wise
+            cosines, the kit's earlier default).
         channel_scale: divisor of the channel similarity (authors: 20).
-        con_reduction: ``"mean"`` or ``"sum"`` (authors) of ``L_con`` over anchor classes.
+        con_reduction: ``"sum"`` (the authors'; default) or ``"mean"`` of ``L_con`` over
+            anchor classes.
+
+    The defaults of ``similarity`` and ``con_reduction`` were chosen on validation seeds
+    100-104 by a pre-registered rule (docs/fidelity.md, "Chosen defaults").
         plus_one: add 1 to the InfoNCE denominator (authors' variant, default); ``False``
             gives plain InfoNCE.
         identity: per-image identity embedding added to each image's tokens before the
@@ -83,9 +88,9 @@ class GKDProConfig:
     num_queries: int = 12
     num_heads: int = 16
     tau: float = 1.0
-    similarity: str = "slot"
+    similarity: str = "channel"  # chosen on validation seeds (docs/fidelity.md)
     channel_scale: float = 20.0
-    con_reduction: str = "mean"
+    con_reduction: str = "sum"  # chosen on validation seeds (docs/fidelity.md)
     plus_one: bool = True
     identity: str = "sinusoidal"
     max_group_size: int = 64

@@ -12,7 +12,8 @@ import torch
 
 from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
 
-CFG = GKDProConfig(dim=16, num_queries=4, num_heads=4, gather=True)
+CFG = GKDProConfig(dim=16, num_queries=4, num_heads=4, gather=True, similarity="slot",
+                   con_reduction="mean")  # the reference in tests/test_ddp.py is written so
 LABELS = {0: ([0, 0, 1, 2, 2], [0, 1, 1, 2]), 1: ([0, 1, 1, 2], [0, 1])}
 
 

@@ -20,6 +20,7 @@ from pagkd_lite.gkd_den import (
 from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
+DROP = GKDDenConfig(masked_rows="drop")  # the kit's earlier default: masked rows leave the loss
 
 
 ref_relation = reference.relation_map
@@ -104,7 +105,8 @@ def test_relation_maps_and_attention_match_reference():
     assert r.shape == (p, hq, hk)
     q = torch.randn(p, hq, d, generator=gen, dtype=torch.float64)
     kv = torch.randn(p, hk, d, generator=gen, dtype=torch.float64)
-    for cfg in (GKDDenConfig(), GKDDenConfig(scale=True), GKDDenConfig(use_mask=False)):
+    for cfg in (GKDDenConfig(), DROP, GKDDenConfig(scale=True, masked_rows="drop"),
+                GKDDenConfig(use_mask=False)):
         h, attn, valid = relation_attention(q, kv, r, cfg)
         for i in range(p):
             rr = ref_relation(lab_q[i], lab_k[i])
@@ -113,7 +115,10 @@ def test_relation_maps_and_attention_match_reference():
             torch.testing.assert_close(h[i], h_ref, **TOL)
             torch.testing.assert_close(attn[i], a_ref, **TOL)
             assert valid[i].tolist() == v_ref
-    assert not relation_attention(q, kv, r, GKDDenConfig())[2][0].any()
+    assert not relation_attention(q, kv, r, DROP)[2][0].any()  # pair 0: no row to keep
+    h, attn, valid = relation_attention(q, kv, r, GKDDenConfig(masked_rows="uniform"))
+    assert valid[0].all()  # the authors' -1e9 fill: every key the same weight
+    torch.testing.assert_close(attn[0], torch.full_like(attn[0], 1 / hk))
 
 
 def test_masked_entries_get_exactly_zero_attention():
@@ -123,7 +128,7 @@ def test_masked_entries_get_exactly_zero_attention():
     r = relation_maps(lab_w, lab_n)
     q = torch.randn(6, 9, 8, generator=gen) * 30  # large scores: no underflow excuse
     kv = torch.randn(6, 9, 8, generator=gen) * 30
-    _, attn, valid = relation_attention(q, kv, r, GKDDenConfig())
+    _, attn, valid = relation_attention(q, kv, r, DROP)
     assert (r == 0).any()
     assert torch.all(attn[r == 0] == 0)
     assert torch.allclose(attn.sum(-1)[valid], torch.ones(()))
@@ -140,8 +145,11 @@ def test_pair_loss_is_what_forward_uses():
     iw, inb = out["pairs"].unbind(1)
     pairs = sorted(zip(iw.tolist(), inb.tolist(), strict=True))
     assert pairs == [(0, 2), (1, 0), (1, 3), (2, 0), (2, 3), (3, 1)]
-    direct = pair_loss(tw[iw], tlw[iw], tn[inb], tln[inb], GKDDenConfig())
+    direct = pair_loss(tw[iw], tlw[iw], tn[inb], tln[inb], GKDDenConfig(), pair_class=lw[iw])
     torch.testing.assert_close(out["den"], direct["den"])
+    mean_all = GKDDenConfig(reduction="mean_all")
+    torch.testing.assert_close(GKDDen(mean_all)(tw, lw, tlw, tn, ln, tln)["den"],
+                               pair_loss(tw[iw], tlw[iw], tn[inb], tln[inb], mean_all)["den"])
     assert out["attn_w"].shape == (6, 3, 3) and out["R"].shape == (6, 3, 3)
 
 
@@ -170,8 +178,8 @@ def test_fully_masked_rows_and_pairs_are_finite():
     tn = torch.randn(2, 3, 4, requires_grad=True)
     lab = torch.tensor([0, 0])
     # every token of every WLI image is fg, of every NBI image bg: all rows masked
-    out = GKDDen(GKDDenConfig())(tw, lab, torch.ones(2, 3, dtype=torch.long), tn, lab,
-                                 torch.zeros(2, 3, dtype=torch.long))
+    out = GKDDen(DROP)(tw, lab, torch.ones(2, 3, dtype=torch.long), tn, lab,
+                       torch.zeros(2, 3, dtype=torch.long))
     assert out["den"].item() == 0.0
     assert int(out["n_pairs_empty"]) == 8 and int(out["n_rows_masked"]) == 24
     out["den"].backward()
@@ -179,10 +187,17 @@ def test_fully_masked_rows_and_pairs_are_finite():
     # one row masked (token 0 of WLI is bg, every NBI token fg), the others valid
     tw.grad = tn.grad = None
     tlw = torch.tensor([[0, 1, -1], [0, 1, 1]])
-    out = GKDDen(GKDDenConfig())(tw, lab, tlw, tn, lab, torch.ones(2, 3, dtype=torch.long))
+    out = GKDDen(DROP)(tw, lab, tlw, tn, lab, torch.ones(2, 3, dtype=torch.long))
     assert int(out["n_rows_masked"]) == 4 and int(out["n_pairs_empty"]) == 0
     out["den"].backward()
     assert torch.isfinite(tw.grad).all() and tw.grad.abs().sum() > 0
+    # the default (the authors'): masked rows attend uniformly and stay in the loss
+    tw.grad = tn.grad = None
+    out = GKDDen(GKDDenConfig())(tw, lab, torch.ones(2, 3, dtype=torch.long), tn, lab,
+                                 torch.zeros(2, 3, dtype=torch.long))
+    assert int(out["n_rows_masked"]) == 0 and out["den"].item() > 0.0
+    out["den"].backward()
+    assert torch.isfinite(tw.grad).all() and torch.isfinite(tn.grad).all()
 
 
 def test_no_pairs_gives_zero_with_graph():

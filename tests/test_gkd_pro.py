@@ -220,11 +220,11 @@ def test_channel_similarity_is_the_sum_of_channel_cosines_over_20():
     cfg = GKDProConfig(dim=128, num_queries=12, num_heads=16, similarity="channel")
     torch.testing.assert_close(set_similarity(a, a, cfg)[0, 0],
                                torch.tensor(128 / 20, dtype=torch.float64))
-    slot = set_similarity(a, a, GKDProConfig(dim=128, num_queries=12, num_heads=16))[0, 0]
+    slot_cfg = GKDProConfig(dim=128, num_queries=12, num_heads=16, similarity="slot")
+    slot = set_similarity(a, a, slot_cfg)[0, 0]
     torch.testing.assert_close(slot, torch.tensor(1.0, dtype=torch.float64))
     b = torch.randn(3, 12, 128, dtype=torch.float64)
-    ratio = set_similarity(a, b, cfg) / set_similarity(
-        a, b, GKDProConfig(dim=128, num_queries=12, num_heads=16))
+    ratio = set_similarity(a, b, cfg) / set_similarity(a, b, slot_cfg)
     assert float(ratio.std()) > 1e-3  # no single tau maps one onto the other
 
 
