@@ -35,7 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .accel import float32
 
@@ -295,6 +297,335 @@ def pair_loss(
     return out
 
 
+# ------------------------------------------------------------------ all pairs, class by class
+#: Largest work tensor of one chunk of pairs, in elements (``pairs x hw_w x hw_n``): 4 Mi
+#: elements = 16 MB in float32. :class:`GKDDen` holds about six such tensors at a time besides
+#: the attention maps it keeps for the backward pass (two per pair, ``2 P hw_w hw_n``).
+CHUNK_ELEMS = 1 << 22
+
+
+def _state_index(lab: Tensor) -> Tensor:
+    """Token labels ``{-1, 0, 1}`` -> state index ``{0, 1, 2}`` (uncertain, bg, fg)."""
+    return lab.long() + 1
+
+
+def _relation_tables(cfg: GKDDenConfig, d: int, dtype: torch.dtype,
+                     device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(mult, fill)``, two ``(3, 3)`` tables over (query state, key state), so that for a
+    pair of tokens in states ``a`` and ``b``::
+
+        Z = <t_q, t_k> * mult[a, b] + fill[a, b]
+
+    is the masked score of :func:`relation_attention`: ``mult = R [/ sqrt(d)]`` (``R`` of
+    :func:`relation_maps`: 1 same certain label, 0 different, 0.5 either uncertain), and
+    ``fill`` is 0 where ``R != 0`` and the masked score where ``R == 0``: -1e9 for
+    ``masked_rows="uniform"`` (the authors'), ``-finfo.max / 4`` for ``"drop"`` (as good as
+    -inf: such an entry gets exactly zero weight, and a row with no other entry is uniform
+    until :class:`_GroupAttention` zeroes it). Where ``R == 0`` the product is exactly 0, so
+    ``Z`` is exactly the fill there.
+    """
+    r = torch.tensor([[0.5, 0.5, 0.5], [0.5, 1.0, 0.0], [0.5, 0.0, 1.0]], dtype=torch.float64)
+    scale = 1.0 / d**0.5 if cfg.scale else 1.0
+    fill_value = _MASKED_SCORE if cfg.masked_rows == "uniform" else -torch.finfo(dtype).max / 4
+    fill = torch.where(r == 0, torch.tensor(fill_value, dtype=torch.float64), 0.0)
+    return (r * scale).to(device, dtype), fill.to(device, dtype)
+
+
+def _chunks(b_w: int, b_n: int, hw_w: int, hw_n: int, chunk_elems: int):
+    """``(n0, n1, m0, m1)`` blocks of the ``b_n x b_w`` pairs of one class, NBI-major, each with
+    at most ``chunk_elems`` scores (at least one pair): all WLI images for a run of NBI images,
+    or, when one NBI image times all WLI images is already too big, one NBI image and a run of
+    WLI images. Either way a block's rows of an ``(b_n, b_w, ...)`` tensor are contiguous."""
+    per_pair = hw_w * hw_n
+    n_step = min(b_n, chunk_elems // (b_w * per_pair))
+    if n_step >= 1:
+        for n0 in range(0, b_n, n_step):
+            yield n0, min(n0 + n_step, b_n), 0, b_w
+        return
+    m_step = max(1, min(b_w, chunk_elems // per_pair))
+    for n0 in range(b_n):
+        for m0 in range(0, b_w, m_step):
+            yield n0, n0 + 1, m0, min(m0 + m_step, b_w)
+
+
+class _GroupAttention(torch.autograd.Function):
+    """Relation-guided cross-attention of every WLI image of a class with every NBI image of it,
+    both directions from ONE score tensor per pair, without copies of tokens per pair.
+
+    Inputs: ``q = T^W (B_w, hw_w, d)``, ``k = T^N (B_n, hw_n, d)`` (the class's images),
+    ``mult_w, fill_w (B_w, hw_w, 3)`` (row ``a`` of the :func:`_relation_tables` tables for
+    each WLI token's state), ``onehot_n (B_n, hw_n, 3)`` (each NBI token's state), so that
+    for the pair ``(n, m)``, ``R_mn = mult_w[m] onehot_n[n]^T`` and::
+
+        Z[n, m] = (T_m T_n^T) * R_mn [/ sqrt(d)] + fill          (hw_w, hw_n)
+        A^W[n, m] = softmax over j (rows),   H^W[n, m] = A^W[n, m] T_n     (WLI queries NBI)
+        A^N[n, m] = softmax over i (columns), H^N[n, m] = A^N[n, m]^T T_m  (NBI queries WLI)
+
+    ``A^N[n, m]`` is the transpose of :func:`relation_attention`'s ``attn`` for ``q = T_n``,
+    ``kv = T_m``, ``R_mn^T``: the scores ``Z^T`` are the same numbers, so one product
+    ``T_m T_n^T`` serves both directions. Rows of ``A^W`` where ``valid_w (B_n, B_w, hw_w)``
+    is False (and columns of ``A^N`` where ``valid_n (B_n, B_w, hw_n)`` is False) are zeroed
+    (``masked_rows="drop"``); None = every row valid. With ``mult_w`` None (``use_mask=False``)
+    ``Z = scale * T_m T_n^T``.
+
+    Outputs ``H^W (B_n, B_w, hw_w, d)`` and ``H^N (B_n, B_w, hw_n, d)`` (empty if not
+    ``two_way``). The pairs are processed in blocks of at most ``chunk_elems`` scores
+    (:func:`_chunks`); the forward keeps ``A^W`` and ``A^N`` per block, the backward
+    recomputes ``R``. Matrix products per pair and step: 3 forward, 6 backward (plain
+    autograd on gathered pairs: 4 and 8). ``sink``, a list or None, receives
+    ``(n0, n1, m0, m1, A^W (nb, mb, hw_w, hw_n), A^N (same or None))`` per block.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, mult_w, fill_w, onehot_n, valid_w, valid_n, scale, two_way,
+                chunk_elems, sink):
+        b_w, hw_w, d = q.shape
+        b_n, hw_n, _ = k.shape
+        h_w = q.new_empty(b_n, b_w, hw_w, d)
+        h_n = q.new_empty(b_n, b_w, hw_n, d) if two_way else q.new_empty(0)
+        blocks = []
+        for n0, n1, m0, m1 in _chunks(b_w, b_n, hw_w, hw_n, chunk_elems):
+            nb, mb = n1 - n0, m1 - m0
+            qc, kc = q[m0:m1], k[n0:n1]
+            # <T_m[i], T_n[j]> for every (n, m, i, j): T_m of the block shared, not copied
+            z = torch.bmm(qc.reshape(1, mb * hw_w, d).expand(nb, -1, -1), kc.transpose(1, 2))
+            if mult_w is not None:
+                r = _block_relation(mult_w, onehot_n, n0, n1, m0, m1)
+                if fill_w is not None:
+                    z = _block_relation(fill_w, onehot_n, n0, n1, m0, m1).addcmul_(z, r)
+                else:
+                    z.mul_(r)
+                del r
+            elif scale != 1.0:
+                z.mul_(scale)
+            z = z.view(nb, mb, hw_w, hw_n)
+            a_w = torch.softmax(z, dim=-1)
+            if valid_w is not None:
+                a_w.masked_fill_(~valid_w[n0:n1, m0:m1, :, None], 0.0)
+            torch.bmm(a_w.view(nb, mb * hw_w, hw_n), kc,
+                      out=h_w[n0:n1, m0:m1].view(nb, mb * hw_w, d))
+            a_n = None
+            if two_way:
+                a_n = torch.softmax(z, dim=2)
+                if valid_n is not None:
+                    a_n.masked_fill_(~valid_n[n0:n1, m0:m1, None, :], 0.0)
+                for t in range(nb):  # H^N[n, m] = A^N[n, m]^T T_m
+                    torch.bmm(a_n[t].transpose(1, 2), qc, out=h_n[n0 + t, m0:m1])
+            del z
+            blocks.append((n0, n1, m0, m1, a_w, a_n))
+        if sink is not None:
+            sink.extend(blocks)
+        ctx.blocks = blocks
+        ctx.scale, ctx.two_way = scale, two_way
+        ctx.save_for_backward(q, k, mult_w, onehot_n)
+        return h_w, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_w, g_n):
+        q, k, mult_w, onehot_n = ctx.saved_tensors
+        b_w, hw_w, d = q.shape
+        hw_n = k.shape[1]
+        dq, dk = torch.zeros_like(q), torch.zeros_like(k)
+        if g_w is None:
+            g_w = q.new_zeros(k.shape[0], b_w, hw_w, d)
+        if ctx.two_way and g_n is None:
+            g_n = q.new_zeros(k.shape[0], b_w, hw_n, d)
+        for n0, n1, m0, m1, a_w, a_n in ctx.blocks:
+            nb, mb = n1 - n0, m1 - m0
+            qc, kc = q[m0:m1], k[n0:n1]
+            qf = qc.reshape(1, mb * hw_w, d).expand(nb, -1, -1)
+            gw = g_w[n0:n1, m0:m1].reshape(nb, mb * hw_w, d)
+            # dL/dA^W = g^W T_n^T; dL/dT_n += A^W^T g^W
+            da = torch.bmm(gw, kc.transpose(1, 2)).view(nb, mb, hw_w, hw_n)
+            dz = torch._softmax_backward_data(da, a_w, -1, a_w.dtype)
+            dk[n0:n1] += torch.bmm(a_w.view(nb, mb * hw_w, hw_n).transpose(1, 2), gw)
+            if ctx.two_way:
+                gn = g_n[n0:n1, m0:m1]
+                for t in range(nb):  # dL/dA^N = T_m g^N^T; dL/dT_m += A^N g^N
+                    torch.bmm(qc, gn[t].transpose(1, 2), out=da[t])
+                    dq[m0:m1] += torch.bmm(a_n[t], gn[t])
+                dz += torch._softmax_backward_data(da, a_n, 2, a_n.dtype)
+            del da
+            # dL/d<T_m[i], T_n[j]> = dL/dZ * R [/ sqrt(d)] (0 where R == 0: masked entries)
+            if mult_w is not None:
+                dz.mul_(_block_relation(mult_w, onehot_n, n0, n1, m0, m1).view_as(dz))
+            elif ctx.scale != 1.0:
+                dz.mul_(ctx.scale)
+            ds = dz.view(nb, mb * hw_w, hw_n)
+            dq[m0:m1] += torch.bmm(ds, kc).view(nb, mb, hw_w, d).sum(0)
+            dk[n0:n1] += torch.bmm(ds.transpose(1, 2), qf)
+        return dq, dk, None, None, None, None, None, None, None, None, None
+
+
+def _block_relation(table_w: Tensor, onehot_n: Tensor, n0: int, n1: int, m0: int,
+                    m1: int) -> Tensor:
+    """``table_w[m] onehot_n[n]^T`` for the block's pairs: ``(nb, mb * hw_w, hw_n)``."""
+    nb, (mb, hw_w) = n1 - n0, (m1 - m0, table_w.shape[1])
+    rows = table_w[m0:m1].reshape(1, mb * hw_w, 3).expand(nb, -1, -1)
+    return torch.bmm(rows, onehot_n[n0:n1].transpose(1, 2))
+
+
+def _reach(state: Tensor) -> Tensor:
+    """``(B, hw)`` states -> ``(B, 3)`` bool: a token in state ``a`` of ANOTHER image has a
+    partner in this one (``R != 0``): always if uncertain; bg if this image has a bg or an
+    uncertain token; fg if it has an fg or an uncertain token."""
+    has = torch.zeros(state.shape[0], 3, dtype=torch.bool, device=state.device)
+    has.scatter_(1, state, True)
+    return torch.stack([torch.ones_like(has[:, 0]), has[:, 0] | has[:, 1],
+                        has[:, 0] | has[:, 2]], dim=1)
+
+
+def _cosine_terms(h: Tensor, t: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``1 - cos(vec H[n, m], vec T)`` over the valid rows, per pair, and whether the pair has a
+    valid row: ``H (B_n, B_w, hw, d)``, ``T`` broadcastable to it, ``valid (B_n, B_w, hw)``
+    bool or None (all rows) -> ``(B_n, B_w)``, ``(B_n, B_w)`` bool. Same floors as
+    :func:`masked_cosine`."""
+    dot = (h * t).sum(-1)
+    nh = (h * h).sum(-1)
+    nt = (t * t).sum(-1).expand_as(nh)
+    if valid is not None:
+        v = valid.to(h.dtype)
+        dot, nh, nt = dot * v, nh * v, nt * v
+        ok = valid.any(-1)
+    else:
+        ok = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+    dot, nh, nt = dot.sum(-1), nh.sum(-1), nt.sum(-1)
+    cos = dot / (nh.clamp_min(_NORM_EPS).sqrt() * nt.clamp_min(_NORM_EPS).sqrt())
+    return (1.0 - cos) * ok.to(h.dtype), ok
+
+
+@float32
+def group_den(
+    tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n: Tensor, labels_n: Tensor,
+    toklab_n: Tensor, cfg: GKDDenConfig, chunk_elems: int = CHUNK_ELEMS,
+    return_details: bool = False,
+) -> dict[str, Tensor]:
+    """``L_Den`` over ALL same-class pairs, class by class (what :class:`GKDDen` computes).
+
+    Same values as :func:`pair_loss` on the gathered pairs ``(tokens_w[iw], tokens_n[inb])``
+    with ``pair_class = labels_w[iw]``, and the same gradients, without gathering: for each
+    class ``c`` with ``B_w^c`` WLI and ``B_n^c`` NBI images, :class:`_GroupAttention` takes
+    ``T^W_c (B_w^c, hw_w, d)`` and ``T^N_c (B_n^c, hw_n, d)`` and returns ``H^W, H^N`` for
+    all ``B_n^c x B_w^c`` pairs; then, per pair and direction, over the valid rows,
+    ``1 - cos(vec H^W[n, m], vec T_m)`` and ``1 - cos(vec H^N[n, m], vec T_n)``, reduced as
+    ``cfg.reduction`` says (pairs with no valid row left out and counted). Valid rows come
+    from the token labels alone (:func:`_reach`). Memory: the attention maps ``2 P hw_w hw_n``
+    plus a few blocks of ``chunk_elems`` scores. Under autocast it computes in float32.
+
+    Returns the keys of :func:`pair_loss`; with ``return_details`` also ``pairs (P, 2)``
+    (row-major over ``(WLI index, NBI index)``, as ``(labels_w[:, None] ==
+    labels_n[None, :]).nonzero()``), ``R``, ``attn_w (P, hw_w, hw_n)``, ``attn_n
+    (P, hw_n, hw_w)``, ``valid_rows_w (P, hw_w)``, ``valid_rows_n (P, hw_n)`` (the last
+    two only if ``cfg.two_way``).
+    """
+    dev, dtype = tokens_w.device, tokens_w.dtype
+    hw_w, d = tokens_w.shape[1:]
+    hw_n = tokens_n.shape[1]
+    if tokens_n.shape[2] != d:
+        raise ValueError(f"GKD-Den: WLI and NBI tokens need the same d, got "
+                         f"{tuple(tokens_w.shape)} and {tuple(tokens_n.shape)}")
+    _check_toklab("toklab_w", toklab_w)
+    _check_toklab("toklab_n", toklab_n)
+    classes = sorted(set(labels_w.tolist()) & set(labels_n.tolist()))
+    drop = cfg.use_mask and cfg.masked_rows == "drop"
+    mult, fill = _relation_tables(cfg, d, dtype, dev)
+    scale = 1.0 / d**0.5 if cfg.scale else 1.0
+    sides = ("w", "n") if cfg.two_way else ("w",)
+    sums = {s: [] for s in sides}
+    counts = {s: [] for s in sides}
+    n_masked = torch.zeros((), dtype=torch.long, device=dev)
+    n_pairs = 0
+    per_class = []
+    for c in classes:
+        iw = (labels_w == c).nonzero().squeeze(1)
+        inb = (labels_n == c).nonzero().squeeze(1)
+        q, k = tokens_w[iw], tokens_n[inb]
+        sw, sn = _state_index(toklab_w[iw]), _state_index(toklab_n[inb])
+        onehot_n = F.one_hot(sn, 3).to(dtype)
+        mult_w = fill_w = valid_w = valid_n = None
+        if cfg.use_mask:
+            mult_w = mult[sw]
+            has_w, has_n = _reach(sw), _reach(sn)
+            # an entry is masked (R == 0) only between fg and bg: present in this class?
+            fg_bg = ((sw == 1).any() & (sn == 2).any()) | ((sw == 2).any() & (sn == 1).any())
+            if bool(fg_bg):
+                fill_w = fill[sw]
+            if drop:
+                valid_w = has_n[:, sw]                                   # (B_n, B_w, hw_w)
+                valid_n = has_w[:, sn].transpose(0, 1).contiguous()      # (B_n, B_w, hw_n)
+                # all rows valid: nothing to zero, nothing to leave out
+                valid_n = None if bool(valid_n.all()) else valid_n
+                valid_w = None if bool(valid_w.all()) else valid_w
+        sink = [] if return_details else None
+        h_w, h_n = _GroupAttention.apply(q, k, mult_w, fill_w, onehot_n, valid_w, valid_n,
+                                         scale, cfg.two_way, chunk_elems, sink)
+        terms = {"w": (h_w, q[None], valid_w)}
+        if cfg.two_way:
+            terms["n"] = (h_n, k[:, None], valid_n)
+        for s in sides:
+            h, t, valid = terms[s]
+            loss, ok = _cosine_terms(h, t, valid)
+            sums[s].append(loss.sum())
+            counts[s].append(ok.sum())
+            if valid is not None:
+                n_masked = n_masked + (~valid).sum()
+        n_pairs += len(iw) * len(inb)
+        per_class.append((c, iw, inb, sink, valid_w, valid_n))
+    if n_pairs == 0:
+        zero = tokens_w.sum() * 0.0 + tokens_n.sum() * 0.0
+        n0 = torch.zeros((), dtype=torch.long, device=dev)
+        out = {"den": zero, "n_pairs": n0, "n_rows_masked": n0.clone(),
+               "n_pairs_empty": n0.clone()}
+    else:
+        den = tokens_w.new_zeros(())
+        n_empty = torch.zeros((), dtype=torch.long, device=dev)
+        for s in sides:
+            total, count = torch.stack(sums[s]), torch.stack(counts[s])
+            n_empty = n_empty + (n_pairs - count.sum())
+            if cfg.reduction == "per_class_sum":
+                den = den + (total / count.clamp_min(1).to(dtype)).sum()
+            else:
+                den = den + total.sum() / count.sum().clamp_min(1).to(dtype)
+        out = {"den": den, "n_pairs": torch.tensor(n_pairs, device=dev),
+               "n_rows_masked": n_masked, "n_pairs_empty": n_empty}
+    if return_details:
+        out.update(_details(labels_w, labels_n, toklab_w, toklab_n, per_class, cfg,
+                            hw_w, hw_n, dtype))
+    return out
+
+
+def _details(labels_w, labels_n, toklab_w, toklab_n, per_class, cfg, hw_w, hw_n, dtype):
+    """Per-pair ``pairs, R, attn_w, attn_n, valid_rows_*`` of :func:`group_den`, in the
+    order of ``(labels_w[:, None] == labels_n[None, :]).nonzero()``."""
+    iw, inb = (labels_w[:, None] == labels_n[None, :]).nonzero(as_tuple=True)
+    p = len(iw)
+    dev = labels_w.device
+    attn_w = torch.zeros(p, hw_w, hw_n, dtype=dtype, device=dev)
+    attn_n = torch.zeros(p, hw_n, hw_w, dtype=dtype, device=dev)
+    valid_w = torch.ones(p, hw_w, dtype=torch.bool, device=dev)
+    valid_n = torch.ones(p, hw_n, dtype=torch.bool, device=dev)
+    pair_index = torch.full((len(labels_n), len(labels_w)), -1, dtype=torch.long, device=dev)
+    pair_index[inb, iw] = torch.arange(p, device=dev)
+    for _, cw, cn, sink, vw, vn in per_class:
+        rows = pair_index[cn][:, cw]                         # (B_n, B_w) pair numbers
+        if vw is not None:
+            valid_w[rows] = vw
+        if vn is not None:
+            valid_n[rows] = vn
+        for n0, n1, m0, m1, a_w, a_n in sink:
+            idx = rows[n0:n1, m0:m1]
+            attn_w[idx] = a_w.detach()
+            if a_n is not None:
+                attn_n[idx] = a_n.detach().transpose(-1, -2)
+    out = {"pairs": torch.stack([iw, inb], dim=1),
+           "R": relation_maps(toklab_w[iw], toklab_n[inb]),
+           "attn_w": attn_w, "valid_rows_w": valid_w}
+    if cfg.two_way:
+        out.update(attn_n=attn_n, valid_rows_n=valid_n)
+    return out
+
+
 class GKDDen(nn.Module):
     """Group dense distillation loss ``L_Den`` over all same-class WLI x NBI pairs.
 
@@ -310,16 +641,23 @@ class GKDDen(nn.Module):
     ``mean_pairs`` is over all pairs (``reduction="mean_all"``) or the sum over classes of
     the mean over that class's pairs (``"per_class_sum"``, the authors').
 
-    Pairs come from ``(labels_w[:, None] == labels_n[None, :]).nonzero()`` and are handled in
-    one batch by :func:`pair_loss`. No parameters.
+    Pairs are ``(labels_w[:, None] == labels_n[None, :]).nonzero()`` (default: ALL of them);
+    they are computed class by class by :func:`group_den` (no per-pair copies of tokens, one
+    score tensor per pair for both directions, blocks of at most ``chunk_elems`` scores), with
+    the values and gradients of :func:`pair_loss` on the gathered pairs. No parameters.
 
     Args:
         cfg: :class:`GKDDenConfig`.
+        chunk_elems: largest block of scores (``pairs x hw_w x hw_n`` elements) computed at
+            once; bounds the work memory, not the result (default :data:`CHUNK_ELEMS`).
     """
 
-    def __init__(self, cfg: GKDDenConfig) -> None:
+    def __init__(self, cfg: GKDDenConfig, chunk_elems: int = CHUNK_ELEMS) -> None:
         super().__init__()
+        if chunk_elems < 1:
+            raise ValueError(f"GKDDen: chunk_elems must be >= 1, got {chunk_elems}")
         self.cfg = cfg
+        self.chunk_elems = chunk_elems
 
     def forward(
         self, tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor,
@@ -334,8 +672,9 @@ class GKDDen(nn.Module):
                 toklab_w ``(B_w, hw_w)`` in ``{-1, 0, 1}``.
             tokens_n: NBI (adapted teacher) tokens ``(B_n, hw_n, d)``; labels_n ``(B_n,)``;
                 toklab_n ``(B_n, hw_n)``.
-            return_details: add ``pairs (P, 2)`` (WLI index, NBI index), ``R`` and the
-                attention maps of :func:`pair_loss`.
+            return_details: add ``pairs (P, 2)`` (WLI index, NBI index), ``R (P, hw_w, hw_n)``,
+                ``attn_w (P, hw_w, hw_n)``, ``attn_n (P, hw_n, hw_w)`` and ``valid_rows_w``,
+                ``valid_rows_n`` (as :func:`pair_loss` on the gathered pairs).
 
         Returns:
             ``{"den", "n_pairs", "n_rows_masked", "n_pairs_empty"}`` (see :func:`pair_loss`).
@@ -347,9 +686,5 @@ class GKDDen(nn.Module):
                     f"GKDDen: {name} tokens must be (B, hw, d), labels (B,), token labels "
                     f"(B, hw); got {tuple(tok.shape)}, {tuple(lab.shape)}, {tuple(tl.shape)}"
                 )
-        iw, inb = (labels_w[:, None] == labels_n[None, :]).nonzero(as_tuple=True)
-        out = pair_loss(tokens_w[iw], toklab_w[iw], tokens_n[inb], toklab_n[inb], self.cfg,
-                        return_details=return_details, pair_class=labels_w[iw])
-        if return_details:
-            out["pairs"] = torch.stack([iw, inb], dim=1)
-        return out
+        return group_den(tokens_w, labels_w, toklab_w, tokens_n, labels_n, toklab_n, self.cfg,
+                         chunk_elems=self.chunk_elems, return_details=return_details)
