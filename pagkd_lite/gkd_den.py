@@ -400,15 +400,18 @@ class _GroupAttention(torch.autograd.Function):
                 z.mul_(scale)
             z = z.view(nb, mb, hw_w, hw_n)
             a_w = torch.softmax(z, dim=-1)
-            if valid_w is not None:
-                a_w.masked_fill_(~valid_w[n0:n1, m0:m1, :, None], 0.0)
+            if valid_w is not None:  # rows with nothing to attend to: zero attention
+                rows = (~valid_w[n0:n1, m0:m1]).reshape(-1).nonzero().squeeze(1)
+                a_w.view(-1, hw_n).index_fill_(0, rows, 0.0)
             torch.bmm(a_w.view(nb, mb * hw_w, hw_n), kc,
                       out=h_w[n0:n1, m0:m1].view(nb, mb * hw_w, d))
             a_n = None
             if two_way:
                 a_n = torch.softmax(z, dim=2)
-                if valid_n is not None:
-                    a_n.masked_fill_(~valid_n[n0:n1, m0:m1, None, :], 0.0)
+                if valid_n is not None:  # the same for NBI tokens (columns of A^N)
+                    pair, col = (~valid_n[n0:n1, m0:m1]).reshape(nb * mb, hw_n).nonzero(
+                        as_tuple=True)
+                    a_n.view(nb * mb, hw_w, hw_n)[pair, :, col] = 0.0
                 for t in range(nb):  # H^N[n, m] = A^N[n, m]^T T_m
                     torch.bmm(a_n[t].transpose(1, 2), qc, out=h_n[n0 + t, m0:m1])
             del z
