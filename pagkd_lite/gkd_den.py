@@ -35,7 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -298,37 +297,17 @@ def pair_loss(
 
 
 # ------------------------------------------------------------------ all pairs, class by class
-#: Largest work tensor of one chunk of pairs, in elements (``pairs x hw_w x hw_n``): 4 Mi
-#: elements = 16 MB in float32. :class:`GKDDen` holds about six such tensors at a time besides
-#: the attention maps it keeps for the backward pass (two per pair, ``2 P hw_w hw_n``).
-CHUNK_ELEMS = 1 << 22
+#: Largest block of scores computed at once, in elements (``pairs x hw_w x hw_n``), by
+#: device type: on a CPU 256 Ki elements (1 MB in float32: the few tensors of a block stay in
+#: cache from one pass to the next; measured fastest at 16 x 16 tokens), elsewhere 16 Mi.
+#: Besides these blocks, :class:`GKDDen` keeps for the backward pass the attention maps
+#: (``2 P hw_w hw_n`` values) and ``H`` (``2 P hw d``).
+CHUNK_ELEMS = {"cpu": 1 << 18, "default": 1 << 24}
 
 
-def _state_index(lab: Tensor) -> Tensor:
-    """Token labels ``{-1, 0, 1}`` -> state index ``{0, 1, 2}`` (uncertain, bg, fg)."""
-    return lab.long() + 1
-
-
-def _relation_tables(cfg: GKDDenConfig, d: int, dtype: torch.dtype,
-                     device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(mult, fill)``, two ``(3, 3)`` tables over (query state, key state), so that for a
-    pair of tokens in states ``a`` and ``b``::
-
-        Z = <t_q, t_k> * mult[a, b] + fill[a, b]
-
-    is the masked score of :func:`relation_attention`: ``mult = R [/ sqrt(d)]`` (``R`` of
-    :func:`relation_maps`: 1 same certain label, 0 different, 0.5 either uncertain), and
-    ``fill`` is 0 where ``R != 0`` and the masked score where ``R == 0``: -1e9 for
-    ``masked_rows="uniform"`` (the authors'), ``-finfo.max / 4`` for ``"drop"`` (as good as
-    -inf: such an entry gets exactly zero weight, and a row with no other entry is uniform
-    until :class:`_GroupAttention` zeroes it). Where ``R == 0`` the product is exactly 0, so
-    ``Z`` is exactly the fill there.
-    """
-    r = torch.tensor([[0.5, 0.5, 0.5], [0.5, 1.0, 0.0], [0.5, 0.0, 1.0]], dtype=torch.float64)
-    scale = 1.0 / d**0.5 if cfg.scale else 1.0
-    fill_value = _MASKED_SCORE if cfg.masked_rows == "uniform" else -torch.finfo(dtype).max / 4
-    fill = torch.where(r == 0, torch.tensor(fill_value, dtype=torch.float64), 0.0)
-    return (r * scale).to(device, dtype), fill.to(device, dtype)
+def chunk_elems_for(device: torch.device) -> int:
+    """The default block size (:data:`CHUNK_ELEMS`) on ``device``."""
+    return CHUNK_ELEMS.get(device.type, CHUNK_ELEMS["default"])
 
 
 def _chunks(b_w: int, b_n: int, hw_w: int, hw_n: int, chunk_elems: int):
@@ -348,57 +327,89 @@ def _chunks(b_w: int, b_n: int, hw_w: int, hw_n: int, chunk_elems: int):
             yield n0, n0 + 1, m0, min(m0 + m_step, b_w)
 
 
+def _relation_rows(state_n: Tensor, cfg: GKDDenConfig, scale: float, fill: float,
+                   dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """Per NBI image, the three rows a WLI token's relation can be, by its state ``a``
+    (0 uncertain, 1 bg, 2 fg): ``mult (B_n, 3, hw_n)`` with ``mult[n, a, j] = R [/ sqrt(d)]``
+    (``R`` of :func:`relation_maps`: 0.5 if either token is uncertain, else 1 for the same
+    label and 0 for different ones) and ``add (B_n, 3, hw_n)``, 0 where ``R != 0`` and
+    ``fill`` where ``R == 0`` (None when no entry is masked). For the pair ``(n, m)`` the
+    masked score row of WLI token ``i`` is ``S[i] * mult[n, a_i] + add[n, a_i]``: exactly
+    ``fill`` where ``R == 0`` (the product is 0 there), ``S[i] R [/ sqrt(d)]`` elsewhere."""
+    dev = state_n.device
+    r = torch.tensor([[0.5, 0.5, 0.5], [0.5, 1.0, 0.0], [0.5, 0.0, 1.0]], dtype=torch.float64)
+    mult = (r * scale).to(dev, dtype)[:, state_n].transpose(0, 1).contiguous()
+    add = None
+    if bool((mult == 0).any()):
+        add = torch.where(r == 0, torch.tensor(fill, dtype=torch.float64), 0.0)
+        add = add.to(dev, dtype)[:, state_n].transpose(0, 1)
+        add = add.contiguous()
+    return mult, add
+
+
+def _block_rows(table: Tensor, state_w: Tensor, block) -> Tensor:
+    """``table[n, state_w[m, i]]`` for the block's pairs: ``(nb, mb * hw_w, hw_n)``."""
+    n0, n1, m0, m1 = block
+    return torch.index_select(table[n0:n1], 1, state_w[m0:m1].reshape(-1))
+
+
 class _GroupAttention(torch.autograd.Function):
-    """Relation-guided cross-attention of every WLI image of a class with every NBI image of it,
-    both directions from ONE score tensor per pair, without copies of tokens per pair.
+    """Relation-guided cross-attention of every WLI image of a class with every NBI image of
+    it, both directions from ONE score tensor per pair, no copies of tokens per pair; returns
+    the per-pair sums the cosine needs.
 
-    Inputs: ``q = T^W (B_w, hw_w, d)``, ``k = T^N (B_n, hw_n, d)`` (the class's images),
-    ``mult_w, fill_w (B_w, hw_w, 3)`` (row ``a`` of the :func:`_relation_tables` tables for
-    each WLI token's state), ``onehot_n (B_n, hw_n, 3)`` (each NBI token's state), so that
-    for the pair ``(n, m)``, ``R_mn = mult_w[m] onehot_n[n]^T`` and::
+    Inputs: ``q = T^W (B_w, hw_w, d)``, ``k = T^N (B_n, hw_n, d)`` (the class's images);
+    ``state_w (B_w, hw_w)`` long, WLI token states (0 uncertain, 1 bg, 2 fg); ``mult, add
+    (B_n, 3, hw_n)`` from :func:`_relation_rows` (``mult`` None: ``use_mask=False``; ``add``
+    None: nothing masked in the class); ``valid_w (B_n, B_w, hw_w)``, ``valid_n (B_n, B_w,
+    hw_n)`` bool, the rows with something to attend to (None: all; only
+    ``masked_rows="drop"`` has invalid rows).
+    For the pair ``(n, m)`` (WLI image ``m``, NBI image ``n``)::
 
-        Z[n, m] = (T_m T_n^T) * R_mn [/ sqrt(d)] + fill          (hw_w, hw_n)
-        A^W[n, m] = softmax over j (rows),   H^W[n, m] = A^W[n, m] T_n     (WLI queries NBI)
-        A^N[n, m] = softmax over i (columns), H^N[n, m] = A^N[n, m]^T T_m  (NBI queries WLI)
+        Z = (T_m T_n^T) * R_mn [/ sqrt(d)], = fill where R_mn == 0     (hw_w, hw_n)
+        A^W = softmax_j Z (rows),    H^W = A^W T_n      (hw_w, d): WLI queries NBI
+        A^N = softmax_i Z (columns), H^N = A^N^T T_m    (hw_n, d): NBI queries WLI
+        dot^W = sum_i v_i <H^W_i, T_m[i]>,   hh^W = sum_i v_i |H^W_i|^2    (v = valid_w[n, m])
+        dot^N = sum_j v_j <H^N_j, T_n[j]>,   hh^N = sum_j v_j |H^N_j|^2    (v = valid_n[n, m])
 
-    ``A^N[n, m]`` is the transpose of :func:`relation_attention`'s ``attn`` for ``q = T_n``,
-    ``kv = T_m``, ``R_mn^T``: the scores ``Z^T`` are the same numbers, so one product
-    ``T_m T_n^T`` serves both directions. Rows of ``A^W`` where ``valid_w (B_n, B_w, hw_w)``
-    is False (and columns of ``A^N`` where ``valid_n (B_n, B_w, hw_n)`` is False) are zeroed
-    (``masked_rows="drop"``); None = every row valid. With ``mult_w`` None (``use_mask=False``)
-    ``Z = scale * T_m T_n^T``.
+    Invalid rows of ``A^W`` (columns of ``A^N``) are zero. ``A^N`` is the transpose of
+    :func:`relation_attention`'s ``attn`` for ``q = T_n``, ``kv = T_m``, ``R_mn^T``: ``Z^T``
+    holds the same scores, so one product ``T_m T_n^T`` serves both directions. ``fill`` is
+    -1e9 (``"uniform"``, the authors': a fully masked row attends uniformly) or
+    ``-finfo.max / 4`` (``"drop"``: as good as -inf; masked entries get exactly zero weight).
 
-    Outputs ``H^W (B_n, B_w, hw_w, d)`` and ``H^N (B_n, B_w, hw_n, d)`` (empty if not
+    Outputs ``dot^W, hh^W, dot^N, hh^N``, each ``(B_n, B_w)`` (the last two empty without
     ``two_way``). The pairs are processed in blocks of at most ``chunk_elems`` scores
-    (:func:`_chunks`); the forward keeps ``A^W`` and ``A^N`` per block, the backward
-    recomputes ``R``. Matrix products per pair and step: 3 forward, 6 backward (plain
-    autograd on gathered pairs: 4 and 8). ``sink``, a list or None, receives
-    ``(n0, n1, m0, m1, A^W (nb, mb, hw_w, hw_n), A^N (same or None))`` per block.
+    (:func:`_chunks`); the forward keeps ``A^W``, ``A^N`` and ``H``, the backward recomputes
+    ``R``. Matrix products per pair: 3 forward, 6 backward (autograd on gathered pairs: 4 and
+    8). ``sink``, a list or None, receives ``(n0, n1, m0, m1, A^W, A^N or None)`` per block,
+    ``A (nb, mb, hw_w, hw_n)``.
     """
 
     @staticmethod
-    def forward(ctx, q, k, mult_w, fill_w, onehot_n, valid_w, valid_n, scale, two_way,
-                chunk_elems, sink):
+    def forward(ctx, q, k, state_w, mult, add, valid_w, valid_n, scale, two_way, chunk_elems,
+                sink):
         b_w, hw_w, d = q.shape
         b_n, hw_n, _ = k.shape
         h_w = q.new_empty(b_n, b_w, hw_w, d)
-        h_n = q.new_empty(b_n, b_w, hw_n, d) if two_way else q.new_empty(0)
+        h_n = q.new_empty(b_n, b_w, hw_n, d) if two_way else None
         blocks = []
-        for n0, n1, m0, m1 in _chunks(b_w, b_n, hw_w, hw_n, chunk_elems):
+        for block in _chunks(b_w, b_n, hw_w, hw_n, chunk_elems):
+            n0, n1, m0, m1 = block
             nb, mb = n1 - n0, m1 - m0
             qc, kc = q[m0:m1], k[n0:n1]
-            # <T_m[i], T_n[j]> for every (n, m, i, j): T_m of the block shared, not copied
+            # <T_m[i], T_n[j]> for every (n, m, i, j) of the block; T_m shared, not copied
             z = torch.bmm(qc.reshape(1, mb * hw_w, d).expand(nb, -1, -1), kc.transpose(1, 2))
-            if mult_w is not None:
-                r = _block_relation(mult_w, onehot_n, n0, n1, m0, m1)
-                if fill_w is not None:
-                    z = _block_relation(fill_w, onehot_n, n0, n1, m0, m1).addcmul_(z, r)
+            z = z.view(nb, mb, hw_w, hw_n)
+            if mult is not None:  # Z = S * R [/ sqrt(d)], = fill where R == 0
+                r = _block_rows(mult, state_w, block).view_as(z)
+                if add is not None:
+                    z = _block_rows(add, state_w, block).view_as(z).addcmul_(z, r)
                 else:
                     z.mul_(r)
                 del r
             elif scale != 1.0:
                 z.mul_(scale)
-            z = z.view(nb, mb, hw_w, hw_n)
             a_w = torch.softmax(z, dim=-1)
             if valid_w is not None:  # rows with nothing to attend to: zero attention
                 rows = (~valid_w[n0:n1, m0:m1]).reshape(-1).nonzero().squeeze(1)
@@ -415,125 +426,136 @@ class _GroupAttention(torch.autograd.Function):
                 for t in range(nb):  # H^N[n, m] = A^N[n, m]^T T_m
                     torch.bmm(a_n[t].transpose(1, 2), qc, out=h_n[n0 + t, m0:m1])
             del z
-            blocks.append((n0, n1, m0, m1, a_w, a_n))
+            blocks.append((block, a_w, a_n))
         if sink is not None:
-            sink.extend(blocks)
-        ctx.blocks = blocks
-        ctx.scale, ctx.two_way = scale, two_way
-        ctx.save_for_backward(q, k, mult_w, onehot_n)
-        return h_w, h_n
+            sink.extend((*block, a_w, a_n) for block, a_w, a_n in blocks)
+        dot_w, hh_w = _row_sums(h_w, q[None], valid_w)
+        dot_n = hh_n = q.new_empty(0)
+        if two_way:
+            dot_n, hh_n = _row_sums(h_n, k[:, None], valid_n)
+        ctx.blocks, ctx.scale, ctx.two_way = blocks, scale, two_way
+        ctx.save_for_backward(q, k, state_w, mult, valid_w, valid_n, h_w, h_n)
+        return dot_w, hh_w, dot_n, hh_n
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_w, g_n):
-        q, k, mult_w, onehot_n = ctx.saved_tensors
+    def backward(ctx, g_dot_w, g_hh_w, g_dot_n, g_hh_n):
+        q, k, state_w, mult, valid_w, valid_n, h_w, h_n = ctx.saved_tensors
         b_w, hw_w, d = q.shape
         hw_n = k.shape[1]
-        dq, dk = torch.zeros_like(q), torch.zeros_like(k)
-        if g_w is None:
-            g_w = q.new_zeros(k.shape[0], b_w, hw_w, d)
-        if ctx.two_way and g_n is None:
-            g_n = q.new_zeros(k.shape[0], b_w, hw_n, d)
-        for n0, n1, m0, m1, a_w, a_n in ctx.blocks:
+        # dL/dH = a T + b H row by row (a = dL/d dot * v, b = 2 dL/d hh * v), and the direct
+        # part of dL/dT through dot: sum over partners of a H
+        g_w, dq = _row_grads(g_dot_w, g_hh_w, h_w, q[None], valid_w, dim=0)
+        if ctx.two_way:
+            g_n, dk = _row_grads(g_dot_n, g_hh_n, h_n, k[:, None], valid_n, dim=1)
+        else:
+            dk = torch.zeros_like(k)
+        for block, a_w, a_n in ctx.blocks:
+            n0, n1, m0, m1 = block
             nb, mb = n1 - n0, m1 - m0
             qc, kc = q[m0:m1], k[n0:n1]
-            qf = qc.reshape(1, mb * hw_w, d).expand(nb, -1, -1)
-            gw = g_w[n0:n1, m0:m1].reshape(nb, mb * hw_w, d)
-            # dL/dA^W = g^W T_n^T; dL/dT_n += A^W^T g^W
+            gw = g_w[n0:n1, m0:m1].view(nb, mb * hw_w, d)
+            # WLI queries: dL/dA^W = g^W T_n^T, dL/dT_n += A^W^T g^W
             da = torch.bmm(gw, kc.transpose(1, 2)).view(nb, mb, hw_w, hw_n)
             dz = torch._softmax_backward_data(da, a_w, -1, a_w.dtype)
-            dk[n0:n1] += torch.bmm(a_w.view(nb, mb * hw_w, hw_n).transpose(1, 2), gw)
-            if ctx.two_way:
+            dk[n0:n1].baddbmm_(a_w.view(nb, mb * hw_w, hw_n).transpose(1, 2), gw)
+            if ctx.two_way:  # NBI queries: dL/dA^N = T_m g^N^T, dL/dT_m += A^N g^N
                 gn = g_n[n0:n1, m0:m1]
-                for t in range(nb):  # dL/dA^N = T_m g^N^T; dL/dT_m += A^N g^N
+                for t in range(nb):
                     torch.bmm(qc, gn[t].transpose(1, 2), out=da[t])
-                    dq[m0:m1] += torch.bmm(a_n[t], gn[t])
+                    dq[m0:m1].baddbmm_(a_n[t], gn[t])
                 dz += torch._softmax_backward_data(da, a_n, 2, a_n.dtype)
             del da
-            # dL/d<T_m[i], T_n[j]> = dL/dZ * R [/ sqrt(d)] (0 where R == 0: masked entries)
-            if mult_w is not None:
-                dz.mul_(_block_relation(mult_w, onehot_n, n0, n1, m0, m1).view_as(dz))
+            # dL/d<T_m[i], T_n[j]> = dL/dZ * R [/ sqrt(d)]: 0 where R == 0 (masked entries)
+            if mult is not None:
+                dz.mul_(_block_rows(mult, state_w, block).view_as(dz))
             elif ctx.scale != 1.0:
                 dz.mul_(ctx.scale)
             ds = dz.view(nb, mb * hw_w, hw_n)
             dq[m0:m1] += torch.bmm(ds, kc).view(nb, mb, hw_w, d).sum(0)
-            dk[n0:n1] += torch.bmm(ds.transpose(1, 2), qf)
-        return dq, dk, None, None, None, None, None, None, None, None, None
+            dk[n0:n1].baddbmm_(ds.transpose(1, 2),
+                               qc.reshape(1, mb * hw_w, d).expand(nb, -1, -1))
+        return dq, dk, *([None] * 9)
 
 
-def _block_relation(table_w: Tensor, onehot_n: Tensor, n0: int, n1: int, m0: int,
-                    m1: int) -> Tensor:
-    """``table_w[m] onehot_n[n]^T`` for the block's pairs: ``(nb, mb * hw_w, hw_n)``."""
-    nb, (mb, hw_w) = n1 - n0, (m1 - m0, table_w.shape[1])
-    rows = table_w[m0:m1].reshape(1, mb * hw_w, 3).expand(nb, -1, -1)
-    return torch.bmm(rows, onehot_n[n0:n1].transpose(1, 2))
+def _row_sums(h: Tensor, t: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``sum_i v_i <H_i, T_i>`` and ``sum_i v_i |H_i|^2`` per pair: ``H (B_n, B_w, hw, d)``,
+    ``T`` broadcastable to it, ``valid (B_n, B_w, hw)`` or None -> two ``(B_n, B_w)``."""
+    dot, hh = (h * t).sum(-1), (h * h).sum(-1)
+    if valid is not None:
+        v = valid.to(h.dtype)
+        dot, hh = dot * v, hh * v
+    return dot.sum(-1), hh.sum(-1)
+
+
+def _row_grads(g_dot: Tensor | None, g_hh: Tensor | None, h: Tensor, t: Tensor,
+               valid: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
+    """Backward of :func:`_row_sums`: ``dL/dH = a T + b H`` with ``a = dL/d dot * v`` and
+    ``b = 2 dL/d hh * v`` per row, and ``dL/dT`` (direct part) ``= sum over dim of a H``."""
+    shape = h.shape[:3]
+    a = (g_dot[..., None] if g_dot is not None else h.new_zeros(())).expand(shape)
+    b = (2 * g_hh[..., None] if g_hh is not None else h.new_zeros(())).expand(shape)
+    if valid is not None:
+        v = valid.to(h.dtype)
+        a, b = a * v, b * v
+    g = torch.addcmul(a[..., None] * t, b[..., None], h)
+    return g, (a[..., None] * h).sum(dim)
 
 
 def _reach(state: Tensor) -> Tensor:
-    """``(B, hw)`` states -> ``(B, 3)`` bool: a token in state ``a`` of ANOTHER image has a
-    partner in this one (``R != 0``): always if uncertain; bg if this image has a bg or an
-    uncertain token; fg if it has an fg or an uncertain token."""
+    """``(B, hw)`` states (0 uncertain, 1 bg, 2 fg) -> ``(B, 3)`` bool: a token in state ``a``
+    of ANOTHER image has a partner (``R != 0``) in this one: always if uncertain; bg if this
+    image has a bg or an uncertain token; fg if it has an fg or an uncertain token."""
     has = torch.zeros(state.shape[0], 3, dtype=torch.bool, device=state.device)
     has.scatter_(1, state, True)
     return torch.stack([torch.ones_like(has[:, 0]), has[:, 0] | has[:, 1],
                         has[:, 0] | has[:, 2]], dim=1)
 
 
-def _cosine_terms(h: Tensor, t: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``1 - cos(vec H[n, m], vec T)`` over the valid rows, per pair, and whether the pair has a
-    valid row: ``H (B_n, B_w, hw, d)``, ``T`` broadcastable to it, ``valid (B_n, B_w, hw)``
-    bool or None (all rows) -> ``(B_n, B_w)``, ``(B_n, B_w)`` bool. Same floors as
-    :func:`masked_cosine`."""
-    dot = (h * t).sum(-1)
-    nh = (h * h).sum(-1)
-    nt = (t * t).sum(-1).expand_as(nh)
-    if valid is not None:
-        v = valid.to(h.dtype)
-        dot, nh, nt = dot * v, nh * v, nt * v
-        ok = valid.any(-1)
-    else:
-        ok = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
-    dot, nh, nt = dot.sum(-1), nh.sum(-1), nt.sum(-1)
-    cos = dot / (nh.clamp_min(_NORM_EPS).sqrt() * nt.clamp_min(_NORM_EPS).sqrt())
-    return (1.0 - cos) * ok.to(h.dtype), ok
-
-
 @float32
 def group_den(
     tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n: Tensor, labels_n: Tensor,
-    toklab_n: Tensor, cfg: GKDDenConfig, chunk_elems: int = CHUNK_ELEMS,
+    toklab_n: Tensor, cfg: GKDDenConfig, chunk_elems: int | None = None,
     return_details: bool = False,
 ) -> dict[str, Tensor]:
     """``L_Den`` over ALL same-class pairs, class by class (what :class:`GKDDen` computes).
 
-    Same values as :func:`pair_loss` on the gathered pairs ``(tokens_w[iw], tokens_n[inb])``
-    with ``pair_class = labels_w[iw]``, and the same gradients, without gathering: for each
-    class ``c`` with ``B_w^c`` WLI and ``B_n^c`` NBI images, :class:`_GroupAttention` takes
-    ``T^W_c (B_w^c, hw_w, d)`` and ``T^N_c (B_n^c, hw_n, d)`` and returns ``H^W, H^N`` for
-    all ``B_n^c x B_w^c`` pairs; then, per pair and direction, over the valid rows,
-    ``1 - cos(vec H^W[n, m], vec T_m)`` and ``1 - cos(vec H^N[n, m], vec T_n)``, reduced as
-    ``cfg.reduction`` says (pairs with no valid row left out and counted). Valid rows come
-    from the token labels alone (:func:`_reach`). Memory: the attention maps ``2 P hw_w hw_n``
-    plus a few blocks of ``chunk_elems`` scores. Under autocast it computes in float32.
+    The values and gradients of :func:`pair_loss` on the gathered pairs
+    ``(tokens_w[iw], tokens_n[inb])`` with ``pair_class = labels_w[iw]``, without gathering:
+    for each class ``c`` with ``B_w^c`` WLI and ``B_n^c`` NBI images, :class:`_GroupAttention`
+    takes ``T^W_c (B_w^c, hw_w, d)`` and ``T^N_c (B_n^c, hw_n, d)`` and returns, for all
+    ``B_n^c x B_w^c`` pairs, the sums over valid rows of ``<H, T>`` and ``|H|^2``; with
+    ``tt = sum_i v_i |T_i|^2``, per pair and direction::
+
+        1 - cos(vec H, vec T) = 1 - dot / (sqrt(max(hh, 1e-16)) sqrt(max(tt, 1e-16)))
+
+    (``H^W`` against ``T_m``, ``H^N`` against ``T_n``), reduced as ``cfg.reduction`` says:
+    ``"mean_all"`` sums every pair with a valid row and divides by their number,
+    ``"per_class_sum"`` does so per class and sums the classes; pairs without a valid row are
+    left out and counted (``n_pairs_empty``). Valid rows come from the token labels alone
+    (:func:`_reach`). Memory: ``A^W, A^N`` (``2 P hw_w hw_n``) and ``H`` kept for the
+    backward, plus a few blocks of at most ``chunk_elems`` scores (None: by device,
+    :func:`chunk_elems_for`). Under autocast it computes in float32.
 
     Returns the keys of :func:`pair_loss`; with ``return_details`` also ``pairs (P, 2)``
-    (row-major over ``(WLI index, NBI index)``, as ``(labels_w[:, None] ==
-    labels_n[None, :]).nonzero()``), ``R``, ``attn_w (P, hw_w, hw_n)``, ``attn_n
-    (P, hw_n, hw_w)``, ``valid_rows_w (P, hw_w)``, ``valid_rows_n (P, hw_n)`` (the last
-    two only if ``cfg.two_way``).
+    (row-major over (WLI index, NBI index), as ``(labels_w[:, None] ==
+    labels_n[None, :]).nonzero()``), ``R (P, hw_w, hw_n)``, ``attn_w (P, hw_w, hw_n)``,
+    ``valid_rows_w (P, hw_w)`` and, if ``cfg.two_way``, ``attn_n (P, hw_n, hw_w)``,
+    ``valid_rows_n (P, hw_n)``.
     """
     dev, dtype = tokens_w.device, tokens_w.dtype
     hw_w, d = tokens_w.shape[1:]
-    hw_n = tokens_n.shape[1]
     if tokens_n.shape[2] != d:
         raise ValueError(f"GKD-Den: WLI and NBI tokens need the same d, got "
                          f"{tuple(tokens_w.shape)} and {tuple(tokens_n.shape)}")
     _check_toklab("toklab_w", toklab_w)
     _check_toklab("toklab_n", toklab_n)
+    if chunk_elems is None:
+        chunk_elems = chunk_elems_for(dev)
     classes = sorted(set(labels_w.tolist()) & set(labels_n.tolist()))
-    drop = cfg.use_mask and cfg.masked_rows == "drop"
-    mult, fill = _relation_tables(cfg, d, dtype, dev)
     scale = 1.0 / d**0.5 if cfg.scale else 1.0
+    fill = _MASKED_SCORE if cfg.masked_rows == "uniform" else -torch.finfo(dtype).max / 4
+    drop = cfg.use_mask and cfg.masked_rows == "drop"
     sides = ("w", "n") if cfg.two_way else ("w",)
     sums = {s: [] for s in sides}
     counts = {s: [] for s in sides}
@@ -544,37 +566,39 @@ def group_den(
         iw = (labels_w == c).nonzero().squeeze(1)
         inb = (labels_n == c).nonzero().squeeze(1)
         q, k = tokens_w[iw], tokens_n[inb]
-        sw, sn = _state_index(toklab_w[iw]), _state_index(toklab_n[inb])
-        onehot_n = F.one_hot(sn, 3).to(dtype)
-        mult_w = fill_w = valid_w = valid_n = None
+        state_w, state_n = toklab_w[iw].long() + 1, toklab_n[inb].long() + 1
+        mult = add = valid_w = valid_n = None
         if cfg.use_mask:
-            mult_w = mult[sw]
-            has_w, has_n = _reach(sw), _reach(sn)
-            # an entry is masked (R == 0) only between fg and bg: present in this class?
-            fg_bg = ((sw == 1).any() & (sn == 2).any()) | ((sw == 2).any() & (sn == 1).any())
-            if bool(fg_bg):
-                fill_w = fill[sw]
+            mult, add = _relation_rows(state_n, cfg, scale, fill, dtype)
             if drop:
-                valid_w = has_n[:, sw]                                   # (B_n, B_w, hw_w)
-                valid_n = has_w[:, sn].transpose(0, 1).contiguous()      # (B_n, B_w, hw_n)
+                reach_w, reach_n = _reach(state_w), _reach(state_n)
+                valid_w = reach_n[:, state_w]                               # (B_n, B_w, hw_w)
+                valid_n = reach_w[:, state_n].transpose(0, 1).contiguous()  # (B_n, B_w, hw_n)
                 # all rows valid: nothing to zero, nothing to leave out
-                valid_n = None if bool(valid_n.all()) else valid_n
                 valid_w = None if bool(valid_w.all()) else valid_w
+                valid_n = None if bool(valid_n.all()) else valid_n
         sink = [] if return_details else None
-        h_w, h_n = _GroupAttention.apply(q, k, mult_w, fill_w, onehot_n, valid_w, valid_n,
-                                         scale, cfg.two_way, chunk_elems, sink)
-        terms = {"w": (h_w, q[None], valid_w)}
+        dots = _GroupAttention.apply(q, k, state_w, mult, add, valid_w, valid_n, scale,
+                                     cfg.two_way, chunk_elems, sink)
+        terms = {"w": (dots[0], dots[1], q, valid_w, 0)}
         if cfg.two_way:
-            terms["n"] = (h_n, k[:, None], valid_n)
+            terms["n"] = (dots[2], dots[3], k, valid_n, 1)
         for s in sides:
-            h, t, valid = terms[s]
-            loss, ok = _cosine_terms(h, t, valid)
-            sums[s].append(loss.sum())
-            counts[s].append(ok.sum())
+            dot, hh, t, valid, own = terms[s]
+            tt = (t * t).sum(-1)                                # (B, hw) of the query side
+            tt = tt.unsqueeze(own)                              # broadcast to (B_n, B_w, hw)
             if valid is not None:
+                tt = (tt * valid.to(dtype)).sum(-1)
+                ok = valid.any(-1)
                 n_masked = n_masked + (~valid).sum()
+            else:
+                tt = tt.sum(-1).expand_as(dot)
+                ok = torch.ones_like(dot, dtype=torch.bool)
+            cos = dot / (hh.clamp_min(_NORM_EPS).sqrt() * tt.clamp_min(_NORM_EPS).sqrt())
+            sums[s].append(((1.0 - cos) * ok.to(dtype)).sum())
+            counts[s].append(ok.sum())
         n_pairs += len(iw) * len(inb)
-        per_class.append((c, iw, inb, sink, valid_w, valid_n))
+        per_class.append((iw, inb, sink, valid_w, valid_n))
     if n_pairs == 0:
         zero = tokens_w.sum() * 0.0 + tokens_n.sum() * 0.0
         n0 = torch.zeros((), dtype=torch.long, device=dev)
@@ -594,7 +618,7 @@ def group_den(
                "n_rows_masked": n_masked, "n_pairs_empty": n_empty}
     if return_details:
         out.update(_details(labels_w, labels_n, toklab_w, toklab_n, per_class, cfg,
-                            hw_w, hw_n, dtype))
+                            hw_w, tokens_n.shape[1], dtype))
     return out
 
 
@@ -610,7 +634,7 @@ def _details(labels_w, labels_n, toklab_w, toklab_n, per_class, cfg, hw_w, hw_n,
     valid_n = torch.ones(p, hw_n, dtype=torch.bool, device=dev)
     pair_index = torch.full((len(labels_n), len(labels_w)), -1, dtype=torch.long, device=dev)
     pair_index[inb, iw] = torch.arange(p, device=dev)
-    for _, cw, cn, sink, vw, vn in per_class:
+    for cw, cn, sink, vw, vn in per_class:
         rows = pair_index[cn][:, cw]                         # (B_n, B_w) pair numbers
         if vw is not None:
             valid_w[rows] = vw
@@ -652,12 +676,13 @@ class GKDDen(nn.Module):
     Args:
         cfg: :class:`GKDDenConfig`.
         chunk_elems: largest block of scores (``pairs x hw_w x hw_n`` elements) computed at
-            once; bounds the work memory, not the result (default :data:`CHUNK_ELEMS`).
+            once; bounds the work memory, not the result (None: by device,
+            :data:`CHUNK_ELEMS`).
     """
 
-    def __init__(self, cfg: GKDDenConfig, chunk_elems: int = CHUNK_ELEMS) -> None:
+    def __init__(self, cfg: GKDDenConfig, chunk_elems: int | None = None) -> None:
         super().__init__()
-        if chunk_elems < 1:
+        if chunk_elems is not None and chunk_elems < 1:
             raise ValueError(f"GKDDen: chunk_elems must be >= 1, got {chunk_elems}")
         self.cfg = cfg
         self.chunk_elems = chunk_elems
