@@ -498,7 +498,7 @@ def _row_grads(g_dot: Tensor | None, g_hh: Tensor | None, h: Tensor, t: Tensor,
     if valid is not None:
         v = valid.to(h.dtype)
         a, b = a * v, b * v
-    g = torch.addcmul(a[..., None] * t, b[..., None], h)
+    g = torch.addcmul(a[..., None] * t, b[..., None], h).contiguous()  # blocks are views
     return g, (a[..., None] * h).sum(dim)
 
 
@@ -565,7 +565,8 @@ def group_den(
     for c in classes:
         iw = (labels_w == c).nonzero().squeeze(1)
         inb = (labels_n == c).nonzero().squeeze(1)
-        q, k = tokens_w[iw], tokens_n[inb]
+        # tokens of a feature map are (B, hw, d) views of (B, d, hw): the blocks need rows
+        q, k = tokens_w[iw].contiguous(), tokens_n[inb].contiguous()
         state_w, state_n = toklab_w[iw].long() + 1, toklab_n[inb].long() + 1
         mult = add = valid_w = valid_n = None
         if cfg.use_mask:

@@ -289,7 +289,8 @@ def test_den_16x16_matches_loop_reference(name, cfg):
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_chunked_equals_unchunked(cfg):
     """Blocks of one pair (``chunk_elems=1``), of a part of one NBI image's pairs and of a few
-    NBI images give the same values, counts, details and gradients as one block per class."""
+    NBI images give the same values, counts, details and gradients as one block per class;
+    so do tokens laid out as a backbone's feature map."""
     gen = torch.Generator().manual_seed(23)
     lw, ln = torch.tensor([0, 1, 1, 0, 2, 1, 1]), torch.tensor([1, 0, 0, 1, 2, 1])
     hw = 9
@@ -302,6 +303,14 @@ def test_chunked_equals_unchunked(cfg):
         out = GKDDen(cfg, chunk_elems=chunk)(tw, lw, tlw, tn, ln, tln, return_details=True)
         grads = torch.autograd.grad(out["den"], [tw, tn])
         results.append((out, grads))
+    # tokens as a backbone gives them: (B, hw, d) views of (B, d, hw) maps; and a loss
+    # whose gradient arrives expanded (a sum)
+    tw_t = tw.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    tn_t = tn.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    out = GKDDen(cfg, chunk_elems=2 * hw * hw)(tw_t, lw, tlw, tn_t, ln, tln,
+                                               return_details=True)
+    grads = torch.autograd.grad(out["den"].expand(3).sum() / 3, [tw_t, tn_t])
+    results.append((out, grads))
     (first, g_first) = results[0]
     for out, grads in results[1:]:
         assert set(out) == set(first)
