@@ -393,6 +393,9 @@ class _GroupAttention(torch.autograd.Function):
         b_n, hw_n, _ = k.shape
         h_w = q.new_empty(b_n, b_w, hw_w, d)
         h_n = q.new_empty(b_n, b_w, hw_n, d) if two_way else None
+        # per row <H_i, T_i> and |H_i|^2, block by block while H is in cache
+        rows_w = q.new_empty(2, b_n, b_w, hw_w)
+        rows_n = q.new_empty(2, b_n, b_w, hw_n) if two_way else None
         blocks = []
         for block in _chunks(b_w, b_n, hw_w, hw_n, chunk_elems):
             n0, n1, m0, m1 = block
@@ -414,8 +417,10 @@ class _GroupAttention(torch.autograd.Function):
             if valid_w is not None:  # rows with nothing to attend to: zero attention
                 rows = (~valid_w[n0:n1, m0:m1]).reshape(-1).nonzero().squeeze(1)
                 a_w.view(-1, hw_n).index_fill_(0, rows, 0.0)
-            torch.bmm(a_w.view(nb, mb * hw_w, hw_n), kc,
-                      out=h_w[n0:n1, m0:m1].view(nb, mb * hw_w, d))
+            hb = h_w[n0:n1, m0:m1]
+            torch.bmm(a_w.view(nb, mb * hw_w, hw_n), kc, out=hb.view(nb, mb * hw_w, d))
+            rows_w[0, n0:n1, m0:m1] = (hb * qc).sum(-1)
+            rows_w[1, n0:n1, m0:m1] = (hb * hb).sum(-1)
             a_n = None
             if two_way:
                 a_n = torch.softmax(z, dim=2)
@@ -425,14 +430,17 @@ class _GroupAttention(torch.autograd.Function):
                     a_n.view(nb * mb, hw_w, hw_n)[pair, :, col] = 0.0
                 for t in range(nb):  # H^N[n, m] = A^N[n, m]^T T_m
                     torch.bmm(a_n[t].transpose(1, 2), qc, out=h_n[n0 + t, m0:m1])
+                hb = h_n[n0:n1, m0:m1]
+                rows_n[0, n0:n1, m0:m1] = (hb * kc[:, None]).sum(-1)
+                rows_n[1, n0:n1, m0:m1] = (hb * hb).sum(-1)
             del z
             blocks.append((block, a_w, a_n))
         if sink is not None:
             sink.extend((*block, a_w, a_n) for block, a_w, a_n in blocks)
-        dot_w, hh_w = _row_sums(h_w, q[None], valid_w)
+        dot_w, hh_w = _pair_sums(rows_w, valid_w)
         dot_n = hh_n = q.new_empty(0)
         if two_way:
-            dot_n, hh_n = _row_sums(h_n, k[:, None], valid_n)
+            dot_n, hh_n = _pair_sums(rows_n, valid_n)
         ctx.blocks, ctx.scale, ctx.two_way = blocks, scale, two_way
         ctx.save_for_backward(q, k, state_w, mult, valid_w, valid_n, h_w, h_n)
         return dot_w, hh_w, dot_n, hh_n
@@ -444,23 +452,27 @@ class _GroupAttention(torch.autograd.Function):
         b_w, hw_w, d = q.shape
         hw_n = k.shape[1]
         # dL/dH = a T + b H row by row (a = dL/d dot * v, b = 2 dL/d hh * v), and the direct
-        # part of dL/dT through dot: sum over partners of a H
-        g_w, dq = _row_grads(g_dot_w, g_hh_w, h_w, q[None], valid_w, dim=0)
-        if ctx.two_way:
-            g_n, dk = _row_grads(g_dot_n, g_hh_n, h_n, k[:, None], valid_n, dim=1)
-        else:
-            dk = torch.zeros_like(k)
+        # part of dL/dT through dot, the sum over partners of a H
+        coef_w = _row_coefs(g_dot_w, g_hh_w, valid_w, h_w)
+        coef_n = _row_coefs(g_dot_n, g_hh_n, valid_n, h_n) if ctx.two_way else None
+        dq, dk = torch.zeros_like(q), torch.zeros_like(k)
         for block, a_w, a_n in ctx.blocks:
             n0, n1, m0, m1 = block
             nb, mb = n1 - n0, m1 - m0
             qc, kc = q[m0:m1], k[n0:n1]
-            gw = g_w[n0:n1, m0:m1].view(nb, mb * hw_w, d)
+            a, b = coef_w[:, n0:n1, m0:m1, :, None]
+            hb = h_w[n0:n1, m0:m1]
+            gw = torch.addcmul(a * qc, b, hb).view(nb, mb * hw_w, d)
+            dq[m0:m1] += (a * hb).sum(0)
             # WLI queries: dL/dA^W = g^W T_n^T, dL/dT_n += A^W^T g^W
             da = torch.bmm(gw, kc.transpose(1, 2)).view(nb, mb, hw_w, hw_n)
             dz = torch._softmax_backward_data(da, a_w, -1, a_w.dtype)
             dk[n0:n1].baddbmm_(a_w.view(nb, mb * hw_w, hw_n).transpose(1, 2), gw)
             if ctx.two_way:  # NBI queries: dL/dA^N = T_m g^N^T, dL/dT_m += A^N g^N
-                gn = g_n[n0:n1, m0:m1]
+                a, b = coef_n[:, n0:n1, m0:m1, :, None]
+                hb = h_n[n0:n1, m0:m1]
+                gn = torch.addcmul(a * kc[:, None], b, hb)
+                dk[n0:n1] += (a * hb).sum(1)
                 for t in range(nb):
                     torch.bmm(qc, gn[t].transpose(1, 2), out=da[t])
                     dq[m0:m1].baddbmm_(a_n[t], gn[t])
@@ -478,28 +490,28 @@ class _GroupAttention(torch.autograd.Function):
         return dq, dk, *([None] * 9)
 
 
-def _row_sums(h: Tensor, t: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``sum_i v_i <H_i, T_i>`` and ``sum_i v_i |H_i|^2`` per pair: ``H (B_n, B_w, hw, d)``,
-    ``T`` broadcastable to it, ``valid (B_n, B_w, hw)`` or None -> two ``(B_n, B_w)``."""
-    dot, hh = (h * t).sum(-1), (h * h).sum(-1)
+def _pair_sums(rows: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Per pair, the sums over valid rows of ``rows (2, B_n, B_w, hw)`` (``<H_i, T_i>`` and
+    ``|H_i|^2``): ``dot, hh (B_n, B_w)``."""
     if valid is not None:
-        v = valid.to(h.dtype)
-        dot, hh = dot * v, hh * v
-    return dot.sum(-1), hh.sum(-1)
+        rows = rows * valid.to(rows.dtype)
+    dot, hh = rows.sum(-1)
+    return dot, hh
 
 
-def _row_grads(g_dot: Tensor | None, g_hh: Tensor | None, h: Tensor, t: Tensor,
-               valid: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
-    """Backward of :func:`_row_sums`: ``dL/dH = a T + b H`` with ``a = dL/d dot * v`` and
-    ``b = 2 dL/d hh * v`` per row, and ``dL/dT`` (direct part) ``= sum over dim of a H``."""
+def _row_coefs(g_dot: Tensor | None, g_hh: Tensor | None, valid: Tensor | None,
+               h: Tensor) -> Tensor:
+    """Backward of :func:`_pair_sums`, row by row: ``(2, B_n, B_w, hw)`` holding
+    ``a = dL/d dot * v`` and ``b = 2 dL/d hh * v``, so that ``dL/dH_i = a_i T_i + b_i H_i``
+    and the direct part of ``dL/dT_i`` is ``a_i H_i`` (summed over the partners)."""
     shape = h.shape[:3]
-    a = (g_dot[..., None] if g_dot is not None else h.new_zeros(())).expand(shape)
-    b = (2 * g_hh[..., None] if g_hh is not None else h.new_zeros(())).expand(shape)
+    zero = h.new_zeros(shape[:2])
+    a = g_dot if g_dot is not None else zero
+    b = 2 * g_hh if g_hh is not None else zero
+    coef = torch.stack([a, b])[..., None].expand(2, *shape)
     if valid is not None:
-        v = valid.to(h.dtype)
-        a, b = a * v, b * v
-    g = torch.addcmul(a[..., None] * t, b[..., None], h).contiguous()  # blocks are views
-    return g, (a[..., None] * h).sum(dim)
+        return coef * valid.to(coef.dtype)
+    return coef.contiguous()
 
 
 def _reach(state: Tensor) -> Tensor:
