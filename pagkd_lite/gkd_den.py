@@ -28,6 +28,13 @@ Choices that differ from the authors' research code (see ``docs/method.md``):
   ``1/K`` of theirs.
 * **Any K, any group sizes.** Pairs are built for every class present in both
   modalities; a class present in one modality only yields no pairs.
+
+Two implementations of the same loss: :func:`pair_loss` on explicitly paired rows (gathered
+tokens, plain autograd; the baselines that bring their own pairs use it), and
+:func:`group_den` for ALL same-class pairs (what :class:`GKDDen` runs): class by class, no
+per-pair copies of tokens, one score tensor per pair for both directions, relation and mask
+from the token states, a hand-written backward, blocks of a bounded number of scores. Tests
+hold both to the loop reference (:mod:`pagkd_lite.reference`), values and gradients.
 """
 
 from __future__ import annotations
@@ -327,7 +334,7 @@ def _chunks(b_w: int, b_n: int, hw_w: int, hw_n: int, chunk_elems: int):
             yield n0, n0 + 1, m0, min(m0 + m_step, b_w)
 
 
-def _relation_rows(state_n: Tensor, cfg: GKDDenConfig, scale: float, fill: float,
+def _relation_rows(state_n: Tensor, scale: float, fill: float,
                    dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
     """Per NBI image, the three rows a WLI token's relation can be, by its state ``a``
     (0 uncertain, 1 bg, 2 fg): ``mult (B_n, 3, hw_n)`` with ``mult[n, a, j] = R [/ sqrt(d)]``
@@ -342,8 +349,7 @@ def _relation_rows(state_n: Tensor, cfg: GKDDenConfig, scale: float, fill: float
     add = None
     if bool((mult == 0).any()):
         add = torch.where(r == 0, torch.tensor(fill, dtype=torch.float64), 0.0)
-        add = add.to(dev, dtype)[:, state_n].transpose(0, 1)
-        add = add.contiguous()
+        add = add.to(dev, dtype)[:, state_n].transpose(0, 1).contiguous()
     return mult, add
 
 
@@ -582,7 +588,7 @@ def group_den(
         state_w, state_n = toklab_w[iw].long() + 1, toklab_n[inb].long() + 1
         mult = add = valid_w = valid_n = None
         if cfg.use_mask:
-            mult, add = _relation_rows(state_n, cfg, scale, fill, dtype)
+            mult, add = _relation_rows(state_n, scale, fill, dtype)
             if drop:
                 reach_w, reach_n = _reach(state_w), _reach(state_n)
                 valid_w = reach_n[:, state_w]                               # (B_n, B_w, hw_w)

@@ -336,3 +336,24 @@ def test_details_match_pair_loss(cfg):
     assert set(out) == set(ref) | {"pairs"}
     for key, value in ref.items():
         torch.testing.assert_close(out[key], value, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_group_path_computes_in_float32_under_autocast():
+    """Under bf16 autocast the class-by-class path casts bf16 tokens up and computes in
+    float32: the same value and gradients as float32 on the rounded tokens."""
+    gen = torch.Generator().manual_seed(31)
+    lw, ln = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 0, 0])
+    tw = torch.randn(4, 9, 8, generator=gen).bfloat16().requires_grad_()
+    tn = torch.randn(3, 9, 8, generator=gen).bfloat16().requires_grad_()
+    tlw, tln = random_toklab(4, 9, gen), random_toklab(3, 9, gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = GKDDen(GKDDenConfig())(tw, lw, tlw, tn, ln, tln)["den"]
+    assert got.dtype == torch.float32
+    g_got = torch.autograd.grad(got, [tw, tn])
+    tw32 = tw.detach().float().requires_grad_()
+    tn32 = tn.detach().float().requires_grad_()
+    want = GKDDen(GKDDenConfig())(tw32, lw, tlw, tn32, ln, tln)["den"]
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    for g, g32 in zip(g_got, torch.autograd.grad(want, [tw32, tn32]), strict=True):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g, g32.bfloat16())
