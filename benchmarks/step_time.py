@@ -7,18 +7,32 @@ Variants, all on the same batch, backbone and optimiser (``--preset``, default d
   +gkd_den            PaGKD without GKD-Pro
   pagkd               full PaGKD
 The variants run round-robin (one step each, repeated) so that drift in machine load hits
-all of them alike; the median over repetitions is reported. The last line reads
-``full_vs_baseline_ratio=<x>`` with x = pagkd / (wli_only+teacher). Target: x <= 1.25.
+all of them alike; the median over repetitions is reported. The token grid is the student's
+feature map: ``--set model.feature_index=F`` picks the stage (demo preset, 64 px: -2 is
+4 x 4 tokens, -3 is 8 x 8, -4 is 16 x 16); the header line says which grid was timed.
+
+Peak memory: for ``pagkd`` and for the baseline, a fresh process per variant builds the same
+models and runs two steps, and reports its peak resident set size (the whole process, Python
+and torch included, from ``VmHWM`` where Linux has it; the difference between the two is
+what PaGKD adds). ``--no-rss`` skips it.
+
+The last lines read ``peak_rss_mb pagkd=<a> wli_only+teacher=<b>`` and
+``full_vs_baseline_ratio=<x>`` with x = pagkd / (wli_only+teacher) (targets, issue "GKD-Den
+at the token grids where the method lives": <= 1.20 at 4 x 4, <= 1.30 at 8 x 8, <= 2.5 at
+16 x 16 tokens, peak RSS of a 16 x 16 step <= 2 GB).
 
     python benchmarks/step_time.py [--preset demo] [--reps 20] [--threads 2] [--profile]
-                                   [--set den.par_scale=4 ...]
+                                   [--no-rss] [--set model.feature_index=-4 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from datetime import date
 
@@ -55,18 +69,63 @@ def make_batch(cfg, batch_size: int | None = None, device: str | torch.device = 
     return StepBatch(*(t.to(device) for t in parts))
 
 
-def make_variants(cfg, seed: int = 0) -> dict[str, Distiller]:
-    """The five timed variants (module docstring), sharing one teacher."""
+def make_variants(cfg, seed: int = 0, names=None) -> dict[str, Distiller]:
+    """The five timed variants (module docstring), sharing one teacher; ``names``: only
+    these."""
     k = cfg.data.num_classes
     torch.manual_seed(seed)
     teacher = Classifier(cfg.model, k)
-    return {
-        "wli_only": build_distiller("wli_only", Classifier(cfg.model, k), None, cfg, k),
-        "wli_only+teacher": TeacherForwardOnly(Classifier(cfg.model, k), teacher),
-        "+gkd_pro": build_distiller("pagkd_no_den", Classifier(cfg.model, k), teacher, cfg, k),
-        "+gkd_den": build_distiller("pagkd_no_pro", Classifier(cfg.model, k), teacher, cfg, k),
-        "pagkd": build_distiller("pagkd", Classifier(cfg.model, k), teacher, cfg, k),
+    build = {
+        "wli_only": lambda: build_distiller("wli_only", Classifier(cfg.model, k), None, cfg, k),
+        "wli_only+teacher": lambda: TeacherForwardOnly(Classifier(cfg.model, k), teacher),
+        "+gkd_pro": lambda: build_distiller("pagkd_no_den", Classifier(cfg.model, k), teacher,
+                                            cfg, k),
+        "+gkd_den": lambda: build_distiller("pagkd_no_pro", Classifier(cfg.model, k), teacher,
+                                            cfg, k),
+        "pagkd": lambda: build_distiller("pagkd", Classifier(cfg.model, k), teacher, cfg, k),
     }
+    return {name: make() for name, make in build.items() if names is None or name in names}
+
+
+def token_grid(cfg) -> tuple[int, int]:
+    """``(h, w)`` of the student's feature map (the token grid) at the preset's image size."""
+    model = Classifier(cfg.model, cfg.data.num_classes).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size))
+    return tuple(out.features.shape[-2:])
+
+
+def peak_rss_child(cfg, name: str) -> None:
+    """In a fresh process: build ``name``, run two steps, print the peak RSS in MB."""
+    batch = make_batch(cfg)
+    d = make_variants(cfg, names=[name])[name]
+    opt = torch.optim.Adam(d.learnable_parameters(), lr=1e-4)
+    d.train()
+    for _ in range(2):
+        train_step(d, opt, batch, cfg.train.warmup_epochs)
+    print(f"peak_rss_mb={peak_rss_of_this_process():.0f}")
+
+
+def peak_rss_of_this_process() -> float:
+    """Peak resident set size in MB: ``VmHWM`` of /proc/self/status where there is one (the
+    high-water mark of this process's own memory; ``ru_maxrss`` can carry the parent's peak
+    into a spawned child on Linux), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # KB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def peak_rss_mb(argv: list[str], name: str) -> float:
+    """Peak RSS (MB) of a fresh process that runs two steps of variant ``name``."""
+    out = subprocess.run([sys.executable, __file__, *argv, "--rss-child", name],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1].split("=")[1])
 
 
 def main() -> None:
@@ -76,12 +135,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--profile", action="store_true", help="print a profile of one full step")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                    help="override a config field, e.g. den.par_scale=4 (repeatable)")
+                    help="override a config field, e.g. model.feature_index=-4 (16 x 16 tokens "
+                         "at the demo preset) or den.par_scale=4 (repeatable)")
+    ap.add_argument("--no-rss", action="store_true",
+                    help="skip the peak-RSS measurement (two fresh processes)")
+    ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = override(get_preset(args.preset), args.overrides)
+    if args.rss_child:
+        peak_rss_child(cfg, args.rss_child)
+        return
     b, s = cfg.train.batch_size, cfg.data.image_size
+    grid = token_grid(cfg)
     batch = make_batch(cfg)
     variants = make_variants(cfg)
     opts = {n: torch.optim.Adam(d.learnable_parameters(), lr=1e-4) for n, d in variants.items()}
@@ -104,7 +171,8 @@ def main() -> None:
     med = {n: statistics.median(t) * 1000 for n, t in times.items()}
     base = med["wli_only+teacher"]
     print(f"# step time, preset {args.preset}: batch {b} per modality, {s} px, "
-          f"{cfg.model.backbone}, d={cfg.model.dim}; {torch.get_num_threads()} threads; "
+          f"{cfg.model.backbone}, d={cfg.model.dim}, {grid[0]} x {grid[1]} tokens; "
+          f"{torch.get_num_threads()} threads; "
           f"{platform.processor() or platform.machine()}; torch {torch.__version__}; "
           f"{date.today()}" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
     print("| variant | ms/step (median) | x baseline |")
@@ -117,6 +185,13 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step("pagkd")
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+    if not args.no_rss:
+        child_argv = ["--preset", args.preset, "--threads", str(torch.get_num_threads())]
+        for o in args.overrides:
+            child_argv += ["--set", o]
+        rss = {n: peak_rss_mb(child_argv, n) for n in ("pagkd", "wli_only+teacher")}
+        print(f"peak_rss_mb pagkd={rss['pagkd']:.0f} "
+              f"wli_only+teacher={rss['wli_only+teacher']:.0f}")
     print(f"full_vs_baseline_ratio={med['pagkd'] / base:.3f}")
 
 

@@ -5,7 +5,9 @@ random stress test of both group losses."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -261,3 +263,112 @@ def test_200_random_steps_are_finite():
         loss.backward()
         grads = [tw.grad, tn.grad] + [p.grad for p in pro.parameters() if p.grad is not None]
         assert all(torch.isfinite(g).all() for g in grads), f"step {step}: non-finite grad"
+
+
+# ------------------------------------------------------------------ 16 x 16 tokens, chunks
+def _den16_reference():
+    """Inputs and loop-reference results at 16 x 16 tokens (``tests/make_den_reference16.py``
+    computed them with :func:`pagkd_lite.reference.gkd_den_loss`: minutes, hence stored)."""
+    path = Path(__file__).parent / "fixtures" / "den_reference16.npz"
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("name,cfg", [
+    ("default", GKDDenConfig()),
+    ("authors", GKDDenConfig(masked_rows="uniform", reduction="per_class_sum")),
+])
+def test_den_16x16_matches_loop_reference(name, cfg):
+    """The class-by-class path at the token grid where the method lives (16 x 16 tokens,
+    256 x 256 scores per pair), value, counts and gradients, float64, against the loop
+    reference; with the default blocks and with one pair per block."""
+    ref = _den16_reference()
+    x = {k: torch.from_numpy(ref[k]) for k in ("tokens_w", "labels_w", "toklab_w",
+                                                "tokens_n", "labels_n", "toklab_n")}
+    assert x["tokens_w"].shape == (3, 256, 8) and x["tokens_w"].dtype == torch.float64
+    for chunk in (None, 1):  # one block per class here; one pair per block
+        tw = x["tokens_w"].clone().requires_grad_()
+        tn = x["tokens_n"].clone().requires_grad_()
+        out = GKDDen(cfg, chunk_elems=chunk)(tw, x["labels_w"], x["toklab_w"].long(), tn,
+                                             x["labels_n"], x["toklab_n"].long())
+        gw, gn = torch.autograd.grad(out["den"], [tw, tn])
+        torch.testing.assert_close(out["den"].item(), float(ref[f"{name}/den"]),
+                                   rtol=1e-5, atol=1e-5)
+        for key in ("n_pairs", "n_rows_masked", "n_pairs_empty"):
+            assert int(out[key]) == int(ref[f"{name}/{key}"]), key
+        for got, want in ((gw, ref[f"{name}/grad_w"]), (gn, ref[f"{name}/grad_n"])):
+            assert np.abs(want).sum() > 0
+            torch.testing.assert_close(got, torch.from_numpy(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_chunked_equals_unchunked(cfg):
+    """Blocks of one pair (``chunk_elems=1``), of a part of one NBI image's pairs and of a few
+    NBI images give the same values, counts, details and gradients as one block per class;
+    so do tokens laid out as a backbone's feature map."""
+    gen = torch.Generator().manual_seed(23)
+    lw, ln = torch.tensor([0, 1, 1, 0, 2, 1, 1]), torch.tensor([1, 0, 0, 1, 2, 1])
+    hw = 9
+    tw = torch.randn(len(lw), hw, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    tn = torch.randn(len(ln), hw, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    tlw, tln = random_toklab(len(lw), hw, gen), random_toklab(len(ln), hw, gen)
+    tln[1] = 1  # fully masked rows for the bg tokens of the class-0 WLI images
+    results = []
+    for chunk in (1 << 30, 1, 2 * hw * hw, 9 * hw * hw):
+        out = GKDDen(cfg, chunk_elems=chunk)(tw, lw, tlw, tn, ln, tln, return_details=True)
+        grads = torch.autograd.grad(out["den"], [tw, tn])
+        results.append((out, grads))
+    # tokens as a backbone gives them: (B, hw, d) views of (B, d, hw) maps; and a loss
+    # whose gradient arrives expanded (a sum)
+    tw_t = tw.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    tn_t = tn.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    out = GKDDen(cfg, chunk_elems=2 * hw * hw)(tw_t, lw, tlw, tn_t, ln, tln,
+                                               return_details=True)
+    grads = torch.autograd.grad(out["den"].expand(3).sum() / 3, [tw_t, tn_t])
+    results.append((out, grads))
+    (first, g_first) = results[0]
+    for out, grads in results[1:]:
+        assert set(out) == set(first)
+        for key, value in first.items():
+            torch.testing.assert_close(out[key], value, rtol=1e-12, atol=1e-12, msg=key)
+        for g, g0 in zip(grads, g_first, strict=True):
+            torch.testing.assert_close(g, g0, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_details_match_pair_loss(cfg):
+    """``return_details`` of the class-by-class path: the same pairs, relation maps,
+    attention maps and valid rows as :func:`pair_loss` on the gathered pairs."""
+    gen = torch.Generator().manual_seed(29)
+    lw, ln = torch.tensor([2, 0, 1, 0, 1]), torch.tensor([0, 1, 1, 0, 0])
+    tw = torch.randn(len(lw), 6, 5, generator=gen, dtype=torch.float64)
+    tn = torch.randn(len(ln), 4, 5, generator=gen, dtype=torch.float64)
+    tlw, tln = random_toklab(len(lw), 6, gen), random_toklab(len(ln), 4, gen)
+    out = GKDDen(cfg)(tw, lw, tlw, tn, ln, tln, return_details=True)
+    iw, inb = out["pairs"].unbind(1)
+    ref = pair_loss(tw[iw], tlw[iw], tn[inb], tln[inb], cfg, return_details=True,
+                    pair_class=lw[iw])
+    assert set(out) == set(ref) | {"pairs"}
+    for key, value in ref.items():
+        torch.testing.assert_close(out[key], value, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_group_path_computes_in_float32_under_autocast():
+    """Under bf16 autocast the class-by-class path casts bf16 tokens up and computes in
+    float32: the same value and gradients as float32 on the rounded tokens."""
+    gen = torch.Generator().manual_seed(31)
+    lw, ln = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 0, 0])
+    tw = torch.randn(4, 9, 8, generator=gen).bfloat16().requires_grad_()
+    tn = torch.randn(3, 9, 8, generator=gen).bfloat16().requires_grad_()
+    tlw, tln = random_toklab(4, 9, gen), random_toklab(3, 9, gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = GKDDen(GKDDenConfig())(tw, lw, tlw, tn, ln, tln)["den"]
+    assert got.dtype == torch.float32
+    g_got = torch.autograd.grad(got, [tw, tn])
+    tw32 = tw.detach().float().requires_grad_()
+    tn32 = tn.detach().float().requires_grad_()
+    want = GKDDen(GKDDenConfig())(tw32, lw, tlw, tn32, ln, tln)["den"]
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    for g, g32 in zip(g_got, torch.autograd.grad(want, [tw32, tn32]), strict=True):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g, g32.bfloat16())
