@@ -9,8 +9,9 @@ with them. Inputs: 3 WLI + 3 NBI images, d = 8, float64; WLI labels ``[0, 1, 0]`
 ``[0, 0, 1]`` (class 0: 2 x 2 pairs, class 1: 1 pair); WLI image 1 all fg and NBI image 2 all
 bg (their pair is fully masked: empty with ``masked_rows="drop"``, uniform with
 ``"uniform"``); NBI image 1 all fg (every bg token of a class-0 WLI image has a fully masked
-row with it). Configurations: ``default`` (``GKDDenConfig()``) and ``authors``
-(``masked_rows="uniform"``, ``reduction="per_class_sum"``).
+row with it). Configurations: ``drop_mean_all`` (``masked_rows="drop"``,
+``reduction="mean_all"``, the kit's defaults before 2026-12-02) and ``authors``
+(``masked_rows="uniform"``, ``reduction="per_class_sum"``, the defaults since).
 
 Run only when the reference or the inputs are meant to change, and say so in the commit
 message (about 10 minutes on one busy core)::
@@ -31,7 +32,7 @@ from pagkd_lite.gkd_den import GKDDenConfig
 FIXTURE = Path(__file__).parent / "fixtures" / "den_reference16.npz"
 HW, D = 16 * 16, 8
 CONFIGS = {
-    "default": GKDDenConfig(),
+    "drop_mean_all": GKDDenConfig(masked_rows="drop", reduction="mean_all"),
     "authors": GKDDenConfig(masked_rows="uniform", reduction="per_class_sum"),
 }
 

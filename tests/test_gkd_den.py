@@ -275,8 +275,8 @@ def _den16_reference():
 
 
 @pytest.mark.parametrize("name,cfg", [
-    ("default", GKDDenConfig()),
-    ("authors", GKDDenConfig(masked_rows="uniform", reduction="per_class_sum")),
+    ("drop_mean_all", GKDDenConfig(masked_rows="drop", reduction="mean_all")),
+    ("authors", GKDDenConfig()),  # the defaults: uniform rows, per-class sum
 ])
 def test_den_16x16_matches_loop_reference(name, cfg):
     """The class-by-class path at the token grid where the method lives (16 x 16 tokens,
