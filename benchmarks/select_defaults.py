@@ -3,7 +3,7 @@
 Reads ``benchmarks/results/validation_defaults*.csv`` (seeds 100-104, demo preset), computes
 each candidate's seed-paired AUC gain over ``wli_only`` of the same architecture with its 95 %
 interval, and picks the largest lower bound (within 0.001 the candidate with fewer changes
-wins). Writes ``benchmarks/results/validation_defaults.md``::
+wins). Writes ``benchmarks/results/validation_defaults_choice.md``::
 
     python benchmarks/select_defaults.py
 """
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         f"{TIE} the candidate with fewer changes.", "",
         "| candidate | seeds | gain over wli_only [95% CI] |", "|---|---|---|", *rows, "",
         f"Chosen: **{best}**.", ""])
-    (args.results / "validation_defaults.md").write_text(text)
+    (args.results / "validation_defaults_choice.md").write_text(text)
     print(text)
 
 
