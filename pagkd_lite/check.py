@@ -100,7 +100,7 @@ def _missing_class(answer, num_classes: int, **_) -> str | None:
             "classes present in WLI but not NBI (skipped) and those present in both (used).")
 
 
-@_register("03.3", "a tuple (lowest, highest) value of s(A, B) / tau")
+@_register("03.3", "a tuple (lowest, highest) value of the slot similarity s_slot(A, B) / tau")
 def _similarity_range(answer, tau: float, **_) -> str | None:
     lo, hi = answer
     if _close(lo, -1 / tau) and _close(hi, 1 / tau):
