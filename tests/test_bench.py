@@ -33,7 +33,11 @@ def test_summary_paired_difference():
             for s, a in enumerate(vals)]
     table = summarize(rows)
     # differences 0.10, 0.09, 0.11: mean +0.100, interval excludes zero
-    assert "+0.100" in table and "excludes 0" in table
+    assert "+0.100" in table and "excludes 0" in table and "not shown" not in table
+    noisy = [dict(r, auc=str(float(r["auc"]) + (0.2 if r["seed"] == "0" and
+                                                 r["method"] == "wli_only" else 0)))
+             for r in rows]  # differences -0.10, 0.09, 0.11: the interval includes zero
+    assert "(not shown)" in summarize(noisy)
 
 
 def test_grid_smoke_writes_every_cell_and_a_regime_map(tmp_path):
