@@ -261,7 +261,8 @@ def token_attention(step: DenStep, wli_index: int, nbi_index: int, token: int) -
     follow the token to the NBI tokens it reads, then let those NBI tokens read the WLI image
     back. Attention maps are scaled by their maximum for display; the titles give the raw
     maximum. A fully masked token (certain, and every NBI token certain with the other label)
-    attends nowhere: its attention panels are uniformly dark (all weights zero).
+    attends to every NBI token alike with ``masked_rows="uniform"`` (the default, the
+    authors'), and nowhere with ``"drop"`` (its attention panels are uniformly dark).
     """
     hw = step.token_hw[0] * step.token_hw[1]
     if not 0 <= token < hw:
@@ -275,7 +276,10 @@ def token_attention(step: DenStep, wli_index: int, nbi_index: int, token: int) -
                heat_overlay(rgb_n, row.reshape(step.token_hw), mode="nearest", normalise=True),
                heat_overlay(rgb_w, back.reshape(step.token_hw), mode="nearest",
                             normalise=True)]]
-    masked = "" if bool(att["valid_w"][token]) else " - fully masked: attends nowhere"
+    masked = ""
+    if bool((att["R"][token] == 0).all()):
+        masked = (" - fully masked: attends nowhere" if not bool(att["valid_w"][token]) else
+                  " - fully masked: attends to every token alike (masked_rows='uniform')")
     titles = [f"{step.describe('WLI', wli_index)}, token {token} ({lab})",
               f"{step.describe('NBI', nbi_index)}: A[m<-n] (max {float(row.max()):.2f})",
               f"back on WLI: A[m<-n] A[n<-m] (max {float(back.max()):.2f})"]

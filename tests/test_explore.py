@@ -28,7 +28,8 @@ def step(distiller, sets):
     return explore.den_step(distiller, wli, nbi, [0, 1, 2, 3], [0, 1, 2, 4, 5])
 
 
-def hand_step(lab_w, lab_n, d: int = 4, seed: int = 0, hw=(2, 2)) -> explore.DenStep:
+def hand_step(lab_w, lab_n, d: int = 4, seed: int = 0, hw=(2, 2),
+              cfg: GKDDenConfig | None = None) -> explore.DenStep:
     """A DenStep with chosen token labels, one class, random tokens and 16 x 16 images."""
     g = torch.Generator().manual_seed(seed)
     lab_w, lab_n = torch.as_tensor(lab_w), torch.as_tensor(lab_n)
@@ -39,7 +40,7 @@ def hand_step(lab_w, lab_n, d: int = 4, seed: int = 0, hw=(2, 2)) -> explore.Den
         cam_w=torch.rand(bw, *hw, generator=g), cam_n=torch.rand(bn, *hw, generator=g),
         refined_w=torch.rand(bw, 8, 8, generator=g), refined_n=torch.rand(bn, 8, 8, generator=g),
         lab_w=lab_w, lab_n=lab_n, tokens_w=torch.randn(bw, n, d, generator=g),
-        tokens_n=torch.randn(bn, n, d, generator=g), token_hw=hw, cfg=GKDDenConfig(),
+        tokens_n=torch.randn(bn, n, d, generator=g), token_hw=hw, cfg=cfg or GKDDenConfig(),
         class_names=["a", "b"],
     )
 
@@ -84,9 +85,11 @@ def test_pair_attention_is_the_library_attention(step):
     torch.testing.assert_close(att["attn_w"], a[0])
     assert torch.equal(att["valid_w"], v[0])
     torch.testing.assert_close(att["round_trip"], att["attn_w"] @ att["attn_n"])
-    # masked entries get exactly zero weight; valid rows sum to one
-    assert torch.all(att["attn_w"][att["R"] == 0] == 0)
-    assert torch.all(att["attn_n"][att["R"].T == 0] == 0)
+    # masked entries get exactly zero weight (rows with no key left: uniform by default);
+    # valid rows sum to one
+    full_w, full_n = (att["R"] == 0).all(1), (att["R"].T == 0).all(1)
+    assert torch.all(att["attn_w"][(att["R"] == 0) & ~full_w[:, None]] == 0)
+    assert torch.all(att["attn_n"][(att["R"].T == 0) & ~full_n[:, None]] == 0)
     sums = att["attn_w"].sum(1)
     torch.testing.assert_close(sums[att["valid_w"]], torch.ones(int(att["valid_w"].sum())))
 
@@ -117,12 +120,17 @@ def test_token_attention_figure_shows_the_attention_row(step):
 
 def test_fully_masked_token_attends_nowhere():
     # WLI token 0 is certain foreground; every NBI token is certain background
-    step = hand_step([[1, 0, -1, 0]], [[0, 0, 0, 0]])
+    step = hand_step([[1, 0, -1, 0]], [[0, 0, 0, 0]], cfg=GKDDenConfig(masked_rows="drop"))
     att = explore.pair_attention(step, 0, 0)
     assert not bool(att["valid_w"][0]) and bool(att["valid_w"][1])
     assert torch.all(att["attn_w"][0] == 0)
     fig = explore.token_attention(step, 0, 0, token=0)
-    assert "fully masked" in fig.layout.title.text
+    assert "fully masked: attends nowhere" in fig.layout.title.text
+    # the default (the authors'): the same row attends to every NBI token alike
+    uniform = explore.pair_attention(hand_step([[1, 0, -1, 0]], [[0, 0, 0, 0]]), 0, 0)
+    torch.testing.assert_close(uniform["attn_w"][0], torch.full((4,), 0.25))
+    assert "alike" in explore.token_attention(hand_step([[1, 0, -1, 0]], [[0, 0, 0, 0]]), 0, 0,
+                                              token=0).layout.title.text
     # an uncertain token may attend everywhere (R = 0.5 everywhere on its row)
     assert torch.all(att["R"][2] == 0.5) and torch.all(att["attn_w"][2] > 0)
 
