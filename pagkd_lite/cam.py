@@ -243,19 +243,20 @@ def authors_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
         ``(labels (B, h*w) long, P_high[:, 1] (B, H', W'): the refined foreground
         probability against the high score, the map the labels were read from)``.
     """
-    wins, shown = [], None
-    for score in (cfg.high, cfg.low):
-        probs = torch.softmax(torch.stack([torch.full_like(cam, score), cam], dim=1), dim=1)
-        if cfg.par_iters > 0:
-            probs = par_refine(image, probs, cfg.par_dilations, num_iter=cfg.par_iters,
-                               scale=cfg.par_scale)
-        shown = probs[:, 1] if shown is None else shown
-        if tuple(probs.shape[-2:]) != tuple(token_hw):
-            probs = F.interpolate(probs, size=token_hw, mode="bilinear", align_corners=False)
-        wins.append(probs[:, 1] > probs[:, 0])
-    lab = torch.full(wins[0].shape, -1, dtype=torch.long, device=cam.device)
-    lab[~wins[0] & ~wins[1]] = 0
-    lab[wins[0]] = 1
+    # both scores' two-channel maps as 4 channels [t_high, CAM | t_low, CAM]: one PAR call,
+    # so the affinities and neighbour shifts are computed once (channels stay independent)
+    probs = torch.cat([torch.softmax(torch.stack([torch.full_like(cam, t), cam], dim=1), dim=1)
+                       for t in (cfg.high, cfg.low)], dim=1)
+    if cfg.par_iters > 0:
+        probs = par_refine(image, probs, cfg.par_dilations, num_iter=cfg.par_iters,
+                           scale=cfg.par_scale)
+    shown = probs[:, 1]
+    if tuple(probs.shape[-2:]) != tuple(token_hw):
+        probs = F.interpolate(probs, size=token_hw, mode="bilinear", align_corners=False)
+    win_high, win_low = probs[:, 1] > probs[:, 0], probs[:, 3] > probs[:, 2]
+    lab = torch.full(win_high.shape, -1, dtype=torch.long, device=cam.device)
+    lab[~win_high & ~win_low] = 0
+    lab[win_high] = 1
     return lab.flatten(1), shown
 
 
