@@ -18,7 +18,8 @@ Models and method
     cam          Grad-CAM, PAR refinement, tri-state token labels
     gkd_pro      GKD-Pro: group prototypes, ``L_con`` and ``L_pcls`` (batched)
     gkd_den      GKD-Den: relation maps, relation-guided attention, ``L_Den`` (batched)
-    reference    the same two losses as slow, obvious loops in the paper's notation
+    reference    the same two losses (and NT-Xent) as slow, obvious loops
+    pretrain     SimCLR on the unlabelled WLI + NBI training images (``model.init=ssl``)
     distill      one Distiller per method and the registry ``METHODS`` (name -> Method)
 Running
     config       dataclass Config, presets, ``--set`` overrides, ``build_config``

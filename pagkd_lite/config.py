@@ -25,6 +25,7 @@ from .distill import METHODS as METHODS  # the method registry, re-exported
 from .gkd_den import GKDDenConfig
 from .gkd_pro import GKDProConfig
 from .models import ModelConfig
+from .pretrain import PretrainConfig
 from .synthendo import SynthEndoConfig
 
 
@@ -66,7 +67,8 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    """Everything a run needs. ``teacher`` trains the NBI teacher, ``train`` the student."""
+    """Everything a run needs. ``teacher`` trains the NBI teacher, ``train`` the student;
+    ``pretrain`` the SimCLR backbone both start from when ``model.init = "ssl"``."""
 
     name: str = "custom"
     data: SynthEndoConfig = field(default_factory=SynthEndoConfig)
@@ -76,6 +78,7 @@ class Config:
     pro: GKDProConfig = field(default_factory=GKDProConfig)
     den: GKDDenConfig = field(default_factory=GKDDenConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 0
     device: str = "auto"  # auto = cuda, then mps, then cpu
     out_dir: str = "runs"
@@ -100,6 +103,7 @@ def smoke() -> Config:
         teacher=TrainConfig(epochs=1, batch_size=12, warmup_epochs=0),
         train=TrainConfig(epochs=2, batch_size=12, warmup_epochs=1),
         pro=GKDProConfig(dim=32, num_queries=4, num_heads=4),
+        pretrain=PretrainConfig(epochs=1, batch_size=16, steps_per_epoch=2),
         bootstrap=200,
     )
 
@@ -137,6 +141,7 @@ def demo() -> Config:
         train=TrainConfig(epochs=20, batch_size=24, warmup_epochs=3, steps_per_epoch=10),
         pro=GKDProConfig(dim=64, num_queries=12, num_heads=8),
         den=GKDDenConfig(par_iters=0),
+        pretrain=PretrainConfig(epochs=8, batch_size=32),
     )
 
 
@@ -261,6 +266,17 @@ def method_config(cfg: Config, method: str) -> Config:
 def to_dict(cfg: Config) -> dict:
     """Plain nested dict (JSON- and ``weights_only``-safe)."""
     return dataclasses.asdict(cfg)
+
+
+def key_dict(cfg: Config) -> dict:
+    """:func:`to_dict` as the cache keys hash it: with ``model.init = "scratch"`` the SSL
+    settings (``model.init`` and the ``pretrain`` section) change nothing about a run, so
+    they are left out, and a scratch run keeps the cache key it had before they existed."""
+    d = to_dict(cfg)
+    if cfg.model.init == "scratch":
+        d.pop("pretrain")
+        d["model"].pop("init")
+    return d
 
 
 def from_dict(d: dict) -> Config:

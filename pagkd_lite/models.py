@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 HEAD_INPUTS = ("tokens", "backbone")
+#: where a trained model's backbone starts: random weights, or the SSL backbone of the data
+INITS = ("scratch", "ssl")
 
 
 @dataclass
@@ -42,6 +44,10 @@ class ModelConfig:
             the kit's default) or ``"backbone"`` (the pooled backbone map, the authors').
         token_bias: the 1x1 token embedding (and the teacher adapter) has a bias (kit's
             default ``True``; the authors' have none).
+        init: how the teacher and the student start (``pipeline.build_classifier``):
+            ``"scratch"`` (the default: random weights, or ImageNet's with ``pretrained``) or
+            ``"ssl"`` (both from the SimCLR backbone of the current data's unlabelled WLI and
+            NBI training images, :mod:`pagkd_lite.pretrain`; ``pipeline.pretrained_backbone``).
     """
 
     backbone: str = "resnet10t"
@@ -50,6 +56,7 @@ class ModelConfig:
     pretrained: bool = False
     head_input: str = "tokens"
     token_bias: bool = True
+    init: str = "scratch"
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -57,6 +64,8 @@ class ModelConfig:
         if self.head_input not in HEAD_INPUTS:
             raise ValueError(f"ModelConfig.head_input must be one of {HEAD_INPUTS}, "
                              f"got {self.head_input!r}")
+        if self.init not in INITS:
+            raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
         if not isinstance(self.token_bias, bool):
             raise ValueError(f"ModelConfig.token_bias must be a bool, got {self.token_bias!r}")
         if self.backbone not in timm.list_models() and not timm.is_model(self.backbone):

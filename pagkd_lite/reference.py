@@ -26,6 +26,9 @@ GKD-Den, for every same-class pair ``(m, n)`` in ``G_c^W x G_c^N``::
 
 (rows with nothing to attend to are left out of the cosine, or attend uniformly with
 ``masked_rows="uniform"``; see :mod:`pagkd_lite.gkd_den`).
+
+At the end, NT-Xent of the SSL pretraining (:func:`nt_xent_loop`, :mod:`pagkd_lite.pretrain`)
+one anchor at a time (``tests/test_pretrain.py``).
 """
 
 from __future__ import annotations
@@ -208,3 +211,31 @@ def gkd_den_loss(tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n:
             den = den + torch.stack([t for v in terms[side].values() for t in v]).mean()
     return {"den": den, "n_pairs": n_pairs, "n_rows_masked": n_masked,
             "n_pairs_empty": n_empty}
+
+
+# ------------------------------------------------------------------------------- NT-Xent
+def nt_xent_loop(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """NT-Xent (:func:`pagkd_lite.pretrain.nt_xent`), one anchor and one partner at a time.
+
+    ``z1``, ``z2`` (B, p): row i of each is a view of image i. The 2B rows ``z_0 .. z_{2B-1}``
+    (``z1`` then ``z2``); the positive of anchor i is ``p(i) = i + B mod 2B``::
+
+        s(a, b) = a.b / (|a| |b|)
+        l_i     = -log( exp(s(z_i, z_p(i)) / tau) / sum_{k != i} exp(s(z_i, z_k) / tau) )
+        loss    = (1 / 2B) sum_i l_i
+    """
+    z = [*z1, *z2]
+    n, b = len(z), len(z1)
+
+    def s(a: Tensor, c: Tensor) -> Tensor:
+        return torch.dot(a, c) / (a.norm() * c.norm())
+
+    total = torch.zeros((), dtype=z1.dtype)
+    for i in range(n):
+        positive = torch.exp(s(z[i], z[(i + b) % n]) / temperature)
+        denominator = torch.zeros((), dtype=z1.dtype)
+        for k in range(n):
+            if k != i:
+                denominator = denominator + torch.exp(s(z[i], z[k]) / temperature)
+        total = total - torch.log(positive / denominator)
+    return total / n
