@@ -69,7 +69,8 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
                 mc = method_config(c, method)  # a method with its own model gets its teacher
                 t = teacher if mc.model == c.model and mc.teacher == c.teacher else \
                     train_teacher(mc, sets, out_dir=cache_dir, progress=progress)[0]
-                model, result = train_student(c, sets, method, t, progress=progress)
+                model, result = train_student(c, sets, method, t, progress=progress,
+                                              ssl_dir=cache_dir)
                 test, secs = sets["wli_test"], result.seconds
             probs = predict(model, test, device, runtime=c.runtime)
             m = compute_metrics(test.labels.numpy(), probs)

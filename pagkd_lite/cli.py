@@ -1,6 +1,7 @@
 """``pagkd-lite``: the command line.
 
     pagkd-lite make-data      --preset demo --out data/synthendo
+    pagkd-lite pretrain       --preset demo     (SimCLR backbone for --set model.init=ssl)
     pagkd-lite train-teacher  --preset demo
     pagkd-lite train-student  --preset demo --method pagkd
     pagkd-lite evaluate       --preset demo --method pagkd
@@ -86,6 +87,22 @@ def cmd_make_data(args) -> None:
     for name, s in sets.items():
         print(f"{name:10s} {len(s):5d} images  per class {s.class_counts()}")
     print(f"written to {root}")
+
+
+def cmd_pretrain(args) -> None:
+    from .pipeline import make_data, pretrained_backbone
+
+    cfg = build_config(args)
+    sets = make_data(cfg)
+    _, info = pretrained_backbone(cfg, sets, out_dir=_out(args, cfg), progress=not args.quiet,
+                                  cache=not args.no_cache)
+    p = cfg.pretrain
+    print(f"ssl backbone ({cfg.model.backbone}): {'loaded' if info['loaded'] else 'trained'} "
+          f"({info['seconds']:.0f} s of training, {p.epochs} epochs, batch {p.batch_size}) on "
+          f"{len(sets['wli_train'])} WLI + {len(sets['nbi_train'])} NBI training images; "
+          f"final NT-Xent loss {info['final_loss']:.3f}")
+    print(f"checkpoint: {info['path']}  (used by --set model.init=ssl with the same --preset, "
+          f"--set and --out)")
 
 
 def cmd_train_teacher(args) -> None:
@@ -314,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     names = list(METHODS)
 
     _command(sub, "make-data", "generate SynthEndo and export folder + manifest", cmd_make_data)
+
+    p = _command(sub, "pretrain", "SimCLR on the unlabelled WLI and NBI training images: the "
+                 "backbone that model.init=ssl starts from", cmd_pretrain)
+    p.add_argument("--no-cache", action="store_true", help="retrain even if cached")
 
     p = _command(sub, "train-teacher", "train the NBI teacher", cmd_train_teacher)
     p.add_argument("--no-cache", action="store_true", help="retrain even if cached")

@@ -17,11 +17,18 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, to_dict
+from .config import Config, key_dict
 from .data import ImageSet
 from .distill import Distiller
 from .models import Classifier
-from .pipeline import GENERATOR_VERSION, _key, make_data, train_student, train_teacher
+from .pipeline import (
+    GENERATOR_VERSION,
+    _key,
+    make_data,
+    pretrained_backbone,
+    train_student,
+    train_teacher,
+)
 from .train import FitResult, pick_device
 
 # what `make cache` trains: the baseline, PaGKD, its ablations and two simple baselines
@@ -30,8 +37,9 @@ COURSE_METHODS = ("wli_only", "pagkd", "pagkd_no_pro", "pagkd_no_den", "pagkd_no
 
 
 def cache_key(cfg: Config) -> dict:
-    """What a cached model depends on: the whole configuration and the generator's code."""
-    return {"config": to_dict(cfg), "generator_version": GENERATOR_VERSION}
+    """What a cached model depends on: the whole configuration (:func:`config.key_dict`: the
+    SSL settings only when ``model.init = "ssl"``) and the generator's code."""
+    return {"config": key_dict(cfg), "generator_version": GENERATOR_VERSION}
 
 
 def run_dir(cfg: Config, root: str | Path = "runs/course") -> Path:
@@ -63,7 +71,7 @@ class Course:
             "resumed" if (run / "last.pt").exists() else "trained"
         distiller, result = train_student(self.cfg, self.sets, method, self.teacher,
                                           out_dir=self.folder, resume=True,
-                                          progress=self.progress)
+                                          progress=self.progress, ssl_dir=self.folder.parent)
         self._say(f"{method}: {was} ({result.seconds:.0f} s of training; best val AUC "
                   f"{result.best_val_auc:.3f} at epoch {result.best_epoch + 1})")
         return distiller, result
@@ -85,7 +93,10 @@ def open_course(cfg: Config, root: str | Path = "runs/course", progress: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(key_json, indent=1, sort_keys=True))
     sets = make_data(cfg)
-    teacher, info = train_teacher(cfg, sets, out_dir=folder, progress=progress)
+    # the SSL backbone sits at the root: it does not depend on model.init or the training
+    # settings, so scratch and ssl configurations of the same data share it
+    teacher, info = train_teacher(cfg, sets, out_dir=folder, progress=progress,
+                                  ssl_dir=folder.parent)
     course = Course(cfg, sets, teacher, info, folder, progress)
     was = "loaded" if info.get("loaded") else "trained"
     course._say(f"teacher: {was} ({info['seconds']:.0f} s of training; best NBI val AUC "
@@ -95,10 +106,16 @@ def open_course(cfg: Config, root: str | Path = "runs/course", progress: bool = 
 
 def build_cache(cfg: Config, methods=COURSE_METHODS, root: str | Path = "runs/course",
                 progress: bool = True) -> Course:
-    """Train (or confirm) every model the course loads; what ``make cache`` runs."""
+    """Train (or confirm) every model the course loads, and the SSL backbone of ``cfg``'s
+    data (``<root>/ssl-<key>.pt``, for runs with ``--set model.init=ssl``); what ``make
+    cache`` runs."""
     course = open_course(cfg, root, progress)
     for method in methods:
         course.student(method)
+    _, info = pretrained_backbone(cfg, course.sets, course.folder.parent, progress)
+    course._say(f"ssl backbone: {'loaded' if info['loaded'] else 'trained'} "
+                f"({info['seconds']:.0f} s of training; final NT-Xent loss "
+                f"{info['final_loss']:.3f}) - {info['path']}")
     warm_umap(course)
     return course
 

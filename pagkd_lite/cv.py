@@ -228,14 +228,16 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
             # No teacher cache: its key hashes the SynthEndo config, which says nothing
             # about which real images are in this fold.
             teacher, _ = train_teacher(method_config(cfg, method), fs, out_dir=None,
-                                       progress=progress, cache=False)
+                                       progress=progress, cache=False, ssl_dir=out)
             if len(fs["nbi_test"]):
                 teacher_auc = compute_metrics(fs["nbi_test"].labels.numpy(),
                                              predict(teacher, fs["nbi_test"], device,
                                                      runtime=cfg.runtime))["auc"]
         fold_dir = out / f"fold{i}" if out is not None else None
+        # with model.init=ssl, teacher and student share the fold's SSL backbone, keyed by
+        # the fold's training images (pipeline.ssl_key)
         student, result = train_student(cfg, fs, method, teacher, out_dir=fold_dir,
-                                        progress=progress)
+                                        progress=progress, ssl_dir=out)
         p = predict(student, fs["wli_test"], device, runtime=cfg.runtime)
         idx = fold["wli_test"].numpy()
         probs[idx] = p

@@ -227,7 +227,8 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
     device = pick_device(cfg.device)
     sets = make_data(cfg)
     teacher, _ = train_teacher(cfg, sets, out_dir=out_dir, progress=progress)
-    distiller, result = train_student(cfg, sets, method, teacher, progress=progress)
+    distiller, result = train_student(cfg, sets, method, teacher, progress=progress,
+                                      ssl_dir=out_dir)
     student = distiller.student.eval()  # a throwaway student: no mode to restore
     common = {}
     with torch.no_grad():

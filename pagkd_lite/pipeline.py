@@ -1,4 +1,4 @@
-"""The kit's jobs as plain functions: data, teacher, student, evaluation, demo.
+"""The kit's jobs as plain functions: data, SSL backbone, teacher, student, evaluation, demo.
 
 The CLI and the notebooks call these; each is a few lines over the library so that a
 learner can read what a command does.
@@ -18,14 +18,16 @@ import torch
 
 from . import synthendo
 from .accel import amp_dtype
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, method_config, to_dict
+from .checkpoint import check_provenance, load_checkpoint, save_checkpoint
+from .config import Config, key_dict, method_config, to_dict
 from .data import ImageSet
 from .distill import Distiller, build_distiller
 from .distributed import rank
+from .errors import CheckpointError
 from .files import readable
 from .metrics import Estimate, bootstrap_metrics
 from .models import Classifier, freeze
+from .pretrain import pretrain
 from .runinfo import run_info
 from .synthendo import generate
 from .train import FitResult, fit, pick_device, predict, seed_everything
@@ -46,6 +48,121 @@ def _key(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# ------------------------------------------------------------------ the SSL backbone
+def _backbone_fields(cfg: Config) -> dict:
+    """The model settings that make the backbone (what an SSL checkpoint depends on and is
+    checked against); the head's (``dim``, ``head_input``, ``token_bias``) do not."""
+    m = cfg.model
+    return {"backbone": m.backbone, "feature_index": m.feature_index,
+            "pretrained": m.pretrained}
+
+
+def _images_digest(*image_sets: ImageSet) -> str:
+    """sha256 (12 hex digits) of the sets' image tensors: which images, in which order."""
+    h = hashlib.sha256()
+    for s in image_sets:
+        h.update(f"{s.modality}{tuple(s.images.shape)}".encode())
+        h.update(s.images.contiguous().numpy())
+    return h.hexdigest()[:12]
+
+
+def ssl_provenance(cfg: Config, sets: dict[str, ImageSet]) -> dict:
+    """What the SSL backbone of ``cfg`` on ``sets`` is trained on: ``data`` (as
+    :func:`provenance`), ``model`` (:func:`_backbone_fields`), ``splits`` (the image count
+    of each split used: ``wli_train`` and ``nbi_train``, the only ones ever read),
+    ``images_sha256``, ``generator_version`` and ``runtime`` (a record, never compared)."""
+    wli, nbi = sets["wli_train"], sets["nbi_train"]
+    return {"data": provenance(cfg, wli)["data"], "model": _backbone_fields(cfg),
+            "splits": {"wli_train": len(wli), "nbi_train": len(nbi)},
+            "images_sha256": _images_digest(wli, nbi), "generator_version": GENERATOR_VERSION,
+            "runtime": run_info(cfg.device)}
+
+
+def ssl_key(cfg: Config, sets: dict[str, ImageSet]) -> str:
+    """The SSL checkpoint's key: the data config, the backbone settings, ``cfg.pretrain``,
+    the seed, ``GENERATOR_VERSION`` and the digest of the WLI and NBI training images (so
+    real data, whose folds the data config does not describe, is keyed by its images)."""
+    digest = _images_digest(sets["wli_train"], sets["nbi_train"])
+    return _key(cfg.data, _backbone_fields(cfg), cfg.pretrain, cfg.seed, GENERATOR_VERSION,
+                digest)
+
+
+def load_ssl_checkpoint(path: str | Path, cfg: Config, sets: dict[str, ImageSet]) -> dict:
+    """An SSL checkpoint (``weights_only=True``), refused with a :class:`CheckpointError`
+    when it was pretrained on other data (source, config or class names, or other training
+    images), for another backbone, or with other ``pretrain`` settings."""
+    ck = load_checkpoint(path, required=("backbone", "pretrain", "history", "key",
+                                         "provenance"), what="SSL checkpoint")
+    want = ssl_provenance(cfg, sets)
+    check_provenance(path, ck, data=want["data"], model=want["model"])
+    old = ck["provenance"]
+    for name in ("feature_index", "pretrained"):
+        if old["model"].get(name) != want["model"][name]:
+            raise CheckpointError(f"SSL checkpoint {path}: pretrained with model.{name} "
+                                  f"{old['model'].get(name)!r}, this run has "
+                                  f"{want['model'][name]!r}")
+    for name in ("splits", "images_sha256"):
+        if old.get(name) != want[name]:
+            raise CheckpointError(f"SSL checkpoint {path}: pretrained on other training images "
+                                  f"({name} {old.get(name)!r}; this run has {want[name]!r})")
+    if ck["key"] != ssl_key(cfg, sets):
+        raise CheckpointError(f"SSL checkpoint {path}: made with other pretrain settings, seed "
+                              f"or generator version (key {ck['key']}, this run's "
+                              f"{ssl_key(cfg, sets)})")
+    return ck
+
+
+def pretrained_backbone(cfg: Config, sets: dict[str, ImageSet],
+                        out_dir: str | Path | None = None, progress: bool = True,
+                        cache: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """The SimCLR backbone of ``cfg`` on the current data (:mod:`pagkd_lite.pretrain`),
+    trained once, then loaded from ``<out_dir>/ssl-<ssl_key>.pt``. Returns
+    ``(backbone state dict, info)``; ``info``: ``key``, ``path`` (None without ``out_dir``),
+    ``loaded``, ``history`` (mean NT-Xent per epoch), ``final_loss``, ``seconds``.
+
+    Only ``sets["wli_train"]`` and ``sets["nbi_train"]`` are read, and only their images go
+    to :func:`pretrain.pretrain`: no label, no validation or test image. The checkpoint holds
+    the backbone, ``pretrain`` (the settings), ``history``, ``seconds``, ``key`` and
+    ``provenance`` (:func:`ssl_provenance`).
+    """
+    wli, nbi = sets["wli_train"], sets["nbi_train"]
+    key = ssl_key(cfg, sets)
+    path = Path(out_dir) / f"ssl-{key}.pt" if out_dir is not None else None
+    if cache and path is not None and path.exists():
+        ck = load_ssl_checkpoint(path, cfg, sets)
+        return ck["backbone"], {"key": key, "path": path, "loaded": True,
+                                "history": ck["history"], "final_loss": ck["history"][-1]["loss"],
+                                "seconds": ck["seconds"]}
+    result = pretrain(cfg.model, wli.images, nbi.images, cfg.pretrain, pick_device(cfg.device),
+                      seed=cfg.seed, progress=progress, desc="ssl (WLI+NBI train)")
+    if path is not None and rank() == 0:
+        save_checkpoint(path, {"backbone": result.backbone, "pretrain": to_dict(cfg)["pretrain"],
+                               "history": result.history, "seconds": result.seconds,
+                               "key": key, "provenance": ssl_provenance(cfg, sets)})
+    return result.backbone, {"key": key, "path": path, "loaded": False,
+                             "history": result.history,
+                             "final_loss": result.history[-1]["loss"], "seconds": result.seconds}
+
+
+def build_classifier(cfg: Config, sets: dict[str, ImageSet], num_classes: int,
+                     ssl_dir: str | Path | None = None, progress: bool = True) -> Classifier:
+    """A fresh Classifier to train, the one place teacher and student are made.
+
+    ``model.init = "scratch"``: ``seed_everything(cfg.seed)``, then ``Classifier`` (random
+    weights, or ImageNet's with ``model.pretrained``). ``"ssl"``: the same, then the backbone
+    from :func:`pretrained_backbone` (cached in ``ssl_dir``); the embedding and the head stay
+    as drawn. The SSL backbone is fetched BEFORE seeding, so the global random state after
+    this call is the same whether it was trained now or loaded.
+    """
+    state = (pretrained_backbone(cfg, sets, ssl_dir, progress)[0]
+             if cfg.model.init == "ssl" else None)
+    seed_everything(cfg.seed)
+    model = Classifier(cfg.model, num_classes)
+    if state is not None:
+        model.backbone.load_state_dict(state)
+    return model
+
+
 @dataclass
 class Evaluation:
     """Metrics with 95% bootstrap intervals, and the probabilities they came from."""
@@ -64,21 +181,27 @@ def evaluate(model: torch.nn.Module, images: ImageSet, device: torch.device,
 
 
 def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | None = None,
-                  progress: bool = True, cache: bool = True) -> tuple[Classifier, dict]:
+                  progress: bool = True, cache: bool = True,
+                  ssl_dir: str | Path | None = None) -> tuple[Classifier, dict]:
     """Train the NBI teacher (or load it from the cache), freeze it, return (teacher, info).
 
     The cache file is ``<out_dir>/teacher-<key>.pt`` where the key hashes the data (less the
     WLI split sizes, which do not change the NBI splits), model, teacher-training settings,
     seed, precision (fp32 or bf16) and ``GENERATOR_VERSION``, so a changed setting or
-    generator never reuses a stale teacher. ``info["loaded"]`` says whether it came from the
-    cache.
+    generator never reuses a stale teacher; with ``model.init = "ssl"`` also the SSL
+    backbone's key (:func:`ssl_key`: the WLI and NBI training images and ``pretrain``).
+    ``info["loaded"]`` says whether it came from the cache. The teacher starts as
+    :func:`build_classifier` makes it (its SSL checkpoint cached in ``ssl_dir``, default
+    ``out_dir``).
     """
     device = pick_device(cfg.device)
     # the teacher sees only the NBI splits, which do not depend on the WLI split sizes
     nbi_data = dataclasses.replace(cfg.data, n_wli_train=0, n_wli_val=0, n_wli_test=0)
-    parts = [nbi_data, cfg.model, cfg.teacher, cfg.seed, GENERATOR_VERSION]
+    parts = [nbi_data, key_dict(cfg)["model"], cfg.teacher, cfg.seed, GENERATOR_VERSION]
     if amp_dtype(cfg.runtime, device) is not None:
         parts.append("bf16")
+    if cfg.model.init == "ssl":  # its start depends on the WLI training images too
+        parts.append({"ssl": ssl_key(cfg, sets)})
     key = _key(*parts)
     path = Path(out_dir) / f"teacher-{key}.pt" if out_dir is not None else None
     nbi = sets["nbi_train"]
@@ -87,8 +210,9 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
         ck = load_checkpoint(path, required=("model", "info"))
         teacher.load_state_dict(ck["model"])
         return freeze(teacher.to(device)), {**ck["info"], "loaded": True}
-    seed_everything(cfg.seed)
-    teacher = Classifier(cfg.model, nbi.num_classes)
+    teacher = build_classifier(cfg, sets, nbi.num_classes,
+                               ssl_dir=out_dir if ssl_dir is None else ssl_dir,
+                               progress=progress)
     wrapper = Distiller(teacher)
     result = fit(wrapper, nbi, sets["nbi_val"], cfg.teacher, device, seed=cfg.seed,
                  progress=progress, desc="teacher (NBI)", runtime=cfg.runtime)
@@ -120,20 +244,24 @@ def provenance(cfg: Config, images: ImageSet) -> dict:
 
 def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                   teacher: Classifier | None = None, out_dir: str | Path | None = None,
-                  resume: bool = False, progress: bool = True) -> tuple[Distiller, FitResult]:
+                  resume: bool = False, progress: bool = True,
+                  ssl_dir: str | Path | None = None) -> tuple[Distiller, FitResult]:
     """Train a WLI student with ``method`` (see ``config.METHODS``); best epoch on wli_val.
 
     The method's own settings (``config.method_config``, e.g. ``pagkd_authors``) are applied
-    to ``cfg`` first; ``teacher`` must have been built with the resulting ``cfg.model``."""
+    to ``cfg`` first; ``teacher`` must have been built with the resulting ``cfg.model``.
+    The student starts as :func:`build_classifier` makes it (with ``model.init = "ssl"``
+    its SSL checkpoint is cached in ``ssl_dir``, default ``out_dir``)."""
     cfg = method_config(cfg, method)
     if teacher is not None and teacher.cfg != cfg.model:
         raise ValueError(f"train_student: method {method!r} runs with model {cfg.model}, but "
                          f"the teacher was built with {teacher.cfg}; train the teacher with "
                          f"config.method_config(cfg, {method!r})")
     device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
     wli = sets["wli_train"]
-    student = Classifier(cfg.model, wli.num_classes)
+    student = build_classifier(cfg, sets, wli.num_classes,
+                               ssl_dir=out_dir if ssl_dir is None else ssl_dir,
+                               progress=progress)
     distiller = build_distiller(method, student, teacher, cfg, wli.num_classes)
     train_n = None
     if distiller.paired:

@@ -65,3 +65,6 @@ def test_cli_cache(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("pagkd: trained") == 1 and out.count("pagkd: loaded") == 1
     assert out.count("UMAP kernels compiled for notebook 06") == 2
+    # the SSL backbone of the data (for --set model.init=ssl) sits at the root, once
+    assert out.count("ssl backbone: trained") == 1 and out.count("ssl backbone: loaded") == 1
+    assert len(list(tmp_path.glob("ssl-*.pt"))) == 1
