@@ -141,3 +141,40 @@ def test_regime_map_script_merges_parts_and_writes_the_premise(tmp_path):
     # the 72 cell is the one valid testbed: the hint gains +0.05 in every seed
     assert "| 72 | -2 | paired_hint | +0.050 [+0.050, +0.050] | 3 | yes |" in md
     assert (tmp_path / "map.svg").read_text().startswith("<svg")
+
+
+def test_regime_map_init_axis_is_opt_in(tmp_path):
+    """Rows without ``model.init`` are scratch; ``--init`` defaults to scratch only, so an
+    ssl part changes nothing there; ``--init scratch ssl`` adds ``<out>_ssl.*`` with the
+    seed-paired change from scratch."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    cols = ["method", "seed", "auc", "accuracy", "f1", "sensitivity", "specificity",
+            "train_seconds", "data.n_wli_train", "model.feature_index"]
+    for part, init in (("old", None), ("ssl", "ssl")):
+        with (tmp_path / f"part_{part}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols + ([] if init is None else ["model.init"]))
+            for s in range(3):
+                for m, a in (("wli_only", 0.6), ("paired_hint", 0.65)):
+                    a += 0.02 if init else 0.0
+                    w.writerow([m, s, a + 0.01 * s, 0.5, 0.5, 0.5, 0.5, 1, 72, -2]
+                               + ([] if init is None else [init]))
+    parts = [str(tmp_path / "part_old.csv"), str(tmp_path / "part_ssl.csv")]
+
+    def run(*extra):
+        res = subprocess.run([sys.executable, str(root / "benchmarks" / "regime_map.py"),
+                              *parts, *extra], capture_output=True, text=True, timeout=300,
+                             cwd=root)
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    run("--out", str(tmp_path / "map"))
+    rows = list(csv.DictReader((tmp_path / "map.csv").open()))
+    assert len(rows) == 6 and "model.init" not in rows[0]
+    assert not (tmp_path / "map_ssl.md").exists()
+    run("--out", str(tmp_path / "both"), "--init", "scratch", "ssl")
+    assert (tmp_path / "both.csv").read_text() == (tmp_path / "map.csv").read_text()
+    md = (tmp_path / "both_ssl.md").read_text()
+    assert "| 72 | -2 | paired_hint | +0.020 [+0.020, +0.020] | 3 |" in md
