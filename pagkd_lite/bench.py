@@ -14,6 +14,7 @@ with a t-interval, and the seed-paired difference to ``wli_only`` with its inter
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -35,13 +36,37 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def history_path(csv_path: Path | str) -> Path:
+    """Where :func:`run_bench` keeps the per-epoch logs of a results CSV."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.stem + ".history.jsonl")
+
+
+def _append_history(csv_path: Path, record: dict) -> None:
+    path = history_path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+
+
+def read_histories(csv_path: Path | str) -> list[dict]:
+    """The records of :func:`history_path` (an empty list when there are none)."""
+    path = history_path(csv_path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Path | str = "",
               cache_dir: Path | str = "runs/bench", progress: bool = False,
               extra: dict | None = None, log=print) -> list[dict]:
     """Train and score every (seed, method); append rows to ``csv_path``; return all rows.
 
     ``extra`` adds fixed columns (the sweep value). Rows already in the CSV with the same
-    method, seed and extra values are not recomputed.
+    method, seed and extra values are not recomputed. Each student's per-epoch log (losses,
+    validation AUC and, for GKD-Den methods, the mechanism numbers of
+    :mod:`pagkd_lite.mechanism`) is appended to ``<csv stem>.history.jsonl``, one JSON line
+    ``{"method", "seed", **extra, "history": [...]}`` per run (:func:`read_histories`).
     """
     from .metrics import compute_metrics
     from .pipeline import make_data, train_student, train_teacher
@@ -71,6 +96,8 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
                     train_teacher(mc, sets, out_dir=cache_dir, progress=progress)[0]
                 model, result = train_student(c, sets, method, t, progress=progress)
                 test, secs = sets["wli_test"], result.seconds
+                _append_history(csv_path, {"method": method, "seed": seed, **extra,
+                                           "history": result.history})
             probs = predict(model, test, device, runtime=c.runtime)
             m = compute_metrics(test.labels.numpy(), probs)
             row = {"method": method, "seed": seed, **{k: f"{m[k]:.4f}" for k in
