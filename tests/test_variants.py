@@ -232,3 +232,16 @@ def test_probe_is_balanced_and_fixed(sets):
     assert torch.equal(a.x_w, b.x_w) and torch.equal(a.x_n, b.x_n)
     assert torch.bincount(a.y_w).tolist() == [2, 2, 2] and a.mask_w is not None
     assert isinstance(a, StepBatch)
+
+
+def test_mechanism_means_average_over_seeds_and_skip_missing_epochs():
+    from pagkd_lite.report import mechanism_figure, mechanism_means
+
+    recs = [{"method": "pagkd", "seed": 0, "history": [{"val_auc": 0.5}, {"val_auc": 0.7,
+                                                                          "common_share": 0.9}]},
+            {"method": "pagkd", "seed": 1, "history": [{"val_auc": 0.7}, {"val_auc": 0.9,
+                                                                          "common_share": 0.7}]}]
+    m = mechanism_means(recs)["pagkd"]
+    assert m["val_auc"] == pytest.approx([0.6, 0.8])
+    assert m["common_share"][0] is None and m["common_share"][1] == pytest.approx(0.8)
+    assert len(mechanism_figure(recs).data) == 6
