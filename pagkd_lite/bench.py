@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import Config, method_config, override
 from .metrics import mean_interval
+from .runinfo import CSV_FIELDS, csv_fields, run_info
 
 BENCH_METHODS = ("wli_only", "logit_kd", "pseudo_pair", "pagkd_no_pro", "pagkd_no_den", "pagkd",
                  "paired_oracle", "paired_hint", "oracle_masks")
@@ -63,10 +64,13 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     """Train and score every (seed, method); append rows to ``csv_path``; return all rows.
 
     ``extra`` adds fixed columns (the sweep value). Rows already in the CSV with the same
-    method, seed and extra values are not recomputed. Each student's per-epoch log (losses,
-    validation AUC and, for GKD-Den methods, the mechanism numbers of
-    :mod:`pagkd_lite.mechanism`) is appended to ``<csv stem>.history.jsonl``, one JSON line
-    ``{"method", "seed", **extra, "history": [...]}`` per run (:func:`read_histories`).
+    method, seed and extra values are not recomputed. A new CSV also records what each row
+    ran on (:data:`pagkd_lite.runinfo.CSV_FIELDS`: torch, threads, device, determinism);
+    rows appended to an older CSV keep its columns.
+    Each student's per-epoch log (losses, validation AUC and, for GKD-Den methods, the
+    mechanism numbers of :mod:`pagkd_lite.mechanism`) is appended to
+    ``<csv stem>.history.jsonl``, one JSON line ``{"method", "seed", **extra, "history":
+    [...]}`` per run (:func:`read_histories`).
     """
     from .metrics import compute_metrics
     from .pipeline import make_data, train_student, train_teacher
@@ -74,10 +78,13 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
 
     csv_path = Path(csv_path)
     extra = extra or {}
-    columns = list(COLUMNS) + list(extra)
+    old = read_rows(csv_path)
+    columns = (list(old[0]) if old else
+               [*COLUMNS, *extra, *(k for k in CSV_FIELDS if k not in extra)])
     done = {(r["method"], str(r["seed"]), *(str(r.get(k)) for k in extra))
-            for r in read_rows(csv_path)}
+            for r in old}
     device = pick_device(cfg.device)
+    ran_on = csv_fields(run_info(cfg.device))
     for seed in seeds:
         c = override(cfg, [f"seed={seed}", f"data.seed={seed}"])
         todo = [m for m in ("teacher_nbi", *methods)
@@ -102,11 +109,11 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
             m = compute_metrics(test.labels.numpy(), probs)
             row = {"method": method, "seed": seed, **{k: f"{m[k]:.4f}" for k in
                    ("auc", "accuracy", "f1", "sensitivity", "specificity")},
-                   "train_seconds": f"{secs:.1f}", **extra}
+                   "train_seconds": f"{secs:.1f}", **ran_on, **extra}
             new = not csv_path.exists()
             csv_path.parent.mkdir(parents=True, exist_ok=True)
             with csv_path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=columns)
+                w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
                 if new:
                     w.writeheader()
                 w.writerow(row)
