@@ -14,6 +14,7 @@ with a t-interval, and the seed-paired difference to ``wli_only`` with its inter
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .config import Config, method_config, override
 from .metrics import mean_interval
+from .runinfo import CSV_FIELDS, csv_fields, run_info
 
 BENCH_METHODS = ("wli_only", "logit_kd", "pseudo_pair", "pagkd_no_pro", "pagkd_no_den", "pagkd",
                  "paired_oracle", "paired_hint", "oracle_masks")
@@ -35,13 +37,40 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def history_path(csv_path: Path | str) -> Path:
+    """Where :func:`run_bench` keeps the per-epoch logs of a results CSV."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.stem + ".history.jsonl")
+
+
+def _append_history(csv_path: Path, record: dict) -> None:
+    path = history_path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+
+
+def read_histories(csv_path: Path | str) -> list[dict]:
+    """The records of :func:`history_path` (an empty list when there are none)."""
+    path = history_path(csv_path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Path | str = "",
               cache_dir: Path | str = "runs/bench", progress: bool = False,
               extra: dict | None = None, log=print) -> list[dict]:
     """Train and score every (seed, method); append rows to ``csv_path``; return all rows.
 
     ``extra`` adds fixed columns (the sweep value). Rows already in the CSV with the same
-    method, seed and extra values are not recomputed.
+    method, seed and extra values are not recomputed. A new CSV also records what each row
+    ran on (:data:`pagkd_lite.runinfo.CSV_FIELDS`: torch, threads, device, determinism);
+    rows appended to an older CSV keep its columns.
+    Each student's per-epoch log (losses, validation AUC and, for GKD-Den methods, the
+    mechanism numbers of :mod:`pagkd_lite.mechanism`) is appended to
+    ``<csv stem>.history.jsonl``, one JSON line ``{"method", "seed", **extra, "history":
+    [...]}`` per run (:func:`read_histories`).
     """
     from .metrics import compute_metrics
     from .pipeline import make_data, train_student, train_teacher
@@ -49,10 +78,13 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
 
     csv_path = Path(csv_path)
     extra = extra or {}
-    columns = list(COLUMNS) + list(extra)
+    old = read_rows(csv_path)
+    columns = (list(old[0]) if old else
+               [*COLUMNS, *extra, *(k for k in CSV_FIELDS if k not in extra)])
     done = {(r["method"], str(r["seed"]), *(str(r.get(k)) for k in extra))
-            for r in read_rows(csv_path)}
+            for r in old}
     device = pick_device(cfg.device)
+    ran_on = csv_fields(run_info(cfg.device))
     for seed in seeds:
         c = override(cfg, [f"seed={seed}", f"data.seed={seed}"])
         todo = [m for m in ("teacher_nbi", *methods)
@@ -72,15 +104,17 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
                 model, result = train_student(c, sets, method, t, progress=progress,
                                               ssl_dir=cache_dir)
                 test, secs = sets["wli_test"], result.seconds
+                _append_history(csv_path, {"method": method, "seed": seed, **extra,
+                                           "history": result.history})
             probs = predict(model, test, device, runtime=c.runtime)
             m = compute_metrics(test.labels.numpy(), probs)
             row = {"method": method, "seed": seed, **{k: f"{m[k]:.4f}" for k in
                    ("auc", "accuracy", "f1", "sensitivity", "specificity")},
-                   "train_seconds": f"{secs:.1f}", **extra}
+                   "train_seconds": f"{secs:.1f}", **ran_on, **extra}
             new = not csv_path.exists()
             csv_path.parent.mkdir(parents=True, exist_ok=True)
             with csv_path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=columns)
+                w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
                 if new:
                     w.writeheader()
                 w.writerow(row)

@@ -43,7 +43,7 @@ DISTRIBUTED_COMMANDS = ("train-teacher", "train-student")
 #: seeds go to numpy, torch and random; every one of them takes 0 .. 2**32 - 1
 MAX_SEED = 2**32 - 1
 #: options that name a file or folder: an empty value is refused, never read as "."
-PATH_OPTIONS = ("out", "data_root", "manifest", "checkpoint", "csv", "write")
+PATH_OPTIONS = ("out", "data_root", "manifest", "checkpoint", "csv", "write", "cache_dir")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -247,6 +247,7 @@ def cmd_cv(args) -> None:
     """Check, load (the load report is written on success AND failure), fold,
     cross-validate, write; see :mod:`.cv`."""
     from .cv import check_method, run_cv, unpaired_folds
+    from .decode_cache import default_cache_dir
     from .files import readable
     from .realdata import RealDataConfig, load_dataset
     from .splits import lesion_folds
@@ -257,6 +258,10 @@ def cmd_cv(args) -> None:
     cfg = build_config(args)
     out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
     check_out_dir(out)
+    cache_dir = None
+    if not args.no_decode_cache:
+        cache_dir = str(check_out_dir(args.cache_dir or default_cache_dir(cfg.out_dir),
+                                      "--cache-dir"))
     pick_device(cfg.device)
     if not 0 < args.val_fraction < 1:  # also refuses nan
         raise ConfigError(f"--val-fraction {args.val_fraction}: must be > 0 and < 1 (each "
@@ -270,6 +275,7 @@ def cmd_cv(args) -> None:
         decode_warnings="keep" if args.keep_decode_warnings else "skip",
         allow_missing_classes=args.allow_missing_classes, stem_reuse=args.stem_reuse,
         allow_outside_root=args.allow_outside_root,
+        cache_dir=cache_dir,
         **{f"{m}_names": _names(getattr(args, f"{m}_names"), f"--{m}-names")
            for m in ("wli", "nbi") if getattr(args, f"{m}_names") is not None})
     # Load everything and write the load report, on success and on failure; then train.
@@ -421,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-outside-root", action="store_true",
                    help="read manifest paths outside --data-root ('../x.png', absolute "
                         "paths elsewhere) instead of refusing them")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="decode cache: each image is decoded once into a memory-mapped store "
+                        "under DIR, which later runs, folds and methods read (default: "
+                        "$PAGKD_CACHE_DIR, else runs/decode-cache; delete the folder to "
+                        "clear it)")
+    p.add_argument("--no-decode-cache", action="store_true",
+                   help="decode every image into RAM at every run (no store on disk)")
     return parser
 
 

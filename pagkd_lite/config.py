@@ -51,6 +51,7 @@ class TrainConfig:
     rotation_degrees: float = 180.0
     eval_every: int = 1
     steps_per_epoch: int = 0  # 0 = one pass over the WLI (or NBI, for the teacher) train set
+    lambda_ramp_epochs: int = 0  # distillation weights ramp up over this many epochs (0: none)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every"):
@@ -60,7 +61,8 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "warmup_epochs", "lambda_den", "lambda_pro", "lambda_kd",
-                     "lambda_hint", "steps_per_epoch", "rotation_degrees"):
+                     "lambda_hint", "steps_per_epoch", "rotation_degrees",
+                     "lambda_ramp_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -14,9 +14,10 @@ K-fold cross-validation with predictions pooled over folds (docs/method.md, "Pap
    score them, with bootstrap 95% intervals; per-fold scores are reported beside them.
 
 Outputs under ``--out`` (default ``runs/cv-<preset>-<method>``): ``cv_results.csv`` (one
-row per fold and a pooled row, each with the torch version, thread count and device it ran
-on: :mod:`pagkd_lite.runinfo`), ``predictions.csv`` (one row per WLI image), ``report.md``,
-``load_report.{json,txt}`` and ``fold<i>/<method>/{best,last}.pt``.
+row per fold and a pooled row, each with the torch version, thread count, device and
+determinism switches it ran with: :mod:`pagkd_lite.runinfo`), ``predictions.csv`` (one
+row per WLI image), ``report.md``, ``load_report.{json,txt}`` and
+``fold<i>/<method>/{best,last}.pt``.
 
 A data set that images the same lesions in both modalities (CPC-Paired, PICCOLO, Mesejo et
 al.) is used unpaired with ``--unpair`` (:func:`unpaired_folds`): in each fold every training
@@ -46,7 +47,7 @@ from .data import ImageSet
 from .distill import METHODS
 from .files import atomic_write_text, readable
 from .metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics
-from .runinfo import describe, run_info
+from .runinfo import csv_fields, describe, run_info
 from .splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
 
 #: Methods that need an NBI image paired with every WLI training image.
@@ -277,7 +278,7 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
     each atomically (UTF-8; names that are not UTF-8 as ``\\xNN``, ``files.readable``)."""
     files = {}
     info = run_info(cfg.device)
-    ran_on = {"torch": info["torch"], "threads": info["threads"], "device": info["device"]}
+    ran_on = csv_fields(info)
     extra = ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "best_epoch", "val_auc",
              "teacher_nbi_auc", "seconds")
     columns = [*FOLD_COLUMNS, *(f"{m}_{b}" for m in METRICS for b in ("low", "high")), *extra,

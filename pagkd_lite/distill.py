@@ -69,6 +69,7 @@ class Distiller(nn.Module):
     paired = False
     needs_masks = False  # ground-truth lesion masks in the batch (references only)
     warmup_epochs = 0  # distillation terms join the loss from this epoch on
+    ramp_epochs = 0  # ... and ramp up linearly over this many epochs (0: at once)
 
     def __init__(self, student: Classifier, teacher: Classifier | None = None) -> None:
         super().__init__()
@@ -109,10 +110,23 @@ class Distiller(nn.Module):
         if epoch >= self.warmup_epochs:
             named, terms = self.distill_losses(batch, out)
             losses.update(named)
+            ramp = self.ramp(epoch)
             for term in terms:
-                total = total + term
+                total = total + (term if ramp == 1.0 else ramp * term)
         losses["total"] = total
         return out.logits, losses
+
+    def ramp(self, epoch: int) -> float:
+        """Factor on the distillation terms at ``epoch``: ``min(1, (epoch - warmup + 1) / R)``
+        with ``R = train.lambda_ramp_epochs`` (0: no ramp, always 1)."""
+        r = self.ramp_epochs
+        return 1.0 if r == 0 else min(1.0, (epoch - self.warmup_epochs + 1) / r)
+
+    def after_epoch(self, epoch: int, probe: StepBatch | None) -> dict[str, float]:
+        """Called by :func:`pagkd_lite.train.fit` after each epoch's steps with a fixed
+        held-out ``probe`` batch (validation images; None when the run has none). Returns
+        numbers for the epoch's log; never changes a weight. Default: nothing."""
+        return {}
 
     def distill_losses(self, batch: StepBatch, out) -> tuple[dict, list]:
         """The method's own losses: ``(named terms for the log, weighted terms to add)``.
@@ -203,16 +217,55 @@ class PaGKD(_TeacherSide):
         self.use_pro, self.use_den = use_pro, use_den
         self.lambda_den, self.lambda_pro = cfg.train.lambda_den, cfg.train.lambda_pro
         self.warmup_epochs = cfg.train.warmup_epochs
+        self.ramp_epochs = cfg.train.lambda_ramp_epochs
         self.pro = GKDPro(cfg.pro, num_classes) if use_pro else None
         self.den = GKDDen(den) if use_den else None
+        self.num_classes = num_classes
+        if use_den and den.target == "teacher":
+            # variant (a): a fixed target; the trainable map sits on the student side
+            self.projector = nn.Linear(student.cfg.dim, teacher.cfg.dim, bias=False)
+        if use_den and den.wli_gate:
+            # variant (e): saved with the weights, so a resumed run keeps the gate's state
+            self.register_buffer("gate_open", torch.zeros((), dtype=torch.bool))
+
+    def den_inputs(self, batch: StepBatch, out, tok_n: torch.Tensor, cam_n):
+        """What L_Den is computed on: ``(tokens_w (B_w, hw, d'), lab_w (B_w, hw), tokens_n
+        (B_n, hw, d'), lab_n (B_n, hw))``. By default the student's tokens and the adapted
+        teacher tokens ``tok_n``; with ``den.target="teacher"`` the projected student tokens
+        and the frozen teacher's own tokens (no gradient); with ``den.wli_gate`` and the
+        gate closed, every WLI token label is uncertain (-1)."""
+        lab_w, lab_n = self.token_labels(batch, out, cam_n)
+        if self.den_cfg.wli_gate and not bool(self.gate_open):
+            lab_w = torch.full_like(lab_w, -1)
+        tok_w = out.tokens
+        if self.den_cfg.target == "teacher":
+            with torch.no_grad():
+                tok_n = at_least_float32(self.teacher(batch.x_n).tokens)
+            tok_w = self.projector(at_least_float32(tok_w))
+        return tok_w, lab_w, tok_n, lab_n
+
+    def after_epoch(self, epoch: int, probe: StepBatch | None) -> dict[str, float]:
+        """The mechanism in view (:func:`pagkd_lite.mechanism.mechanism_metrics`) on the
+        probe, and, with ``den.wli_gate``, the gate: it opens (for good) once the student's
+        accuracy on the probe's WLI images beats chance by two binomial standard errors."""
+        if probe is None or not self.use_den:
+            return {}
+        from .mechanism import beats_chance, mechanism_metrics
+
+        record = mechanism_metrics(self, probe)
+        if self.den_cfg.wli_gate:
+            if not bool(self.gate_open) and beats_chance(self, probe, self.num_classes):
+                self.gate_open.fill_(True)
+            record["wli_gate"] = float(self.gate_open)
+        return record
 
     def distill_losses(self, batch: StepBatch, out):
         losses, terms = {}, []
         tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n,
                                                want_cam=self.use_den and not self.needs_masks)
         if self.use_den:
-            lab_w, lab_n = self.token_labels(batch, out, cam_n)
-            den = self.den(out.tokens, batch.y_w, lab_w, tok_n, batch.y_n, lab_n)
+            tok_w, lab_w, tok_d, lab_n = self.den_inputs(batch, out, tok_n, cam_n)
+            den = self.den(tok_w, batch.y_w, lab_w, tok_d, batch.y_n, lab_n)
             losses["den"] = den["den"]
             terms.append(self.lambda_den * den["den"])
         if self.use_pro:
@@ -271,6 +324,7 @@ class PairedHint(Distiller):
         self.regressor = nn.Linear(student.cfg.dim, teacher.cfg.dim)
         self.lambda_hint = cfg.train.lambda_hint
         self.warmup_epochs = cfg.train.warmup_epochs
+        self.ramp_epochs = cfg.train.lambda_ramp_epochs
 
     def partners(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(WLI positions, NBI positions) of the hint's pairs: the twins, index by index."""
@@ -312,6 +366,7 @@ class PseudoPair(_TeacherSide):
         super().__init__(student, teacher, cfg.den)
         self.lambda_den = cfg.train.lambda_den
         self.warmup_epochs = cfg.train.warmup_epochs
+        self.ramp_epochs = cfg.train.lambda_ramp_epochs
         self.generator: torch.Generator | None = None
 
     def pairs(self, batch: StepBatch):
@@ -351,22 +406,46 @@ class LogitKD(Distiller):
         self.t = cfg.train.kd_temperature
         self.lambda_kd = cfg.train.lambda_kd
         self.warmup_epochs = cfg.train.warmup_epochs
+        self.ramp_epochs = cfg.train.lambda_ramp_epochs
         self.num_classes = num_classes
 
     def distill_losses(self, batch: StepBatch, out):
-        with torch.no_grad():
-            logits_t = at_least_float32(self.teacher(batch.x_n).logits)
-        with torch.no_grad(), float32_region(logits_t):
-            p_t = F.softmax(logits_t / self.t, dim=1)                        # (Bn, K)
-            onehot = F.one_hot(batch.y_n, self.num_classes).float().T        # (K, Bn)
-            counts = onehot.sum(1, keepdim=True)
-            class_mean = (onehot @ p_t) / counts.clamp_min(1)                # (K, K)
-            keep = counts.flatten()[batch.y_w] > 0
-        with float32_region(logits_t):
-            log_p_s = F.log_softmax(at_least_float32(out.logits[keep]) / self.t, dim=1)
-            target = class_mean[batch.y_w[keep]]
-            kd = F.kl_div(log_p_s, target, reduction="batchmean") * self.t**2
+        kd = unpaired_logit_kd(self.teacher, batch, out.logits, self.t, self.num_classes)
         return {"kd": kd}, [self.lambda_kd * kd]
+
+
+def unpaired_logit_kd(teacher: Classifier, batch: StepBatch, logits_s: torch.Tensor, t: float,
+                      num_classes: int) -> torch.Tensor:
+    """``L_kd`` of :class:`LogitKD`: every WLI image (logits ``(B_w, K)``) toward the mean of
+    the teacher's softened predictions over the step's NBI images of its class."""
+    with torch.no_grad():
+        logits_t = at_least_float32(teacher(batch.x_n).logits)
+    with torch.no_grad(), float32_region(logits_t):
+        p_t = F.softmax(logits_t / t, dim=1)                             # (Bn, K)
+        onehot = F.one_hot(batch.y_n, num_classes).float().T             # (K, Bn)
+        counts = onehot.sum(1, keepdim=True)
+        class_mean = (onehot @ p_t) / counts.clamp_min(1)                # (K, K)
+        keep = counts.flatten()[batch.y_w] > 0
+    with float32_region(logits_t):
+        log_p_s = F.log_softmax(at_least_float32(logits_s[keep]) / t, dim=1)
+        target = class_mean[batch.y_w[keep]]
+        return F.kl_div(log_p_s, target, reduction="batchmean") * t**2
+
+
+class PaGKDLogit(PaGKD):
+    """Variant (f) of ``benchmarks/PREREGISTERED.md``: ``pagkd``'s loss plus ``logit_kd``'s,
+    ``L = CE + lambda_den L_Den + lambda_pro (L_con + L_pcls) + lambda_kd L_kd``, to ask whether
+    the group losses add anything to class-level logit distillation."""
+
+    def __init__(self, student, teacher, cfg, num_classes: int) -> None:
+        super().__init__(student, teacher, cfg, num_classes)
+        self.t, self.lambda_kd = cfg.train.kd_temperature, cfg.train.lambda_kd
+
+    def distill_losses(self, batch: StepBatch, out):
+        losses, terms = super().distill_losses(batch, out)
+        kd = unpaired_logit_kd(self.teacher, batch, out.logits, self.t, self.num_classes)
+        losses["kd"] = kd
+        return losses, [*terms, self.lambda_kd * kd]
 
 
 @dataclass(frozen=True)
@@ -439,7 +518,25 @@ METHODS: dict[str, Method] = {
                                     "WLI/NBI pairs (control: pairing vs class-level hint)"),
     "oracle_masks": Method(OracleMasks, "PaGKD with token labels from the TRUE lesion masks "
                                         "instead of CAM + PAR (SynthEndo only)"),
+    # the pre-registered variants of benchmarks/PREREGISTERED.md
+    "pagkd_frozen_target": Method(PaGKD, "variant (a): GKD-Den toward the frozen teacher's own "
+                                         "tokens, bias-free student projector",
+                                  config=("den.target=teacher",)),
+    "pagkd_centred": Method(PaGKD, "variant (b): GKD-Den on tokens centred per image",
+                            config=("den.center=true",)),
+    "pagkd_token_cos": Method(PaGKD, "variant (c): GKD-Den with a per-token cosine on centred "
+                                     "tokens", config=("den.center=true", "den.cosine=token")),
+    "pagkd_log_prior": Method(PaGKD, "variant (d): GKD-Den scores S / sqrt(d) + log R",
+                              config=("den.scale=true", "den.relation=log_prior")),
+    "pagkd_scheduled": Method(PaGKD, "variant (e): WLI token labels once the student beats "
+                                     "chance; group losses ramped over 5 epochs",
+                              config=("den.wli_gate=true", "train.lambda_ramp_epochs=5")),
+    "pagkd_logit": Method(PaGKDLogit, "variant (f): pagkd + the logit_kd term"),
 }
+
+#: The pre-registered variants (``benchmarks/PREREGISTERED.md``), in the order of its table.
+VARIANTS: tuple[str, ...] = ("pagkd_frozen_target", "pagkd_centred", "pagkd_token_cos",
+                             "pagkd_log_prior", "pagkd_scheduled", "pagkd_logit")
 
 
 def method_help(names=None) -> str:

@@ -35,25 +35,47 @@ def is_within(path: str | Path, root: str | Path) -> bool:
             or inside(os.path.realpath(path), os.path.realpath(root)))
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's) data to the disk (``os.fsync``); folders are
+    skipped where the platform cannot open them (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if Path(path).is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``
-    (``os.replace``): a failure part-way never leaves a half-written file."""
+    (``os.replace``): a failure part-way never leaves a half-written file. ``durable``:
+    also ``fsync`` the file before the rename and the folder after it, so the new file
+    survives a power cut as well as a killed process."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
+        if durable:
+            fsync_path(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str, durable: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                        durable=durable)
 
 
 def check_out_dir(path: str | Path, what: str = "--out") -> Path:

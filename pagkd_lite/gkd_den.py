@@ -50,6 +50,9 @@ from .accel import float32
 MASKED_ROWS = ("drop", "uniform")
 REDUCTIONS = ("mean_all", "per_class_sum")
 LABEL_RULES = ("kit", "authors")
+TARGETS = ("adapted", "teacher")
+COSINES = ("map", "token")
+RELATIONS = ("multiply", "log_prior")
 _MASKED_SCORE = -1e9  # the authors' fill: masked keys get exp(-1e9 - max) = 0 weight
 
 _NORM_EPS = 1e-16  # floor of a squared norm in the cosine (norm >= 1e-8), keeps grads finite
@@ -100,10 +103,16 @@ class GKDDenConfig:
     masked_rows: str = "uniform"  # chosen on validation seeds (docs/fidelity.md)
     reduction: str = "per_class_sum"  # chosen on validation seeds (docs/fidelity.md)
     label_rule: str = "kit"
+    target: str = "adapted"
+    center: bool = False
+    cosine: str = "map"
+    relation: str = "multiply"
+    wli_gate: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("masked_rows", MASKED_ROWS), ("reduction", REDUCTIONS),
-                              ("label_rule", LABEL_RULES)):
+                              ("label_rule", LABEL_RULES), ("target", TARGETS),
+                              ("cosine", COSINES), ("relation", RELATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GKDDenConfig.{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
@@ -115,7 +124,7 @@ class GKDDenConfig:
             raise ValueError(f"GKDDenConfig: par_dilations must be positive ints, e.g. 1,2,4,8; "
                              f"got {self.par_dilations!r}")
         self.par_dilations = dil
-        for name in ("scale", "use_mask", "two_way"):
+        for name in ("scale", "use_mask", "two_way", "center", "wli_gate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GKDDenConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if not (0.0 <= self.low < self.high <= 1.0):
@@ -165,12 +174,14 @@ def relation_attention(
 
     Slow loop reference: :func:`pagkd_lite.reference.pair_attention`.
 
-    ``scores = (T_q T_kv^T) * R`` (``/ sqrt(d)`` if ``cfg.scale``); entries with ``R == 0``
-    are masked; ``A = softmax over kv tokens``; ``H = A T_kv``. Masked entries get exactly
-    zero weight. A row whose entries are all masked gets, with ``cfg.masked_rows="drop"``,
-    zero attention (``H`` row = 0) and ``valid_rows`` False; with ``"uniform"`` (the
-    authors' -1e9 fill) uniform attention over every kv token, and stays valid. With
-    ``cfg.use_mask=False``, ``R`` is ignored (plain cross-attention) and every row is valid.
+    ``scores = (T_q T_kv^T) * R`` (``/ sqrt(d)`` if ``cfg.scale``), or with
+    ``cfg.relation="log_prior"`` ``scores = (T_q T_kv^T) [/ sqrt(d)] + log R``; entries
+    with ``R == 0`` are masked; ``A = softmax over kv tokens``; ``H = A T_kv``. Masked
+    entries get exactly zero weight. A row whose entries are all masked gets, with
+    ``cfg.masked_rows="drop"``, zero attention (``H`` row = 0) and ``valid_rows`` False;
+    with ``"uniform"`` (the authors' -1e9 fill) uniform attention over every kv token, and
+    stays valid. With ``cfg.use_mask=False``, ``R`` is ignored (plain cross-attention) and
+    every row is valid.
 
     Args:
         q_tokens: ``(P, hw_q, d)``.
@@ -193,6 +204,10 @@ def relation_attention(
     scores = q_tokens @ kv_tokens.transpose(1, 2)
     if cfg.scale:
         scores = scores / d**0.5
+    if cfg.use_mask and cfg.relation == "log_prior":  # R as a prior: S + log R (0 -> masked)
+        keep = R != 0
+        scores = scores + torch.where(keep, R, 1.0).log().to(scores.dtype)
+        R = keep.to(scores.dtype)  # what is left to do: mask where R == 0
     if cfg.use_mask and cfg.masked_rows == "uniform":
         keep = R != 0
         scores = (scores * R.to(scores.dtype)).masked_fill(~keep, _MASKED_SCORE)
@@ -225,6 +240,22 @@ def masked_cosine(h: Tensor, t: Tensor, valid_rows: Tensor) -> Tensor:
     return dot / (nh * nt)
 
 
+def masked_token_cosine(h: Tensor, t: Tensor, valid_rows: Tensor) -> Tensor:
+    """Mean over the valid rows of the per-token ``cos(H_i, T_i)``: ``(P, hw, d)`` -> ``(P,)``
+    (0 for a pair with no valid row). Norms are floored at 1e-8 as in the map cosine."""
+    v = valid_rows.to(h.dtype)
+    dot = (h * t).sum(-1)
+    nh = (h * h).sum(-1).clamp_min(_NORM_EPS).sqrt()
+    nt = (t * t).sum(-1).clamp_min(_NORM_EPS).sqrt()
+    return (dot / (nh * nt) * v).sum(1) / v.sum(1).clamp_min(1)
+
+
+def center_tokens(tokens: Tensor) -> Tensor:
+    """Each image's tokens minus their mean over the grid: ``T - mean_i T[i]``, ``(B, hw, d)``
+    (``cfg.center``: removes the component every token of an image shares)."""
+    return tokens - tokens.mean(dim=1, keepdim=True)
+
+
 @float32
 def pair_loss(
     tokens_w: Tensor, toklab_w: Tensor, tokens_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig,
@@ -233,6 +264,10 @@ def pair_loss(
     """GKD-Den loss over explicitly paired rows (row ``p`` of WLI with row ``p`` of NBI).
 
     ``L = mean_p (1 - cos(vec H_{m<-n}, vec T_m)) [+ mean_p (1 - cos(vec H_{n<-m}, vec T_n))]``
+
+    (with ``cfg.cosine="token"`` each ``cos(vec H, vec T)`` is the mean over valid rows of
+    ``cos(H_i, T_i)``: :func:`masked_token_cosine`; with ``cfg.center`` both sides' tokens are
+    centred first: :func:`center_tokens`).
 
     With ``cfg.reduction="per_class_sum"`` and ``pair_class`` ``(P,)`` (the class of each
     pair), each direction's ``mean_p`` becomes ``sum_c mean_{p of class c}`` (the authors').
@@ -273,6 +308,9 @@ def pair_loss(
         n0 = torch.zeros((), dtype=torch.long, device=dev)
         return {"den": zero, "n_pairs": n0, "n_rows_masked": n0.clone(),
                 "n_pairs_empty": n0.clone()}
+    if cfg.center:
+        tokens_w, tokens_n = center_tokens(tokens_w), center_tokens(tokens_n)
+    cosine = masked_token_cosine if cfg.cosine == "token" else masked_cosine
     R = relation_maps(toklab_w, toklab_n)
     directions = [(tokens_w, tokens_n, R)]
     if cfg.two_way:
@@ -289,7 +327,7 @@ def pair_loss(
     for side, (q, kv, r) in zip(("w", "n"), directions, strict=False):
         h, attn, valid = relation_attention(q, kv, r, cfg)
         ok = valid.any(dim=1)
-        per_pair = (1.0 - masked_cosine(h, q, valid)) * ok.to(h.dtype)
+        per_pair = (1.0 - cosine(h, q, valid)) * ok.to(h.dtype)
         sums = per_pair.new_zeros(n_groups).index_add(0, group, per_pair)
         counts = per_pair.new_zeros(n_groups).index_add(0, group, ok.to(h.dtype))
         den = den + (sums / counts.clamp_min(1)).sum()
@@ -563,8 +601,13 @@ def group_den(
     ``valid_rows_w (P, hw_w)`` and, if ``cfg.two_way``, ``attn_n (P, hw_n, hw_w)``,
     ``valid_rows_n (P, hw_n)``.
     """
+    if cfg.cosine != "map" or cfg.relation != "multiply":
+        raise ValueError("group_den computes the map cosine with S * R; cosine='token' and "
+                         "relation='log_prior' run on the gathered pairs (GKDDen does this)")
     dev, dtype = tokens_w.device, tokens_w.dtype
     hw_w, d = tokens_w.shape[1:]
+    if cfg.center:
+        tokens_w, tokens_n = center_tokens(tokens_w), center_tokens(tokens_n)
     if tokens_n.shape[2] != d:
         raise ValueError(f"GKD-Den: WLI and NBI tokens need the same d, got "
                          f"{tuple(tokens_w.shape)} and {tuple(tokens_n.shape)}")
@@ -735,5 +778,23 @@ class GKDDen(nn.Module):
                     f"GKDDen: {name} tokens must be (B, hw, d), labels (B,), token labels "
                     f"(B, hw); got {tuple(tok.shape)}, {tuple(lab.shape)}, {tuple(tl.shape)}"
                 )
+        if self.cfg.cosine == "token" or self.cfg.relation == "log_prior":
+            return gathered_den(tokens_w, labels_w, toklab_w, tokens_n, labels_n, toklab_n,
+                                self.cfg, return_details=return_details)
         return group_den(tokens_w, labels_w, toklab_w, tokens_n, labels_n, toklab_n, self.cfg,
                          chunk_elems=self.chunk_elems, return_details=return_details)
+
+
+def gathered_den(tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n: Tensor,
+                 labels_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig,
+                 return_details: bool = False) -> dict[str, Tensor]:
+    """``L_Den`` over ALL same-class pairs by :func:`pair_loss` on the gathered pairs (one copy
+    of the tokens per pair, plain autograd): the path of the variants :func:`group_den` does
+    not compute (``cosine="token"``, ``relation="log_prior"``). Same keys as
+    :func:`group_den`, ``pairs (P, 2)`` in the same order."""
+    iw, inb = (labels_w[:, None] == labels_n[None, :]).nonzero(as_tuple=True)
+    out = pair_loss(tokens_w[iw], toklab_w[iw], tokens_n[inb], toklab_n[inb], cfg,
+                    return_details=return_details, pair_class=labels_w[iw])
+    if return_details:
+        out["pairs"] = torch.stack([iw, inb], dim=1)
+    return out

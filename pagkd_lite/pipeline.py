@@ -25,6 +25,7 @@ from .distill import Distiller, build_distiller
 from .distributed import rank
 from .errors import CheckpointError
 from .files import readable
+from .mechanism import make_probe
 from .metrics import Estimate, bootstrap_metrics
 from .models import Classifier, freeze
 from .pretrain import pretrain
@@ -270,9 +271,12 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
         train_n = sets["nbi_train"]
     run_dir = Path(out_dir) / method if out_dir is not None else None
     prov = provenance(cfg, wli)
+    probe = None  # a fixed held-out batch for the per-epoch mechanism log (mechanism.py)
+    if distiller.needs_nbi and sets.get("nbi_val") is not None:
+        probe = make_probe(sets["wli_val"], sets["nbi_val"], device)
     result = fit(distiller, wli, sets["wli_val"], cfg.train, device, seed=cfg.seed,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,
-                 desc=method, runtime=cfg.runtime, provenance=prov)
+                 desc=method, runtime=cfg.runtime, provenance=prov, probe=probe)
     if run_dir is not None and rank() == 0:
         save_checkpoint(run_dir / "best.pt", {
             "distiller": distiller.trainable_state_dict(), "method": method,

@@ -58,7 +58,9 @@ lesion- or patient-grouped split keeps them in one fold); each merge is recorded
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -79,6 +81,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from pagkd_lite.data import MODALITIES, ImageSet
+from pagkd_lite.decode_cache import DecodeStore, Record
 from pagkd_lite.errors import ConfigError, DataLayoutError, ImageLoadError, KitError
 from pagkd_lite.files import atomic_write_text, is_within, readable
 from pagkd_lite.lesion_ids import STEM_REUSE, check_one_class, scope_by_class
@@ -125,6 +128,10 @@ class RealDataConfig:
             ``<class>/<id>``, recorded) or ``"error"`` (see :mod:`pagkd_lite.lesion_ids`).
         allow_outside_root: read manifest paths that lie outside ``root`` (``../x.png``,
             absolute paths elsewhere) instead of refusing them.
+        cache_dir: keep the decoded images in a memory-mapped store under this folder
+            (:mod:`pagkd_lite.decode_cache`): each image is decoded once, later loads
+            read the store, and the ImageSets' ``images`` are views of it. None (the
+            default in Python): decode into RAM at every load.
     """
 
     root: str
@@ -142,6 +149,7 @@ class RealDataConfig:
     decode_warnings: str = "skip"
     stem_reuse: str = "split"
     allow_outside_root: bool = False
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not str(self.root).strip():
@@ -232,6 +240,10 @@ class LoadReport:
         policy: the rules applied (file types, pixel limit, decoder warnings, folders,
             manifest paths), so the report says how it was made.
         normalised: one dict per manifest path rewritten (``line``, ``given``, ``used``).
+        decoded: how many images were decoded in this load (0 when every image came from
+            a warm decode cache).
+        cache: the decode cache: ``{"dir", "status", "reused", "decoded", "bytes"}``
+            (``status`` ``"off"`` without one); see :mod:`pagkd_lite.decode_cache`.
     """
 
     root: str
@@ -249,6 +261,8 @@ class LoadReport:
     source_images: dict[str, dict] = field(default_factory=dict)
     policy: dict[str, str] = field(default_factory=dict)
     normalised: list[dict] = field(default_factory=list)
+    decoded: int = 0
+    cache: dict = field(default_factory=lambda: {"status": "off"})
 
     @property
     def num_loaded(self) -> int:
@@ -281,6 +295,12 @@ class LoadReport:
         lines.append(f"Loaded {self.num_loaded} image(s); skipped {len(self.skipped)}; "
                      f"ignored {len(self.ignored)} (+{inside} file(s) inside ignored folders); "
                      f"duplicate groups {len(self.duplicates)}.")
+        if self.cache.get("status", "off") == "off":
+            lines.append(f"Decoded {self.decoded} image(s) (no decode cache).")
+        else:
+            lines.append(f"Decoded {self.decoded} image(s); {self.cache.get('reused', 0)} "
+                         f"from the decode cache {self.cache.get('dir')} "
+                         f"({self.cache.get('status')}; {self.cache.get('bytes', 0)} bytes).")
         if self.skipped:
             lines.append(f"Skipped ({len(self.skipped)}):")
             lines += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
@@ -327,19 +347,28 @@ class LoadReport:
 
 # ----------------------------------------------------------------------------- images
 
-def _read_bytes(path: str | Path) -> bytes:
-    """The file's bytes, or :class:`ImageLoadError` saying why they cannot be had."""
+def _regular_stat(path: str | Path) -> os.stat_result:
+    """The file's ``stat`` (links followed), or :class:`ImageLoadError` unless it is a
+    regular file."""
     p = Path(path)
     if not p.exists():
         raise ImageLoadError(p, "broken symbolic link" if p.is_symlink() else "file not found")
     if p.is_dir():
         raise ImageLoadError(p, "is a directory, not an image file")
-    mode = p.stat().st_mode
-    if not stat.S_ISREG(mode):
+    st = p.stat()
+    if not stat.S_ISREG(st.st_mode):
+        mode = st.st_mode
         kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
                 "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
                 "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
         raise ImageLoadError(p, f"{kind}, not a regular file: not opened")
+    return st
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, or :class:`ImageLoadError` saying why they cannot be had."""
+    p = Path(path)
+    _regular_stat(p)
     try:
         data = p.read_bytes()
     except PermissionError:
@@ -842,6 +871,112 @@ def _policy(cfg: RealDataConfig) -> dict[str, str]:
     }
 
 
+@dataclass
+class _Decoded:
+    """What :func:`_decode_all` returns: the kept entries (in entry order), their sha256,
+    per-(modality, class) skip counts, source modes and sizes per modality, and
+    ``pixels``: uint8 ``(len(kept), 3, S, S)``, the WLI images first, then the NBI images,
+    each in entry order (a memory-mapped store, or an array in RAM)."""
+
+    kept: list[_Entry]
+    hashes: list[str]
+    skipped_per: Counter
+    modes: dict[str, Counter]
+    sizes: dict[str, list[tuple[int, int]]]
+    pixels: torch.Tensor
+
+
+def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
+                store: DecodeStore | None) -> _Decoded:
+    """Decode every entry, or take it from the decode cache ``store`` (held locked) when the
+    file's size and mtime are unchanged; skips and decoder notes go to ``report``. A store
+    that changed is written again (see :mod:`pagkd_lite.decode_cache`)."""
+    size = int(cfg.image_size)
+    old, records = store.open() if store is not None else (None, {})
+    n_new = 0  # to size the scratch space: files the cache cannot answer for
+    for e in entries:
+        try:
+            st = _regular_stat(e.path)
+        except ImageLoadError:
+            continue
+        n_new += store is None or store.lookup(records, e.path, st) is None
+    scratch = (store.staging(n_new) if store is not None
+               else np.empty((n_new, 3, size, size), dtype=np.uint8))
+    new_records: dict[str, Record] = {}
+    sources: list[np.ndarray] = []  # one (3, S, S) array per kept entry
+    keys: list[str] = []
+    out = _Decoded([], [], Counter(), defaultdict(Counter), defaultdict(list), torch.empty(0))
+    for e in tqdm(entries, desc="loading images", unit="img", disable=not cfg.progress):
+        try:
+            st = _regular_stat(e.path)
+            rec = store.lookup(records, e.path, st) if store is not None else None
+            if rec is not None:
+                if rec.error is not None:
+                    raise ImageLoadError(e.path, rec.error)
+                key = DecodeStore.record(e.path, st)[0]
+                new_records[key] = rec
+                pixels, digest = old[rec.row], rec.sha256
+                mode, src_size, notes = rec.mode, tuple(rec.src_size), list(rec.notes)
+            else:
+                data = _read_bytes(e.path)
+                report.decoded += 1
+                try:
+                    img, mode, src_size, notes = _decode(
+                        data, e.path, size, cfg.max_pixels,
+                        keep_warnings=cfg.decode_warnings == "keep")
+                except ImageLoadError as err:
+                    if store is not None:
+                        key, rec = DecodeStore.record(e.path, st, error=err.reason)
+                        new_records[key] = rec
+                    raise
+                digest = hashlib.sha256(data).hexdigest()
+                if report.decoded <= n_new:
+                    scratch[report.decoded - 1] = img.numpy()
+                    pixels = scratch[report.decoded - 1]
+                else:  # the file changed between the count and now: hold it in RAM
+                    pixels = img.numpy()
+                key, rec = DecodeStore.record(e.path, st, sha256=digest, mode=mode,
+                                              src_size=list(src_size), notes=list(notes))
+                if store is not None:
+                    new_records[key] = rec
+        except ImageLoadError as err:
+            if cfg.on_bad_image == "error":
+                raise
+            report.skipped.append({"path": e.rel, "modality": e.modality, "class": e.label,
+                                   "reason": err.reason})
+            out.skipped_per[(e.modality, e.label)] += 1
+            continue
+        report.warnings += [f"{e.rel}: {n} (loaded: decode_warnings='keep')" for n in notes]
+        out.kept.append(e)
+        out.hashes.append(digest)
+        out.modes[e.modality][mode] += 1
+        out.sizes[e.modality].append(src_size)
+        sources.append(pixels)
+        keys.append(key)
+    order = [i for m in MODALITIES for i, e in enumerate(out.kept) if e.modality == m]
+    rows = [sources[i] for i in order]
+    if store is None:
+        out.pixels = torch.from_numpy(np.stack(rows) if rows else
+                                      np.empty((0, 3, size, size), dtype=np.uint8))
+        return out
+    reused = sum(1 for k in keys if records.get(k) is new_records[k])
+    same = (old is not None and report.decoded == 0 and len(old) == len(rows)
+            and all(new_records[keys[i]].row == r for r, i in enumerate(order)))
+    if rows and not same:
+        for r, i in enumerate(order):
+            new_records[keys[i]] = dataclasses.replace(new_records[keys[i]], row=r)
+        store.write(rows, new_records)
+        status = store.note if old is None else "updated: a changed store written again"
+    else:
+        status = store.note
+    out.pixels = (torch.from_numpy(store.images()) if rows else
+                  torch.empty((0, 3, size, size), dtype=torch.uint8))
+    report.cache = {"dir": readable(str(store.dir)), "status": status,
+                    "reused": reused, "decoded": report.decoded,
+                    "bytes": store.nbytes() if rows else 0}
+    return out
+
+
 def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     root = Path(cfg.root)
     size = int(cfg.image_size)
@@ -852,30 +987,18 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     report.lesion_splits = scope_by_class(entries, cfg.stem_reuse, where)
     check_one_class(entries, where)
 
-    kept: list[_Entry] = []
-    tensors: list[torch.Tensor] = []
-    hashes: list[str] = []
-    skipped_per: Counter = Counter()
-    modes: dict[str, Counter] = defaultdict(Counter)
-    sizes: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for e in tqdm(entries, desc="loading images", unit="img", disable=not cfg.progress):
+    store = None
+    if cfg.cache_dir is not None:
+        store = DecodeStore(cfg.cache_dir, root, report.sources["WLI"] if cfg.manifest else None,
+                            {"image_size": size, "max_pixels": int(cfg.max_pixels),
+                             "decode_warnings": cfg.decode_warnings})
+    with store.locked() if store is not None else contextlib.nullcontext():
         try:
-            data = _read_bytes(e.path)
-            img, mode, src_size, notes = _decode(data, e.path, size, cfg.max_pixels,
-                                                 keep_warnings=cfg.decode_warnings == "keep")
-        except ImageLoadError as err:
-            if cfg.on_bad_image == "error":
-                raise
-            report.skipped.append({"path": e.rel, "modality": e.modality, "class": e.label,
-                                   "reason": err.reason})
-            skipped_per[(e.modality, e.label)] += 1
-            continue
-        report.warnings += [f"{e.rel}: {n} (loaded: decode_warnings='keep')" for n in notes]
-        kept.append(e)
-        tensors.append(img)
-        hashes.append(hashlib.sha256(data).hexdigest())
-        modes[e.modality][mode] += 1
-        sizes[e.modality].append(src_size)
+            d = _decode_all(entries, cfg, report, store)
+        finally:
+            if store is not None:
+                store.drop_staging()
+    kept, hashes, skipped_per, modes, sizes = d.kept, d.hashes, d.skipped_per, d.modes, d.sizes
 
     # Label space and the every-class-in-both-modalities rule (on what actually loaded).
     listed = {m: {e.label for e in entries if e.modality == m} for m in MODALITIES}
@@ -922,8 +1045,12 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     report.class_names = class_names
     label_of = {c: i for i, c in enumerate(class_names)}
     sets: dict[str, ImageSet] = {}
+    start = 0
     for mod in MODALITIES:
         idx = [i for i, e in enumerate(kept) if e.modality == mod]
+        # the pixels hold WLI then NBI (decode order): each modality is one slice, a view
+        images = d.pixels[start:start + len(idx)]
+        start += len(idx)
         if not idx:
             raise DataLayoutError(f"no {mod} images could be loaded from {report.root} "
                                   f"({sum(1 for s in report.skipped if s['modality'] == mod)} "
@@ -935,7 +1062,7 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
         if any(f is not None for f in folds):
             meta["fold"] = folds
         sets[mod] = ImageSet(
-            images=torch.stack([tensors[i] for i in idx]),
+            images=images,
             labels=torch.tensor([label_of[e.label] for e in sub], dtype=torch.long),
             patient_ids=[e.patient_id for e in sub],
             lesion_ids=[e.lesion_id for e in sub],

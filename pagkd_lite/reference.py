@@ -20,9 +20,12 @@ GKD-Den, for every same-class pair ``(m, n)`` in ``G_c^W x G_c^N``::
 
     R_mn[i, j] = 1 if labels agree, 0 if they differ, 0.5 if either is uncertain (-1)
     A[i, :]    = softmax_j (R_mn[i, j] * <T_m[i], T_n[j]> [/ sqrt(d)]) over j with R_mn[i, j] != 0
+                 (relation "log_prior": <T_m[i], T_n[j]> [/ sqrt(d)] + log R_mn[i, j])
     H_m[i]     = sum_j A[i, j] T_n[j]
     L_Den      = mean_pairs (1 - cos(vec H_m, vec T_m))  [+ the same from N to W]
                  (or sum_c mean_{pairs of class c}: reduction "per_class_sum")
+                 (cosine "token": (1 / rows) sum_i cos(H_m[i], T_m[i]) instead of the map cosine)
+    center:      T[i] <- T[i] - (1 / hw) sum_k T[k], every image, before all of the above
 
 (rows with nothing to attend to are left out of the cosine, or attend uniformly with
 ``masked_rows="uniform"``; see :mod:`pagkd_lite.gkd_den`).
@@ -162,7 +165,9 @@ def pair_attention(q: Tensor, kv: Tensor, r: Tensor, cfg: GKDDenConfig):
             s = torch.dot(q[i], kv[j])
             if cfg.scale:
                 s = s / math.sqrt(d)
-            if cfg.use_mask:
+            if cfg.use_mask and cfg.relation == "log_prior":
+                s = s + math.log(float(r[i, j]))
+            elif cfg.use_mask:
                 s = s * r[i, j]
             scores.append(s)
         w = torch.softmax(torch.stack(scores), dim=0)
@@ -178,13 +183,29 @@ def direction_cosine(q: Tensor, kv: Tensor, r: Tensor, cfg: GKDDenConfig):
     rows = [i for i, v in enumerate(valid) if v]
     if not rows:
         return None, len(valid)
+    if cfg.cosine == "token":
+        cos = sum(torch.dot(h[i], q[i])
+                  / (h[i].norm().clamp_min(1e-8) * q[i].norm().clamp_min(1e-8))
+                  for i in rows) / len(rows)
+        return cos, len(valid) - len(rows)
     return F.cosine_similarity(h[rows].flatten(), q[rows].flatten(), dim=0), len(valid) - len(rows)
+
+
+def centred(tokens: Tensor) -> Tensor:
+    """Each image's tokens ``(B, hw, d)`` minus its mean token, image by image, token by token."""
+    out = []
+    for img in tokens:
+        mean = sum(img[k] for k in range(img.shape[0])) / img.shape[0]
+        out.append(torch.stack([img[i] - mean for i in range(img.shape[0])]))
+    return torch.stack(out)
 
 
 def gkd_den_loss(tokens_w: Tensor, labels_w: Tensor, toklab_w: Tensor, tokens_n: Tensor,
                  labels_n: Tensor, toklab_n: Tensor, cfg: GKDDenConfig) -> dict:
     """``L_Den`` of one step: loop over classes, then over every ``(m, n)`` in
     ``G_c^W x G_c^N``. Returns ``{"den", "n_pairs", "n_rows_masked", "n_pairs_empty"}``."""
+    if cfg.center:
+        tokens_w, tokens_n = centred(tokens_w), centred(tokens_n)
     terms = {"w": {}, "n": {}}  # side -> class -> [1 - cos]
     n_pairs = n_masked = n_empty = 0
     for c in sorted(set(labels_w.tolist()) | set(labels_n.tolist())):

@@ -30,6 +30,57 @@ def learning_curves(curves: dict[str, list[dict]]) -> go.Figure:
     return fig
 
 
+#: The mechanism numbers of :mod:`pagkd_lite.mechanism`, with their plot titles.
+MECHANISM_CURVES = {
+    "label_acc_w": "WLI token-label accuracy",
+    "relation_agree": "relation-map agreement",
+    "common_share": "common component's share",
+    "attn_entropy": "attention entropy (1 = uniform)",
+    "cam_auc_w": "student CAM AUC (0.5 = chance)",
+    "val_auc": "validation AUC",
+}
+
+
+def mechanism_means(records: list[dict], methods=None) -> dict[str, dict[str, list]]:
+    """``{method: {metric: per-epoch mean over the runs (seeds)}}`` from run records
+    ``{"method", "seed", "history"}`` (:func:`pagkd_lite.bench.read_histories`); an epoch
+    where a run lacks a metric (warm-up) is left out of that epoch's mean (None if none)."""
+    out: dict[str, dict[str, list]] = {}
+    for rec in records:
+        if methods is not None and rec["method"] not in methods:
+            continue
+        out.setdefault(rec["method"], {"runs": []})["runs"].append(rec["history"])
+    for per in out.values():
+        runs = per.pop("runs")
+        n_epochs = max(len(h) for h in runs)
+        for key in MECHANISM_CURVES:
+            vals = []
+            for e in range(n_epochs):
+                xs = [h[e][key] for h in runs if e < len(h) and h[e].get(key) is not None]
+                vals.append(sum(xs) / len(xs) if xs else None)
+            per[key] = vals
+    return out
+
+
+def mechanism_figure(records: list[dict], methods=None) -> go.Figure:
+    """One panel per mechanism number, one line per method (mean over seeds per epoch)."""
+    means = mechanism_means(records, methods)
+    titles = list(MECHANISM_CURVES.values())
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+               "#7f7f7f", "#17becf"]
+    for i, (method, per) in enumerate(means.items()):
+        colour = palette[i % len(palette)]
+        for j, key in enumerate(MECHANISM_CURVES):
+            ys = per[key]
+            fig.add_scatter(x=list(range(1, len(ys) + 1)), y=ys, name=method,
+                            legendgroup=method, showlegend=j == 0, line={"color": colour},
+                            row=j // 3 + 1, col=j % 3 + 1)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=620, margin={"t": 40, "b": 40})
+    return fig
+
+
 def roc_figure(rows: list[dict], class_names: list[str]) -> go.Figure:
     """One-vs-rest ROC curve of each class, per model."""
     fig = go.Figure()

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["describe", "run_info"]
+__all__ = ["CSV_FIELDS", "csv_fields", "describe", "run_info"]
+
+#: the run_info fields that go into every results CSV, one column each
+CSV_FIELDS = ("torch", "threads", "device", "deterministic_algorithms", "cudnn_deterministic",
+              "cudnn_benchmark")
 
 
 def run_info(device: str | torch.device | None = None) -> dict:
@@ -47,3 +51,8 @@ def describe(info: dict) -> str:
             f"deterministic algorithms {onoff('deterministic_algorithms')} "
             f"(cudnn.deterministic {onoff('cudnn_deterministic')}, cudnn.benchmark "
             f"{onoff('cudnn_benchmark')})")
+
+
+def csv_fields(info: dict) -> dict:
+    """The :data:`CSV_FIELDS` of ``info`` (missing ones empty), for a results CSV row."""
+    return {k: info.get(k, "") for k in CSV_FIELDS}

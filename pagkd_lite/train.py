@@ -145,6 +145,7 @@ def fit(
     desc: str = "train",
     runtime: RuntimeConfig | None = None,
     provenance: dict | None = None,
+    probe: StepBatch | None = None,
 ) -> FitResult:
     """Train ``distiller`` on ``train_w`` (+ ``train_n``), select on ``val``.
 
@@ -157,6 +158,10 @@ def fit(
 
     ``provenance`` (``pipeline.provenance``) is saved in ``last.pt``; ``resume=True``
     refuses a ``last.pt`` trained on other data or another model (``CheckpointError``).
+
+    ``probe`` (:func:`pagkd_lite.mechanism.make_probe`), a fixed held-out batch, is handed to
+    ``distiller.after_epoch`` after every epoch's steps; what it returns (e.g. the mechanism
+    curves of GKD-Den) joins the epoch's record in ``history``.
     """
     if distiller.needs_nbi and train_n is None:
         raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
@@ -229,6 +234,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
         record = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}}
+        record.update(distiller.after_epoch(epoch, probe))
         broadcast_buffers(distiller)
         if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
             # every rank scores the same validation set with the same weights and buffers,

@@ -33,6 +33,15 @@ def _no_global_state_left_changed(request):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _decode_cache_in_tmp(tmp_path_factory):
+    """``pagkd-lite cv`` keeps decoded images under ``$PAGKD_CACHE_DIR`` (default
+    ``runs/decode-cache``): during tests, a temporary folder, never the working tree."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAGKD_CACHE_DIR", str(tmp_path_factory.mktemp("decode-cache")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _session_state_unchanged():
     """The same check over the whole session (module- and session-scoped fixtures included)."""
     before = _global_state()

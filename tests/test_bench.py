@@ -20,6 +20,9 @@ def test_bench_smoke(tmp_path, capsys):
         (m, s) for m in ("teacher_nbi", "wli_only", "pagkd", "paired_oracle") for s in "01"}
     assert set(rows[0]) >= {"method", "seed", "auc", "accuracy", "f1", "sensitivity",
                             "specificity", "train_seconds"}
+    # what each row ran on (pagkd_lite.runinfo)
+    assert rows[0]["deterministic_algorithms"] in ("False", "True")
+    assert rows[0]["threads"].isdigit() and rows[0]["torch"] and rows[0]["device"]
     assert "| pagkd | 2 |" in (out / "synthendo_bench.md").read_text()
     # rerun: nothing recomputed, rows not duplicated
     assert main(args) == 0

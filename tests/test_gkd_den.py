@@ -51,8 +51,15 @@ CONFIGS = [
     GKDDenConfig(masked_rows="uniform"),             # the authors' -1e9 fill
     GKDDenConfig(reduction="per_class_sum"),         # the authors' sum over classes
     GKDDenConfig(masked_rows="uniform", reduction="per_class_sum", two_way=False),
+    # the pre-registered variants (benchmarks/PREREGISTERED.md)
+    GKDDenConfig(center=True),                                          # (b)
+    GKDDenConfig(center=True, cosine="token"),                          # (c)
+    GKDDenConfig(cosine="token", masked_rows="drop", reduction="mean_all", two_way=False),
+    GKDDenConfig(scale=True, relation="log_prior"),                     # (d)
+    GKDDenConfig(relation="log_prior", masked_rows="drop", reduction="mean_all"),
 ]
-IDS = ["default", "scaled_one_way", "no_mask", "uniform_rows", "per_class_sum", "authors_one_way"]
+IDS = ["default", "scaled_one_way", "no_mask", "uniform_rows", "per_class_sum", "authors_one_way",
+       "centred", "token_cos_centred", "token_cos_drop_one_way", "log_prior", "log_prior_drop"]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)

@@ -1,0 +1,81 @@
+"""Apply the pre-registered rule of benchmarks/PREREGISTERED.md to the validation runs.
+
+Reads ``benchmarks/results/variants_validation.csv`` (seeds 100-104, demo preset: ``pagkd``
+and the six variants of :data:`pagkd_lite.distill.VARIANTS`), computes each variant's
+seed-paired AUC gain over ``pagkd`` with its 95 % interval, and names the variant with the
+largest lower bound (within 0.001 the one listed first). For context (never for the choice)
+it adds each method's gain over ``wli_only`` where ``validation_defaults.csv`` has
+``wli_only`` on the same seeds. Writes ``benchmarks/results/variants_choice.md``::
+
+    pagkd-lite bench --preset demo --threads 1 --first-seed 100 --seeds 5 \\
+        --methods pagkd pagkd_frozen_target pagkd_centred pagkd_token_cos pagkd_log_prior \\
+        pagkd_scheduled pagkd_logit --csv benchmarks/results/variants_validation.csv
+    python benchmarks/select_variant.py
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pagkd_lite.bench import paired_gains, read_rows
+from pagkd_lite.distill import VARIANTS
+from pagkd_lite.metrics import mean_interval
+
+RESULTS = Path(__file__).parent / "results"
+TIE = 0.001
+
+
+def choose(rows: list[dict], baseline: str = "pagkd") -> tuple[str | None, list[str]]:
+    """The winner by the rule, and one Markdown row per variant."""
+    lines, best, best_low = [], None, float("-inf")
+    for name in VARIANTS:
+        gains = paired_gains(rows, name, baseline)
+        if not gains:
+            lines.append(f"| {name} | 0 | (not run) |")
+            continue
+        est = mean_interval(gains)
+        lines.append(f"| {name} | {len(gains)} | {est.value:+.3f} [{est.low:+.3f}, "
+                     f"{est.high:+.3f}] |")
+        if len(gains) >= 2 and est.low > best_low + TIE:
+            best, best_low = name, est.low
+    return best, lines
+
+
+def context(rows: list[dict], base_rows: list[dict]) -> list[str]:
+    """Each method's seed-paired gain over ``wli_only`` (context only)."""
+    base = [r for r in base_rows if r["method"] == "wli_only"]
+    out = []
+    for name in ("pagkd", *VARIANTS):
+        gains = paired_gains(rows + base, name, "wli_only")
+        if len(gains) >= 2:
+            est = mean_interval(gains)
+            out.append(f"| {name} | {len(gains)} | {est.value:+.3f} [{est.low:+.3f}, "
+                       f"{est.high:+.3f}] |")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    rows = read_rows(args.results / "variants_validation.csv")
+    best, lines = choose(rows)
+    ctx = context(rows, read_rows(args.results / "validation_defaults.csv"))
+    seeds = sorted({int(r["seed"]) for r in rows})
+    text = "\n".join([
+        f"# Pre-registered variants on validation seeds {seeds} (demo preset)", "",
+        "Rule (benchmarks/PREREGISTERED.md, committed before any variant existed): the largest "
+        "lower bound of the seed-paired AUC gain over `pagkd`; within "
+        f"{TIE} the variant listed first.", "",
+        "| variant | seeds | gain over pagkd [95% CI] |", "|---|---|---|", *lines, "",
+        f"Chosen: **{best}**." if best else "No variant has two seeds yet.", "",
+        "Context only (not used to choose): gain over `wli_only` on the same seeds "
+        "(`wli_only` rows of `validation_defaults.csv`).", "",
+        "| method | seeds | gain over wli_only [95% CI] |", "|---|---|---|", *ctx, ""])
+    (args.results / "variants_choice.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The pre-registered variants (benchmarks/PREREGISTERED.md) and the mechanism log.
+
+The loss switches of (b), (c), (d) (``den.center``, ``den.cosine``, ``den.relation``) are
+checked against the loop reference in ``test_gkd_den.py`` (values and gradients, several
+configurations each). Here: (a) the frozen target, (e) the gate and the ramp, (f) the sum
+with ``logit_kd``, what centring removes, and the per-epoch mechanism numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pagkd_lite import reference
+from pagkd_lite.config import method_config, override, smoke
+from pagkd_lite.distill import METHODS, VARIANTS, LogitKD, StepBatch, build_distiller
+from pagkd_lite.gkd_den import GKDDen, GKDDenConfig, group_den
+from pagkd_lite.mechanism import _common_share, beats_chance, make_probe, mechanism_metrics
+from pagkd_lite.models import Classifier, ModelConfig
+from pagkd_lite.synthendo import SynthEndoConfig, generate
+from pagkd_lite.train import fit
+
+SMALL = dict(image_size=64, n_wli_train=12, n_nbi_train=12, n_wli_val=9, n_nbi_val=9,
+             n_wli_test=6, n_nbi_test=6)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return generate(SynthEndoConfig(**SMALL, seed=3))
+
+
+def _cfg(method="pagkd", *settings):
+    cfg = smoke()
+    cfg = dataclasses.replace(
+        cfg, model=ModelConfig(backbone="test_resnet", dim=16, feature_index=-2),
+        pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2))
+    return method_config(override(cfg, list(settings)), method)
+
+
+def _build(method, *settings, seed=0):
+    cfg = _cfg(method, *settings)
+    torch.manual_seed(seed)
+    student, teacher = Classifier(cfg.model, 3), Classifier(cfg.model, 3)
+    return build_distiller(method, student, teacher, cfg, 3), cfg
+
+
+def _batch(sets):
+    probe = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
+    return probe
+
+
+def test_six_variants_registered_with_their_switches():
+    assert len(VARIANTS) == 6 and all(v in METHODS for v in VARIANTS)
+    cfg = _cfg("pagkd_token_cos")
+    assert cfg.den.center and cfg.den.cosine == "token"
+    assert _cfg("pagkd_log_prior").den.relation == "log_prior"
+    assert _cfg("pagkd_scheduled").train.lambda_ramp_epochs == 5
+    assert _cfg("pagkd").den == GKDDenConfig(par_iters=0) or _cfg("pagkd").den.target == "adapted"
+
+
+@pytest.mark.parametrize("kwargs", [dict(target="student"), dict(cosine="rows"),
+                                    dict(relation="add"), dict(center=1), dict(wli_gate="yes")])
+def test_bad_variant_values_name_the_field(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        GKDDenConfig(**kwargs)
+
+
+def test_group_den_refuses_what_it_does_not_compute():
+    t = torch.randn(2, 4, 3)
+    lab, tl = torch.tensor([0, 0]), torch.zeros(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="gathered"):
+        group_den(t, lab, tl, t, lab, tl, GKDDenConfig(cosine="token"))
+
+
+def test_centred_loss_ignores_a_token_shared_by_every_position():
+    """(b): adding one vector to every token of an image changes L_Den, unless centred."""
+    g = torch.Generator().manual_seed(0)
+    tw, tn = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    lw, ln = torch.tensor([0, 1, 1]), torch.tensor([1, 0, 1])
+    tlw, tln = torch.randint(-1, 2, (3, 4), generator=g), torch.randint(-1, 2, (3, 4), generator=g)
+    shift_w, shift_n = 5 * torch.randn(3, 1, 5, generator=g), 5 * torch.randn(3, 1, 5, generator=g)
+    for cfg in (GKDDenConfig(center=True), GKDDenConfig(center=True, cosine="token")):
+        a = GKDDen(cfg)(tw, lw, tlw, tn, ln, tln)["den"]
+        b = GKDDen(cfg)(tw + shift_w, lw, tlw, tn + shift_n, ln, tln)["den"]
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    plain = GKDDen(GKDDenConfig())
+    assert abs(float(plain(tw, lw, tlw, tn, ln, tln)["den"])
+               - float(plain(tw + shift_w, lw, tlw, tn + shift_n, ln, tln)["den"])) > 1e-3
+
+
+def test_frozen_target_moves_only_the_student_side(sets):
+    """(a): L_Den compares the projected student tokens with the teacher's OWN tokens (the
+    loop reference on those inputs gives the same value); no gradient reaches the adapter
+    through L_Den; the projector has no bias."""
+    d, cfg = _build("pagkd_frozen_target")
+    assert d.projector.bias is None
+    batch = _batch(sets)
+    d.train()
+    out = d.student(batch.x_w)
+    tok_n, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+    tok_w, lab_w, tok_t, lab_n = d.den_inputs(batch, out, tok_n, cam_n)
+    with torch.no_grad():
+        own = d.teacher(batch.x_n).tokens
+    torch.testing.assert_close(tok_t, own)
+    assert not tok_t.requires_grad
+    den = d.den(tok_w, batch.y_w, lab_w, tok_t, batch.y_n, lab_n)["den"]
+    ref = reference.gkd_den_loss(tok_w.double(), batch.y_w, lab_w, tok_t.double(), batch.y_n,
+                                 lab_n, cfg.den)["den"]
+    torch.testing.assert_close(den.double(), ref, rtol=1e-5, atol=1e-6)
+    den.backward()
+    assert d.adapter.weight.grad is None
+    assert d.projector.weight.grad is not None and d.projector.weight.grad.abs().sum() > 0
+
+
+def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, monkeypatch):
+    """(e): closed gate -> every WLI token label is -1; after_epoch opens it when (and only
+    when) beats_chance says so, and it stays open; the state is in the weights."""
+    d, _ = _build("pagkd_scheduled")
+    batch = _batch(sets)
+    out = d.student(batch.x_w)
+    tok_n, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+    assert "gate_open" in d.trainable_state_dict()
+    _, lab_w, _, _ = d.den_inputs(batch, out, tok_n, cam_n)
+    assert bool((lab_w == -1).all())
+    import pagkd_lite.mechanism as mech
+
+    monkeypatch.setattr(mech, "beats_chance", lambda *a: False)
+    assert d.after_epoch(0, batch)["wli_gate"] == 0.0
+    monkeypatch.setattr(mech, "beats_chance", lambda *a: True)
+    assert d.after_epoch(1, batch)["wli_gate"] == 1.0
+    monkeypatch.setattr(mech, "beats_chance", lambda *a: False)
+    assert d.after_epoch(2, batch)["wli_gate"] == 1.0
+    _, lab_open, _, _ = d.den_inputs(batch, out, tok_n, cam_n)
+    assert torch.equal(lab_open, d.token_labels(batch, out, cam_n)[0])
+
+
+def test_beats_chance_is_two_standard_errors_above_one_over_k(sets):
+    d, _ = _build("pagkd_scheduled")
+    batch = _batch(sets)                      # 6 WLI images, K = 3: threshold 1/3 + 0.385
+    n = len(batch.y_w)
+
+    class Fake(torch.nn.Module):
+        """Right on the first ``correct`` images, wrong on the others."""
+
+        def __init__(self, correct):
+            super().__init__()
+            self.correct = correct
+
+        def forward(self, x):
+            wrong = (torch.arange(n) >= self.correct).long()
+            logits = torch.nn.functional.one_hot((batch.y_w + wrong) % 3, 3).float()
+            return type("Out", (), {"logits": logits})()
+
+    d.student = Fake(4)                      # 0.667 < 0.718
+    assert not beats_chance(d, batch, 3)
+    d.student = Fake(5)                      # 0.833 > 0.718
+    assert beats_chance(d, batch, 3)
+
+
+def test_ramp_scales_the_distillation_terms():
+    d, cfg = _build("pagkd_scheduled", "train.warmup_epochs=1")
+    assert [d.ramp(e) for e in (1, 2, 5, 6, 9)] == [0.2, 0.4, 1.0, 1.0, 1.0]
+    d0, _ = _build("pagkd")
+    assert d0.ramp(1) == 1.0
+
+
+def test_pagkd_logit_adds_the_logit_kd_term(sets):
+    """(f): the loss is pagkd's terms plus lambda_kd times logit_kd's L_kd, same batch."""
+    d, cfg = _build("pagkd_logit")
+    d.eval()
+    batch = _batch(sets)
+    out = d.student(batch.x_w)
+    named, terms = d.distill_losses(batch, out)
+    kd_ref = LogitKD(d.student, d.teacher, cfg, 3).distill_losses(batch, out)[0]["kd"]
+    torch.testing.assert_close(named["kd"], kd_ref)
+    torch.testing.assert_close(terms[-1], cfg.train.lambda_kd * kd_ref)
+    assert {"den", "con", "pcls", "kd"} <= set(named) and len(terms) == 3
+
+
+def test_common_share_splits_the_numerator_exactly():
+    g = torch.Generator().manual_seed(1)
+    h, t = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    # constant maps: everything is common
+    assert _common_share(h.mean(1, keepdim=True).expand_as(h),
+                         t.mean(1, keepdim=True).expand_as(t), valid) == pytest.approx(1.0)
+    # centred maps: nothing is
+    assert _common_share(h - h.mean(1, keepdim=True), t - t.mean(1, keepdim=True),
+                         valid) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mechanism_metrics_change_nothing_and_oracle_labels_agree(sets):
+    """On the oracle's labels the WLI/NBI token labels are the true ones (accuracy 1,
+    relation agreement 1); the call changes no weight and no random state."""
+    d, _ = _build("oracle_masks")
+    batch = _batch(sets)
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    rng = torch.get_rng_state()
+    m = mechanism_metrics(d, batch)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(torch.equal(v, d.state_dict()[k]) for k, v in before.items())
+    assert m["label_acc_w"] == 1.0 and m["label_acc_n"] == 1.0 and m["relation_agree"] == 1.0
+    assert 0.0 <= m["attn_entropy"] <= 1.0 and 0.0 <= m["cam_auc_w"] <= 1.0
+    assert all(p.grad is None for p in d.parameters())
+
+
+@pytest.mark.parametrize("method", ["pagkd", "pagkd_token_cos", "pagkd_scheduled"])
+def test_fit_logs_the_mechanism_each_epoch(sets, method):
+    d, cfg = _build(method, "train.epochs=2", "train.warmup_epochs=0",
+                    "train.steps_per_epoch=1", "train.batch_size=6")
+    probe = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
+    res = fit(d, sets["wli_train"], sets["wli_val"], cfg.train, torch.device("cpu"),
+              train_n=sets["nbi_train"], progress=False, probe=probe)
+    for rec in res.history:
+        assert {"label_acc_w", "label_acc_n", "relation_agree", "common_share",
+                "attn_entropy", "cam_auc_w"} <= set(rec)
+    if method == "pagkd_scheduled":
+        assert "wli_gate" in res.history[0]
+
+
+def test_probe_without_masks_reports_the_mask_free_numbers(sets):
+    d, _ = _build("pagkd")
+    probe = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
+    probe = dataclasses.replace(probe, mask_w=None, mask_n=None)
+    assert set(mechanism_metrics(d, probe)) == {"common_share", "attn_entropy"}
+
+
+def test_probe_is_balanced_and_fixed(sets):
+    a = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
+    b = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
+    assert torch.equal(a.x_w, b.x_w) and torch.equal(a.x_n, b.x_n)
+    assert torch.bincount(a.y_w).tolist() == [2, 2, 2] and a.mask_w is not None
+    assert isinstance(a, StepBatch)
+
+
+def test_mechanism_means_average_over_seeds_and_skip_missing_epochs():
+    from pagkd_lite.report import mechanism_figure, mechanism_means
+
+    recs = [{"method": "pagkd", "seed": 0, "history": [{"val_auc": 0.5}, {"val_auc": 0.7,
+                                                                          "common_share": 0.9}]},
+            {"method": "pagkd", "seed": 1, "history": [{"val_auc": 0.7}, {"val_auc": 0.9,
+                                                                          "common_share": 0.7}]}]
+    m = mechanism_means(recs)["pagkd"]
+    assert m["val_auc"] == pytest.approx([0.6, 0.8])
+    assert m["common_share"][0] is None and m["common_share"][1] == pytest.approx(0.8)
+    assert len(mechanism_figure(recs).data) == 6
