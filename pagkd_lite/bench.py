@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, method_config, override
+from .config import Config, override
 from .metrics import mean_interval
 from .runinfo import CSV_FIELDS, csv_fields, run_info
 
@@ -73,7 +73,7 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     [...]}`` per run (:func:`read_histories`).
     """
     from .metrics import compute_metrics
-    from .pipeline import make_data, train_student, train_teacher
+    from .pipeline import make_data, teacher_for, train_student, train_teacher
     from .train import pick_device, predict
 
     csv_path = Path(csv_path)
@@ -98,9 +98,7 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
             if method == "teacher_nbi":
                 model, test, secs = teacher, sets["nbi_test"], info["seconds"]
             else:
-                mc = method_config(c, method)  # a method with its own model gets its teacher
-                t = teacher if mc.model == c.model and mc.teacher == c.teacher else \
-                    train_teacher(mc, sets, out_dir=cache_dir, progress=progress)[0]
+                t = teacher_for(c, method, teacher, sets, out_dir=cache_dir, progress=progress)
                 model, result = train_student(c, sets, method, t, progress=progress,
                                               ssl_dir=cache_dir)
                 test, secs = sets["wli_test"], result.seconds

@@ -298,6 +298,17 @@ def format_table(rows: list[dict], metrics=("auc", "accuracy", "f1")) -> str:
     return "\n".join(lines)
 
 
+def teacher_for(cfg: Config, method: str, teacher: Classifier, sets: dict[str, ImageSet],
+                out_dir: str | Path | None = None, progress: bool = True) -> Classifier:
+    """The teacher ``method`` trains with: ``teacher`` (trained with ``cfg``) when the method's
+    own settings (``config.method_config``, e.g. ``pagkd_authors``) leave the model and the
+    teacher's training unchanged, else the teacher of those settings (cached like any)."""
+    mc = method_config(cfg, method)
+    if mc.model == cfg.model and mc.teacher == cfg.teacher:
+        return teacher
+    return train_teacher(mc, sets, out_dir=out_dir, progress=progress)[0]
+
+
 def demo(cfg: Config, methods=("wli_only", "pagkd"), out_dir: str | Path | None = None,
          progress: bool = True) -> dict:
     """The main job: SynthEndo, NBI teacher, WLI students, a table and an HTML report."""
@@ -314,9 +325,7 @@ def demo(cfg: Config, methods=("wli_only", "pagkd"), out_dir: str | Path | None 
     rows.append({"name": "teacher_nbi", "split": "nbi_test", "metrics": ev_t.metrics,
                  "seconds": tinfo["seconds"], "eval": ev_t})
     for method in methods:
-        mc = method_config(cfg, method)  # a method with its own model gets its own teacher
-        t = teacher if mc.model == cfg.model else train_teacher(mc, sets, out_dir=out,
-                                                                progress=progress)[0]
+        t = teacher_for(cfg, method, teacher, sets, out_dir=out, progress=progress)
         distiller, result = train_student(cfg, sets, method, t, out_dir=out, progress=progress)
         ev = evaluate(distiller, sets["wli_test"], device, cfg.bootstrap, cfg.seed, cfg.runtime)
         rows.append({"name": method, "split": "wli_test", "metrics": ev.metrics,
