@@ -10,6 +10,7 @@ Data
     transforms   uint8 -> float, normalisation, augmentation (``prepare``)
     sampler      GroupSampler: class-balanced, unpaired WLI and NBI batches of one step
     realdata     your own WLI/NBI folders or CSV manifest -> ImageSets, with a load report
+    decode_cache each real image decoded once into a memory-mapped store on disk
     lesion_ids   the lesion key: one lesion id, one class (stems scoped by class)
     splits       leakage-free folds over both modalities; UnionFind of patient/lesion ids
     cards        data cards (the facts a data set must state)
@@ -21,6 +22,8 @@ Models and method
     reference    the same two losses (and NT-Xent) as slow, obvious loops
     pretrain     SimCLR on the unlabelled WLI + NBI training images (``model.init=ssl``)
     distill      one Distiller per method and the registry ``METHODS`` (name -> Method)
+    mechanism    what GKD-Den sees, per epoch, on a held-out probe (labels, relations,
+                 common component, attention entropy, CAM quality)
 Running
     config       dataclass Config, presets, ``--set`` overrides, ``build_config``
     train        ``train_step`` and ``fit`` (model selection on validation), ``predict``
