@@ -18,27 +18,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from select_defaults import TIE
+from select_defaults import choose as largest_lower_bound
+
 from pagkd_lite.bench import paired_gains, read_rows
 from pagkd_lite.distill import VARIANTS
 from pagkd_lite.metrics import mean_interval
 
 RESULTS = Path(__file__).parent / "results"
-TIE = 0.001
 
 
 def choose(rows: list[dict], baseline: str = "pagkd") -> tuple[str | None, list[str]]:
-    """The winner by the rule, and one Markdown row per variant."""
-    lines, best, best_low = [], None, float("-inf")
-    for name in VARIANTS:
-        gains = paired_gains(rows, name, baseline)
-        if not gains:
-            lines.append(f"| {name} | 0 | (not run) |")
-            continue
-        est = mean_interval(gains)
-        lines.append(f"| {name} | {len(gains)} | {est.value:+.3f} [{est.low:+.3f}, "
-                     f"{est.high:+.3f}] |")
-        if len(gains) >= 2 and est.low > best_low + TIE:
-            best, best_low = name, est.low
+    """The winner by the rule (the same rule as ``select_defaults.choose``: largest lower
+    bound, the earlier candidate within 0.001), and one Markdown row per variant."""
+    cands = [(name, paired_gains(rows, name, baseline)) for name in VARIANTS]
+    best, lines = largest_lower_bound([c for c in cands if c[1]])
+    lines += [f"| {name} | 0 | (not run) |" for name, gains in cands if not gains]
     return best, lines
 
 
