@@ -142,6 +142,22 @@ class WLIOnly(Distiller):
         super().__init__(student)
 
 
+@dataclass
+class TeacherPass:
+    """One pass of the frozen teacher over NBI inputs x_n (:meth:`_TeacherSide.teacher_pass`).
+
+    tokens (B, hw, d): the teacher map through the trainable adapter (the gradient reaches the
+    adapter only); logits (B, K), detached; cam (B, h, w): the teacher's Grad-CAM of the true
+    class, or None when not asked for; own_tokens (B, hw, d_T): the teacher's own tokens,
+    ``teacher(x_n).tokens`` (its embedding on the same backbone map), detached.
+    """
+
+    tokens: torch.Tensor
+    logits: torch.Tensor
+    cam: torch.Tensor | None
+    own_tokens: torch.Tensor
+
+
 class _TeacherSide(Distiller):
     """Shared parts of the distillers that use the teacher: adapter, CAM, token labels."""
 
@@ -165,18 +181,25 @@ class _TeacherSide(Distiller):
             feats = self.teacher.backbone(x_n)[-1]
         return self.adapt(feats)
 
-    def teacher_forward(self, x_n: torch.Tensor, y_n: torch.Tensor, want_cam: bool):
-        """Teacher tokens through the adapter (B, hw, d), teacher logits, and the teacher's
-        Grad-CAM of the true class (B, h, w) or None. No gradient reaches the teacher."""
+    def teacher_pass(self, x_n: torch.Tensor, y_n: torch.Tensor, want_cam: bool) -> TeacherPass:
+        """Everything the distillers take from the frozen teacher on NBI inputs, from ONE
+        pass of its backbone (:class:`TeacherPass`). No gradient reaches the teacher."""
         with torch.no_grad():
             feats = self.teacher.backbone(x_n)[-1]
         cam = None
         with torch.enable_grad():
             leaf = feats.detach().requires_grad_(want_cam)
-            logits, _ = self.teacher.head(leaf)
+            logits, own = self.teacher.head(leaf)
             if want_cam:
                 cam = grad_cam(logits, leaf, y_n)
-        return self.adapt(feats), logits.detach(), cam
+        return TeacherPass(tokens=self.adapt(feats), logits=logits.detach(), cam=cam,
+                           own_tokens=own.detach())
+
+    def teacher_forward(self, x_n: torch.Tensor, y_n: torch.Tensor, want_cam: bool):
+        """Teacher tokens through the adapter (B, hw, d), teacher logits, and the teacher's
+        Grad-CAM of the true class (B, h, w) or None (:meth:`teacher_pass`, as a tuple)."""
+        t = self.teacher_pass(x_n, y_n, want_cam)
+        return t.tokens, t.logits, t.cam
 
     def cam_labels(self, batch: StepBatch, out, cam_n: torch.Tensor) -> dict[str, torch.Tensor]:
         """Student Grad-CAM, then both CAMs -> tri-state token labels by the one chain
@@ -228,19 +251,23 @@ class PaGKD(_TeacherSide):
             # variant (e): saved with the weights, so a resumed run keeps the gate's state
             self.register_buffer("gate_open", torch.zeros((), dtype=torch.bool))
 
-    def den_inputs(self, batch: StepBatch, out, tok_n: torch.Tensor, cam_n):
+    def den_inputs(self, batch: StepBatch, out, tok_n: torch.Tensor, cam_n,
+                   own_n: torch.Tensor | None = None):
         """What L_Den is computed on: ``(tokens_w (B_w, hw, d'), lab_w (B_w, hw), tokens_n
         (B_n, hw, d'), lab_n (B_n, hw))``. By default the student's tokens and the adapted
         teacher tokens ``tok_n``; with ``den.target="teacher"`` the projected student tokens
-        and the frozen teacher's own tokens (no gradient); with ``den.wli_gate`` and the
-        gate closed, every WLI token label is uncertain (-1)."""
+        and the frozen teacher's own tokens ``own_n`` (:attr:`TeacherPass.own_tokens`; None:
+        computed here by a second teacher pass); with ``den.wli_gate`` and the gate closed,
+        every WLI token label is uncertain (-1)."""
         lab_w, lab_n = self.token_labels(batch, out, cam_n)
         if self.den_cfg.wli_gate and not bool(self.gate_open):
             lab_w = torch.full_like(lab_w, -1)
         tok_w = out.tokens
         if self.den_cfg.target == "teacher":
-            with torch.no_grad():
-                tok_n = at_least_float32(self.teacher(batch.x_n).tokens)
+            if own_n is None:
+                with torch.no_grad():
+                    own_n = self.teacher(batch.x_n).tokens
+            tok_n = at_least_float32(own_n.detach())
             tok_w = self.projector(at_least_float32(tok_w))
         return tok_w, lab_w, tok_n, lab_n
 
@@ -261,10 +288,11 @@ class PaGKD(_TeacherSide):
 
     def distill_losses(self, batch: StepBatch, out):
         losses, terms = {}, []
-        tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n,
-                                               want_cam=self.use_den and not self.needs_masks)
+        t = self.teacher_pass(batch.x_n, batch.y_n,
+                              want_cam=self.use_den and not self.needs_masks)
+        tok_n = t.tokens
         if self.use_den:
-            tok_w, lab_w, tok_d, lab_n = self.den_inputs(batch, out, tok_n, cam_n)
+            tok_w, lab_w, tok_d, lab_n = self.den_inputs(batch, out, tok_n, t.cam, t.own_tokens)
             den = self.den(tok_w, batch.y_w, lab_w, tok_d, batch.y_n, lab_n)
             losses["den"] = den["den"]
             terms.append(self.lambda_den * den["den"])

@@ -113,6 +113,43 @@ def test_frozen_target_moves_only_the_student_side(sets):
     assert d.projector.weight.grad is not None and d.projector.weight.grad.abs().sum() > 0
 
 
+def test_frozen_target_runs_the_teacher_backbone_once_per_step(sets):
+    """(a): the step's L_Den and total loss are bit-identical to the former two-pass
+    computation (adapter tokens and CAM from one teacher pass, the teacher's own tokens from a
+    second, full ``teacher(x_n)``), and the teacher's backbone now runs once per step."""
+    d, cfg = _build("pagkd_frozen_target", "train.warmup_epochs=0")
+    batch = _batch(sets)
+    d.train()
+    calls = []
+    hook = d.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = d.student(batch.x_w)
+        named, terms = d.distill_losses(batch, out)
+        assert len(calls) == 1
+        _, losses = d.forward_train(batch, epoch=0)
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+    # the former computation, spelled out: the teacher's own tokens from a second pass
+    tok_n, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+    lab_w, lab_n = d.token_labels(batch, out, cam_n)
+    with torch.no_grad():
+        own = d.teacher(batch.x_n).tokens
+    old_den = d.den(d.projector(out.tokens), batch.y_w, lab_w, own, batch.y_n, lab_n)["den"]
+    pro = d.pro(out.tokens, batch.y_w, tok_n, batch.y_n)
+    assert torch.equal(named["den"], old_den)
+    assert torch.equal(named["con"], pro["con"]) and torch.equal(named["pcls"], pro["pcls"])
+    old_total = (torch.nn.functional.cross_entropy(out.logits, batch.y_w)
+                 + cfg.train.lambda_den * old_den
+                 + cfg.train.lambda_pro * (pro["con"] + pro["pcls"]))
+    assert torch.equal(losses["total"], old_total)
+    # and den_inputs without the pass's tokens still falls back to a pass of its own
+    t = d.teacher_pass(batch.x_n, batch.y_n, want_cam=True)
+    assert torch.equal(t.own_tokens, own)
+    assert torch.equal(d.den_inputs(batch, out, t.tokens, t.cam)[2],
+                       d.den_inputs(batch, out, t.tokens, t.cam, t.own_tokens)[2])
+
+
 def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, monkeypatch):
     """(e): closed gate -> every WLI token label is -1; after_epoch opens it when (and only
     when) beats_chance says so, and it stays open; the state is in the weights."""
