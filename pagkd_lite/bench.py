@@ -67,8 +67,9 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     method, seed and extra values are not recomputed. A new CSV also records what each row
     ran on (:data:`pagkd_lite.runinfo.CSV_FIELDS`: torch, threads, device, determinism);
     rows appended to an older CSV keep its columns.
-    Each student's per-epoch log (losses, validation AUC and, for GKD-Den methods, the
-    mechanism numbers of :mod:`pagkd_lite.mechanism`) is appended to
+    Each student's per-epoch log (losses, validation AUC and, for the methods with a dense
+    loss (PaGKD and its variants, ``pseudo_pair``, ``paired_oracle``), the mechanism numbers
+    of :mod:`pagkd_lite.mechanism`) is appended to
     ``<csv stem>.history.jsonl``, one JSON line ``{"method", "seed", **extra, "history":
     [...]}`` per run (:func:`read_histories`).
     """
@@ -131,6 +132,12 @@ def _cell(row: dict, fields: list[str]) -> tuple:
 
 def _sort_key(cell: tuple) -> tuple:
     return tuple((0, float(v), "") if _is_number(v) else (1, 0.0, v) for v in cell)
+
+
+def sweep_values(rows: list[dict], by: str) -> list[str]:
+    """The distinct values of the sweep field ``by`` as written in the rows: numbers in
+    numeric order first, then any other value (``model.init=ssl``) in text order."""
+    return sorted({r[by] for r in rows}, key=lambda v: _sort_key((v,)))
 
 
 def _is_number(v: str) -> bool:
@@ -288,11 +295,11 @@ def figure(rows: list[dict], by: str | None = None):
         return fig
     for m in sorted({r["method"] for r in rows} - {"wli_only", "teacher_nbi"}):
         xs, ys, lo, hi = [], [], [], []
-        for v in sorted({float(r[by]) for r in rows}):
-            d = paired_gains([r for r in rows if float(r[by]) == v], m)
+        for v in sweep_values(rows, by):
+            d = paired_gains([r for r in rows if r[by] == v], m)
             if len(d) >= 2:
                 e = mean_interval(d)
-                xs.append(v)
+                xs.append(float(v) if _is_number(v) else v)
                 ys.append(e.value)
                 lo.append(e.value - e.low)
                 hi.append(e.high - e.value)
@@ -307,11 +314,13 @@ def svg_gain_plot(rows: list[dict], by: str, method: str = "pagkd", width: int =
                   height: int = 300) -> str:
     """A dependency-free SVG of the seed-paired gain against ``by`` (for the README)."""
     pts = []
-    for v in sorted({float(r[by]) for r in rows}):
-        d = paired_gains([r for r in rows if float(r[by]) == v], method)
+    values = sweep_values(rows, by)
+    numeric = all(_is_number(v) for v in values)
+    for i, v in enumerate(values):
+        d = paired_gains([r for r in rows if r[by] == v], method)
         if len(d) >= 2:
             e = mean_interval(d)
-            pts.append((v, e.value, e.low, e.high))
+            pts.append((float(v) if numeric else float(i), e.value, e.low, e.high, v))
     if not pts:
         return ""
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
@@ -330,13 +339,13 @@ def svg_gain_plot(rows: list[dict], by: str, method: str = "pagkd", width: int =
           f'<rect width="{width}" height="{height}" fill="white"/>',
           f'<line x1="{pad}" x2="{width - pad}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" '
           'stroke="grey" stroke-dasharray="4"/>']
-    for v, m, lo, hi in pts:
+    for v, m, lo, hi, label in pts:
         el.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" '
                   'stroke="#1f77b4"/>')
         el.append(f'<circle cx="{sx(v):.1f}" cy="{sy(m):.1f}" r="4" fill="#1f77b4"/>')
         el.append(f'<text x="{sx(v):.1f}" y="{height - pad + 15}" '
-                  f'text-anchor="middle">{v:g}</text>')
-    path = " ".join(f"{sx(v):.1f},{sy(m):.1f}" for v, m, _, _ in pts)
+                  f'text-anchor="middle">{label}</text>')
+    path = " ".join(f"{sx(v):.1f},{sy(m):.1f}" for v, m, *_ in pts)
     el.append(f'<polyline points="{path}" fill="none" stroke="#1f77b4"/>')
     for y in np.linspace(y0, y1, 5):
         el.append(f'<text x="{pad - 5}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:+.2f}</text>')

@@ -181,3 +181,21 @@ def test_regime_map_init_axis_is_opt_in(tmp_path):
     assert (tmp_path / "both.csv").read_text() == (tmp_path / "map.csv").read_text()
     md = (tmp_path / "both_ssl.md").read_text()
     assert "| 72 | -2 | paired_hint | +0.020 [+0.020, +0.020] | 3 |" in md
+
+
+def test_a_sweep_over_a_word_writes_its_outputs(tmp_path):
+    """A sweep field whose values are words (``model.init=scratch,ssl``) gets the same table,
+    figure and SVG as a numeric one; it once failed with 'could not convert string to float'."""
+    from pagkd_lite.bench import sweep_values, write_outputs
+
+    rows = [{"method": m, "seed": str(s), "auc": str(0.6 + gain + 0.01 * s * (m == "pagkd")),
+             "accuracy": "0.5", "f1": "0.5", "sensitivity": "0.5", "specificity": "0.7",
+             "train_seconds": "1", "model.init": init}
+            for init, gain in (("ssl", 0.05), ("scratch", 0.0)) for s in range(3)
+            for m in ("wli_only", "pagkd")]
+    assert sweep_values(rows, "model.init") == ["scratch", "ssl"]
+    assert sweep_values([{"x": v} for v in ("10", "2", "ssl")], "x") == ["2", "10", "ssl"]
+    md = write_outputs(rows, tmp_path / "s.csv", ["model.init"])
+    assert "**model.init = ssl**" in md.read_text()
+    svg = (tmp_path / "s.svg").read_text()
+    assert ">scratch</text>" in svg and ">ssl</text>" in svg
