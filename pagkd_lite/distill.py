@@ -388,7 +388,13 @@ class ClassHint(PairedHint):
 
 class PseudoPair(_TeacherSide):
     """Image-level baseline: each WLI image gets ONE random NBI image of its class in the
-    step as a pseudo partner, and the dense loss is applied per pair."""
+    step as a pseudo partner, and the dense loss is applied per pair.
+
+    After each epoch, :meth:`after_epoch` logs the mechanism numbers on the probe for the
+    pairs of :meth:`probe_pairs` (:func:`pagkd_lite.mechanism.pair_mechanism_metrics`)."""
+
+    #: seed of the probe's pseudo pairs: the same pairs every epoch, the training draws untouched
+    probe_seed = 0
 
     def __init__(self, student, teacher, cfg, num_classes: int) -> None:
         super().__init__(student, teacher, cfg.den)
@@ -400,6 +406,21 @@ class PseudoPair(_TeacherSide):
     def pairs(self, batch: StepBatch):
         return same_class_partners(batch.y_w, batch.y_n, self.generator)
 
+    def probe_pairs(self, probe: StepBatch):
+        """The pairs the mechanism numbers are measured on: pseudo pairs drawn with
+        :attr:`probe_seed` (not from the training generator)."""
+        return same_class_partners(probe.y_w, probe.y_n,
+                                   torch.Generator().manual_seed(self.probe_seed))
+
+    def after_epoch(self, epoch: int, probe: StepBatch | None) -> dict[str, float]:
+        """The mechanism numbers (:mod:`pagkd_lite.mechanism`) of the dense loss on the probe's
+        :meth:`probe_pairs`; nothing without a probe. Changes no weight."""
+        if probe is None:
+            return {}
+        from .mechanism import pair_mechanism_metrics
+
+        return pair_mechanism_metrics(self, probe)
+
     def distill_losses(self, batch: StepBatch, out):
         tok_n, _, cam_n = self.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
         lab_w, lab_n = self.token_labels(batch, out, cam_n)
@@ -409,13 +430,18 @@ class PseudoPair(_TeacherSide):
 
 
 class PairedOracle(PseudoPair):
-    """Dense distillation on TRUE pairs: x_n[i] is the NBI rendering of x_w[i]."""
+    """Dense distillation on TRUE pairs: x_n[i] is the NBI rendering of x_w[i]. Its probe
+    must hold true pairs too (``make_probe(..., paired=True)``: the NBI twins of the probe's
+    WLI images)."""
 
     paired = True
 
     def pairs(self, batch: StepBatch):
         idx = torch.arange(batch.y_w.shape[0], device=batch.y_w.device)
         return idx, idx
+
+    def probe_pairs(self, probe: StepBatch):
+        return self.pairs(probe)
 
 
 class LogitKD(Distiller):

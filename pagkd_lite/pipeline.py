@@ -25,7 +25,7 @@ from .distill import Distiller, build_distiller
 from .distributed import rank
 from .errors import CheckpointError
 from .files import readable
-from .mechanism import make_probe
+from .mechanism import make_probe, nbi_twins
 from .metrics import Estimate, bootstrap_metrics
 from .models import Classifier, freeze
 from .pretrain import pretrain
@@ -272,7 +272,9 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
     run_dir = Path(out_dir) / method if out_dir is not None else None
     prov = provenance(cfg, wli)
     probe = None  # a fixed held-out batch for the per-epoch mechanism log (mechanism.py)
-    if distiller.needs_nbi and sets.get("nbi_val") is not None:
+    if distiller.paired:  # true pairs: the NBI twins of the probe's WLI images
+        probe = make_probe(sets["wli_val"], nbi_twins(sets["wli_val"]), device, paired=True)
+    elif distiller.needs_nbi and sets.get("nbi_val") is not None:
         probe = make_probe(sets["wli_val"], sets["nbi_val"], device)
     result = fit(distiller, wli, sets["wli_val"], cfg.train, device, seed=cfg.seed,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,

@@ -8,16 +8,25 @@ with ``logit_kd``, what centring removes, and the per-epoch mechanism numbers.""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from pagkd_lite import reference
+from pagkd_lite.cam import grad_cam
 from pagkd_lite.config import method_config, override, smoke
 from pagkd_lite.distill import METHODS, VARIANTS, LogitKD, StepBatch, build_distiller
-from pagkd_lite.gkd_den import GKDDen, GKDDenConfig, group_den
-from pagkd_lite.mechanism import _common_share, beats_chance, make_probe, mechanism_metrics
-from pagkd_lite.models import Classifier, ModelConfig
+from pagkd_lite.gkd_den import GKDDen, GKDDenConfig, group_den, pair_loss
+from pagkd_lite.mechanism import (
+    _common_share,
+    beats_chance,
+    make_probe,
+    mechanism_metrics,
+    nbi_twins,
+    probe_metrics,
+)
+from pagkd_lite.models import Classifier, ModelConfig, eval_mode
 from pagkd_lite.synthendo import SynthEndoConfig, generate
 from pagkd_lite.train import fit
 
@@ -269,6 +278,125 @@ def test_probe_is_balanced_and_fixed(sets):
     assert torch.equal(a.x_w, b.x_w) and torch.equal(a.x_n, b.x_n)
     assert torch.bincount(a.y_w).tolist() == [2, 2, 2] and a.mask_w is not None
     assert isinstance(a, StepBatch)
+
+
+MECHANISM_KEYS = {"label_acc_w", "label_acc_n", "relation_agree", "common_share",
+                  "attn_entropy", "cam_auc_w"}
+
+
+def test_nbi_twins_render_the_same_scenes(sets):
+    """The twins of a WLI split: same lesions in the same order, the same lesion masks (the
+    same geometry, pixel for pixel), rendered as NBI; the latents are the split's own (the
+    twins of wli_train have paired_nbi's masks); no global random state is used."""
+    rng = torch.get_rng_state()
+    twins = nbi_twins(sets["wli_val"])
+    assert torch.equal(rng, torch.get_rng_state())
+    wli = sets["wli_val"]
+    assert twins.modality == "NBI" and twins.lesion_ids == wli.lesion_ids
+    assert torch.equal(twins.labels, wli.labels) and torch.equal(twins.masks, wli.masks)
+    assert not torch.equal(twins.images, wli.images)
+    assert torch.equal(nbi_twins(sets["wli_train"]).masks, sets["paired_nbi"].masks)
+    for bad in (sets["nbi_val"], wli.subset([0, 1, 2])):
+        with pytest.raises(ValueError, match="nbi_twins"):
+            nbi_twins(bad)
+
+
+def test_paired_probe_holds_true_pairs(sets):
+    wli = sets["wli_val"]
+    probe = make_probe(wli, nbi_twins(wli), torch.device("cpu"), per_class=2, paired=True)
+    unpaired = make_probe(wli, sets["nbi_val"], torch.device("cpu"), per_class=2)
+    assert torch.equal(probe.x_w, unpaired.x_w) and torch.equal(probe.y_n, probe.y_w)
+    assert torch.equal(probe.mask_n, probe.mask_w)
+    with pytest.raises(ValueError, match="twins"):
+        make_probe(wli, sets["nbi_val"], torch.device("cpu"), per_class=2, paired=True)
+
+
+def _pair_probe(sets, method):
+    if method == "paired_oracle":
+        return make_probe(sets["wli_val"], nbi_twins(sets["wli_val"]), torch.device("cpu"),
+                          per_class=2, paired=True)
+    return _batch(sets)
+
+
+@pytest.mark.parametrize("method", ["pseudo_pair", "paired_oracle"])
+def test_pair_methods_report_the_mechanism_and_change_nothing(sets, method):
+    """pseudo_pair and paired_oracle report PaGKD's numbers (finite, in range) on the probe;
+    the call leaves the weights, the train mode, .grad, the global random state and the
+    training generator as they were; the probe's pseudo pairs are the same every call."""
+    d, _ = _build(method)
+    probe = _pair_probe(sets, method)
+    d.train()
+    d.generator = torch.Generator().manual_seed(5)
+    gen, rng = d.generator.get_state(), torch.get_rng_state()
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    m = d.after_epoch(0, probe)
+    assert set(m) == MECHANISM_KEYS
+    assert all(math.isfinite(v) for v in m.values())
+    for key in MECHANISM_KEYS - {"common_share"}:
+        assert 0.0 <= m[key] <= 1.0, key
+    assert d.training and d.student.training and not d.teacher.training
+    assert all(p.grad is None for p in d.parameters())
+    assert all(torch.equal(v, d.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(rng, torch.get_rng_state()) and torch.equal(gen, d.generator.get_state())
+    assert d.after_epoch(1, probe) == m
+    assert d.after_epoch(0, None) == {}
+    mask_free = dataclasses.replace(probe, mask_w=None, mask_n=None)
+    assert set(d.after_epoch(0, mask_free)) == {"common_share", "attn_entropy"}
+
+
+def test_pair_metrics_are_pagkds_numbers_on_the_pairs_the_loss_uses(sets):
+    """One implementation: the paired oracle's numbers are probe_metrics of pair_loss's
+    attention on the twins; PaGKD's are probe_metrics of GKD-Den's on all same-class pairs."""
+    d, cfg = _build("paired_oracle")
+    probe = _pair_probe(sets, "paired_oracle")
+    with eval_mode(d), torch.enable_grad():
+        out = d.student(probe.x_w)
+        t = d.teacher_pass(probe.x_n, probe.y_n, want_cam=True)
+        lab_w, lab_n = d.token_labels(probe, out, t.cam)
+        cam_w = grad_cam(out.logits, out.features, probe.y_w)
+    idx = torch.arange(len(probe.y_w))
+    det = pair_loss(out.tokens.detach(), lab_w, t.tokens.detach(), lab_n, cfg.den,
+                    return_details=True)
+    want = probe_metrics(cfg.den, probe, out.tokens, lab_w, t.tokens, lab_n, idx, idx,
+                         det["attn_w"], det["valid_rows_w"], cam_w)
+    assert d.after_epoch(0, probe) == want
+
+
+@pytest.mark.parametrize("method", ["pseudo_pair", "paired_oracle"])
+def test_fit_logs_the_pair_mechanism_without_changing_the_training(sets, method):
+    """fit hands the probe to PseudoPair.after_epoch each epoch; the losses and the
+    validation AUC are those of the same run without a probe."""
+    train_n = sets["paired_nbi"] if method == "paired_oracle" else sets["nbi_train"]
+    runs = []
+    for probe in (None, _pair_probe(sets, method)):
+        d, cfg = _build(method, "train.epochs=2", "train.warmup_epochs=0",
+                        "train.steps_per_epoch=1", "train.batch_size=6")
+        runs.append(fit(d, sets["wli_train"], sets["wli_val"], cfg.train, torch.device("cpu"),
+                        train_n=train_n, progress=False, probe=probe).history)
+    plain, logged = runs
+    for a, b in zip(plain, logged, strict=True):
+        assert MECHANISM_KEYS <= set(b) and not MECHANISM_KEYS & set(a)
+        assert {k: b[k] for k in a} == a
+
+
+def test_train_student_gives_a_paired_distiller_a_paired_probe(sets, monkeypatch):
+    import pagkd_lite.pipeline as pipeline
+
+    seen = {}
+
+    def fake_fit(distiller, *args, probe=None, **kwargs):
+        seen["probe"] = probe
+        return pipeline.FitResult(best_epoch=0, best_val_auc=0.5)
+
+    monkeypatch.setattr(pipeline, "fit", fake_fit)
+    cfg = dataclasses.replace(_cfg("paired_oracle"), device="cpu")
+    torch.manual_seed(0)
+    pipeline.train_student(cfg, sets, "paired_oracle", Classifier(cfg.model, 3), progress=False)
+    probe = seen["probe"]
+    assert torch.equal(probe.y_n, probe.y_w) and torch.equal(probe.mask_n, probe.mask_w)
+    pipeline.train_student(cfg, sets, "pseudo_pair", Classifier(cfg.model, 3), progress=False)
+    unpaired = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"))
+    assert torch.equal(seen["probe"].x_n, unpaired.x_n)
 
 
 def test_mechanism_means_average_over_seeds_and_skip_missing_epochs():
