@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .cam import cam_token_labels, grad_cam
 from .data import ImageSet
+from .distill import TeacherSide
 from .gkd_den import GKDDenConfig
 from .transforms import prepare
 
@@ -234,7 +235,7 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
     with torch.no_grad():
         x_w = prepare(sets["wli_test"].images[:n_images], device)[0]
         common["student tokens (WLI)"] = common_share(student(x_w).tokens)
-        if hasattr(distiller, "teacher_tokens"):
+        if isinstance(distiller, TeacherSide):
             x_n = prepare(sets["nbi_test"].images[:n_images], device)[0]
             common["adapted teacher tokens (NBI)"] = common_share(distiller.teacher_tokens(x_n))
     labels = diagnose_labels(teacher, student, sets["nbi_test"], sets["wli_test"],

@@ -63,13 +63,22 @@ class StepBatch:
 
 
 class Distiller(nn.Module):
-    """Cross-entropy only: the ``wli_only`` baseline, and the teacher's own training."""
+    """Cross-entropy only: the ``wli_only`` baseline, and the teacher's own training.
+
+    The base class declares every capability the training loop asks about: ``needs_nbi``,
+    ``paired``, ``needs_masks`` (what a step's batch must hold), ``warmup_epochs`` and
+    ``ramp_epochs``, and :attr:`generator`. Distillers that use the frozen teacher are
+    :class:`TeacherSide` subclasses.
+    """
 
     needs_nbi = False
     paired = False
     needs_masks = False  # ground-truth lesion masks in the batch (references only)
     warmup_epochs = 0  # distillation terms join the loss from this epoch on
     ramp_epochs = 0  # ... and ramp up linearly over this many epochs (0: at once)
+    #: the stream of the distiller's own random draws (pseudo pairs): :func:`~pagkd_lite.train.fit`
+    #: seeds it every epoch; None (outside ``fit``): torch's global stream
+    generator: torch.Generator | None = None
 
     def __init__(self, student: Classifier, teacher: Classifier | None = None) -> None:
         super().__init__()
@@ -144,7 +153,7 @@ class WLIOnly(Distiller):
 
 @dataclass
 class TeacherPass:
-    """One pass of the frozen teacher over NBI inputs x_n (:meth:`_TeacherSide.teacher_pass`).
+    """One pass of the frozen teacher over NBI inputs x_n (:meth:`TeacherSide.teacher_pass`).
 
     tokens (B, hw, d): the teacher map through the trainable adapter (the gradient reaches the
     adapter only); logits (B, K), detached; cam (B, h, w): the teacher's Grad-CAM of the true
@@ -158,8 +167,13 @@ class TeacherPass:
     own_tokens: torch.Tensor
 
 
-class _TeacherSide(Distiller):
-    """Shared parts of the distillers that use the teacher: adapter, CAM, token labels."""
+class TeacherSide(Distiller):
+    """The distillers that use the frozen teacher's feature map and the trainable 1x1
+    ``adapter``: :meth:`teacher_pass` / :meth:`teacher_forward` (teacher tokens, logits,
+    Grad-CAM), :meth:`teacher_tokens`, :meth:`cam_labels` and :meth:`token_labels`, and
+    ``den_cfg``. ``pagkd`` and its ablations and variants, ``oracle_masks``, ``pseudo_pair``
+    and ``paired_oracle`` are TeacherSide; the tools that need these parts (explore, embedding,
+    diagnose) test ``isinstance(distiller, TeacherSide)``."""
 
     needs_nbi = True
 
@@ -220,7 +234,7 @@ class _TeacherSide(Distiller):
         return parts["lab_w"], parts["lab_n"]
 
 
-class PaGKD(_TeacherSide):
+class PaGKD(TeacherSide):
     """PaGKD: cross-entropy + GKD-Den + GKD-Pro over unpaired same-class groups.
 
     ``use_pro`` / ``use_den`` switch the modules (ablations ``pagkd_no_pro`` and
@@ -378,15 +392,11 @@ class ClassHint(PairedHint):
 
     paired = False
 
-    def __init__(self, student, teacher, cfg, num_classes: int) -> None:
-        super().__init__(student, teacher, cfg, num_classes)
-        self.generator: torch.Generator | None = None
-
     def partners(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return same_class_partners(batch.y_w, batch.y_n, self.generator)
 
 
-class PseudoPair(_TeacherSide):
+class PseudoPair(TeacherSide):
     """Image-level baseline: each WLI image gets ONE random NBI image of its class in the
     step as a pseudo partner, and the dense loss is applied per pair.
 
@@ -401,7 +411,6 @@ class PseudoPair(_TeacherSide):
         self.lambda_den = cfg.train.lambda_den
         self.warmup_epochs = cfg.train.warmup_epochs
         self.ramp_epochs = cfg.train.lambda_ramp_epochs
-        self.generator: torch.Generator | None = None
 
     def pairs(self, batch: StepBatch):
         return same_class_partners(batch.y_w, batch.y_n, self.generator)

@@ -24,13 +24,15 @@ import torch
 from plotly.subplots import make_subplots
 
 from .data import ImageSet
+from .distill import Distiller, PaGKD, TeacherSide
 from .models import eval_mode
 from .sampler import GroupSampler
 from .transforms import normalize, to_float
 
 
 def _unwrap(model_or_distiller) -> torch.nn.Module:
-    return getattr(model_or_distiller, "student", model_or_distiller)
+    return model_or_distiller.student if isinstance(model_or_distiller, Distiller) \
+        else model_or_distiller
 
 
 @torch.no_grad()
@@ -54,8 +56,7 @@ def image_embeddings(model_or_distiller, images: ImageSet, device: torch.device 
     """
     if side not in ("student", "adapter"):
         raise ValueError(f"image_embeddings: side must be 'student' or 'adapter', got {side!r}")
-    if side == "adapter" and not (hasattr(model_or_distiller, "adapter")
-                                  and getattr(model_or_distiller, "teacher", None) is not None):
+    if side == "adapter" and not isinstance(model_or_distiller, TeacherSide):
         raise ValueError(f"image_embeddings: side='adapter' needs a distiller with a teacher and "
                          f"an adapter, got {type(model_or_distiller).__name__}")
     device = torch.device(device)
@@ -127,7 +128,7 @@ def prototype_sets(distiller, wli: ImageSet, nbi: ImageSet, device: torch.device
     Returns:
         :class:`PrototypeSets` with ``M = steps * (G_w + G_n) * N_q`` rows.
     """
-    if getattr(distiller, "pro", None) is None:
+    if not (isinstance(distiller, PaGKD) and distiller.pro is not None):
         raise ValueError(f"prototype_sets: {type(distiller).__name__} has no GKD-Pro module; "
                          "use a distiller trained with GKD-Pro (e.g. method 'pagkd')")
     device = torch.device(device)

@@ -29,7 +29,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from .data import ImageSet
-from .distill import StepBatch
+from .distill import StepBatch, TeacherSide
 from .gkd_den import GKDDenConfig, relation_attention, relation_maps
 from .models import eval_mode
 from .transforms import prepare
@@ -102,7 +102,7 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     Returns:
         A :class:`DenStep` (CPU tensors).
     """
-    if not hasattr(distiller, "teacher_forward"):
+    if not isinstance(distiller, TeacherSide):
         raise ValueError(f"den_step: {type(distiller).__name__} has no teacher and adapter; "
                          "use a PaGKD distiller (e.g. method 'pagkd')")
     device = torch.device(device)

@@ -210,8 +210,7 @@ def fit(
         # identically whatever the method, so methods differ only by their losses.
         aug_w = torch.Generator().manual_seed(seed * 10_007 + epoch + 1 + 7919 * rank())
         aug_n = torch.Generator().manual_seed(seed * 10_007 + epoch + 3 + 7919 * rank())
-        if hasattr(distiller, "generator"):
-            distiller.generator = torch.Generator().manual_seed(seed * 10_007 + epoch + 2)
+        distiller.generator = torch.Generator().manual_seed(seed * 10_007 + epoch + 2)
         sums: dict[str, float] = {}
         bar = tqdm(sampler, desc=f"{desc} {epoch + 1}/{tcfg.epochs}", leave=False,
                    disable=not (progress and is_main))

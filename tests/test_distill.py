@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from pagkd_lite.config import METHODS, smoke
-from pagkd_lite.distill import StepBatch, build_distiller, same_class_partners
+from pagkd_lite.distill import (
+    Distiller,
+    StepBatch,
+    TeacherSide,
+    build_distiller,
+    same_class_partners,
+)
 from pagkd_lite.models import Classifier
 
 
@@ -108,6 +114,24 @@ def test_pseudo_pairs_are_same_class_and_oracle_pairs_are_aligned():
     o, _ = make("paired_oracle")
     iw, in_ = o.pairs(batch())
     assert torch.equal(iw, in_)
+
+
+def test_capabilities_are_declared_not_probed():
+    """The teacher-side parts are the public TeacherSide class (what explore, embedding and
+    diagnose test with isinstance); every distiller has a ``generator`` (None until fit seeds
+    it); no module of the library asks ``hasattr``."""
+    from pathlib import Path
+
+    import pagkd_lite
+
+    side = {"pagkd", "pagkd_no_pro", "pagkd_no_den", "oracle_masks", "pseudo_pair",
+            "paired_oracle", "pagkd_frozen_target"}
+    for name in (*side, "wli_only", "logit_kd", "paired_hint", "class_hint"):
+        d, _ = make(name)
+        assert isinstance(d, Distiller) and d.generator is None
+        assert isinstance(d, TeacherSide) == (name in side), name
+    root = Path(pagkd_lite.__file__).parent
+    assert not [p.name for p in root.glob("*.py") if "hasattr(" in p.read_text()]
 
 
 def test_no_nan_over_200_random_steps():
