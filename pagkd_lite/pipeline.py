@@ -31,7 +31,15 @@ from .models import Classifier, freeze
 from .pretrain import pretrain
 from .runinfo import run_info
 from .synthendo import generate
-from .train import FitResult, fit, pick_device, predict, seed_everything
+from .train import (
+    FitResult,
+    fit,
+    nbi_role,
+    nbi_training_set,
+    pick_device,
+    predict,
+    seed_everything,
+)
 
 # The generator's code version: a changed SynthEndo draws other images from the same config,
 # so every cache key that depends on the data includes it.
@@ -264,17 +272,14 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                                ssl_dir=out_dir if ssl_dir is None else ssl_dir,
                                progress=progress)
     distiller = build_distiller(method, student, teacher, cfg, wli.num_classes)
-    train_n = None
-    if distiller.paired:
-        train_n = sets["paired_nbi"]
-    elif distiller.needs_nbi:
-        train_n = sets["nbi_train"]
+    role = nbi_role(distiller)  # which NBI images it sees: decided there only
+    train_n = nbi_training_set(distiller, sets)
     run_dir = Path(out_dir) / method if out_dir is not None else None
     prov = provenance(cfg, wli)
     probe = None  # a fixed held-out batch for the per-epoch mechanism log (mechanism.py)
-    if distiller.paired:  # true pairs: the NBI twins of the probe's WLI images
+    if role == "twins":  # true pairs: the NBI twins of the probe's WLI images
         probe = make_probe(sets["wli_val"], nbi_twins(sets["wli_val"]), device, paired=True)
-    elif distiller.needs_nbi and sets.get("nbi_val") is not None:
+    elif role == "unpaired" and sets.get("nbi_val") is not None:
         probe = make_probe(sets["wli_val"], sets["nbi_val"], device)
     result = fit(distiller, wli, sets["wli_val"], cfg.train, device, seed=cfg.seed,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,

@@ -93,6 +93,32 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     return gather_rows(local, index, len(images)).numpy()
 
 
+#: The NBI training split of each :func:`nbi_role`.
+NBI_TRAIN_SPLIT = {"twins": "paired_nbi", "unpaired": "nbi_train"}
+
+
+def nbi_role(distiller: Distiller) -> str | None:
+    """Which NBI images ``distiller`` sees, decided here and nowhere else:
+
+    * ``None``: none (WLI only; :func:`fit` ignores any ``train_n``);
+    * ``"twins"`` (``distiller.paired``): the NBI twin of each WLI image of the step, index by
+      index, under the same rotation and flip; ``train_n`` is aligned with ``train_w``
+      (SynthEndo's ``paired_nbi``);
+    * ``"unpaired"``: a same-class NBI batch of its own from the group sampler, with its own
+      augmentation stream (``nbi_train``).
+    """
+    if not distiller.needs_nbi:
+        return None
+    return "twins" if distiller.paired else "unpaired"
+
+
+def nbi_training_set(distiller: Distiller, sets: dict[str, ImageSet]) -> ImageSet | None:
+    """The NBI training set of ``distiller``'s :func:`nbi_role` (:data:`NBI_TRAIN_SPLIT`),
+    or None."""
+    role = nbi_role(distiller)
+    return None if role is None else sets[NBI_TRAIN_SPLIT[role]]
+
+
 def _prepare_step(images: ImageSet, index: torch.Tensor, with_masks: bool, device, tcfg,
                   geometry: tuple[torch.Tensor, torch.Tensor], runtime: RuntimeConfig | None):
     """One modality's batch on the device, augmented by ``geometry`` (angles, flips): (network
@@ -149,9 +175,10 @@ def fit(
 ) -> FitResult:
     """Train ``distiller`` on ``train_w`` (+ ``train_n``), select on ``val``.
 
-    For ``distiller.paired`` methods ``train_n`` must be aligned with ``train_w`` (image i
-    of one is the other modality's rendering of image i); the NBI batch is then the twins
-    of the WLI batch. On return the distiller holds the best epoch's weights.
+    Which NBI images a step holds is :func:`nbi_role`'s decision: for ``"twins"``
+    (paired methods) ``train_n`` must be aligned with ``train_w`` (image i of one is the
+    other modality's rendering of image i) and the NBI batch is the twins of the WLI batch.
+    On return the distiller holds the best epoch's weights.
 
     ``runtime`` (``cfg.runtime``) picks bf16 autocast, channels_last, pinned copies and
     torch.compile (see :mod:`pagkd_lite.accel`); None or ``auto`` on a CPU is plain fp32.
@@ -163,9 +190,10 @@ def fit(
     ``distiller.after_epoch`` after every epoch's steps; what it returns (e.g. the mechanism
     curves of GKD-Den) joins the epoch's record in ``history``.
     """
-    if distiller.needs_nbi and train_n is None:
+    role = nbi_role(distiller)
+    if role is not None and train_n is None:
         raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
-    if distiller.paired and (train_n is None or train_n.lesion_ids != train_w.lesion_ids):
+    if role == "twins" and train_n.lesion_ids != train_w.lesion_ids:
         raise ValueError("paired method: train_n must hold the NBI twins of train_w, in order")
     if distiller.needs_masks and any(s is not None and s.masks is None for s in (train_w, train_n)):
         raise ValueError(f"{type(distiller).__name__} needs ground-truth lesion masks (SynthEndo "
@@ -174,7 +202,7 @@ def fit(
     accel.place(distiller, runtime, device)
     params = distiller.learnable_parameters()
     opt = torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    nbi_labels = train_n.labels if (train_n is not None and not distiller.paired) else None
+    nbi_labels = train_n.labels if role == "unpaired" else None
     # Distributed: every rank takes its own steps; together they cover one pass per epoch.
     steps = tcfg.steps_per_epoch or -(-len(train_w) // (tcfg.batch_size * world_size()))
     is_main = rank() == 0
@@ -219,11 +247,11 @@ def fit(
             x_w, img_w, mask_w = _prepare_step(train_w, step.wli, distiller.needs_masks,
                                                device, tcfg, geo_w, runtime)
             batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device), mask_w=mask_w)
-            if distiller.needs_nbi:
-                nbi_idx = step.wli if distiller.paired else step.nbi
+            if role is not None:
+                nbi_idx = step.wli if role == "twins" else step.nbi
                 # true pairs: the NBI twin of image i takes image i's rotation and flip, so
                 # token p of one is token p of the other; unpaired NBI: its own stream
-                geo_n = geo_w if distiller.paired else draw_rotate_flip(
+                geo_n = geo_w if role == "twins" else draw_rotate_flip(
                     len(nbi_idx), tcfg.rotation_degrees, aug_n)
                 batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
                     train_n, nbi_idx, distiller.needs_masks, device, tcfg, geo_n, runtime)

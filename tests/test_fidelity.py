@@ -23,7 +23,7 @@ from pagkd_lite.distill import AUTHORS_SETTINGS, StepBatch, build_distiller
 from pagkd_lite.gkd_den import GKDDenConfig
 from pagkd_lite.models import Classifier, ModelConfig
 from pagkd_lite.synthendo import SynthEndoConfig, generate
-from pagkd_lite.train import fit
+from pagkd_lite.train import fit, nbi_training_set
 from pagkd_lite.transforms import prepare
 
 SMALL = dict(image_size=64, n_wli_train=12, n_nbi_train=12, n_wli_val=6, n_nbi_val=6,
@@ -188,7 +188,7 @@ def _fit(method, sets, cfg):
     d = build_distiller(method, Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg, 3)
     tcfg = dataclasses.replace(cfg.train, epochs=1, steps_per_epoch=2, warmup_epochs=0,
                                batch_size=6)
-    train_n = sets["paired_nbi"] if d.paired else sets["nbi_train"]
+    train_n = nbi_training_set(d, sets)
     fit(d, sets["wli_train"], sets["wli_val"], tcfg, torch.device("cpu"), seed=3, train_n=train_n,
         progress=False)
     return d

@@ -12,7 +12,7 @@ from pagkd_lite.checkpoint import load_checkpoint
 from pagkd_lite.config import TrainConfig
 from pagkd_lite.distill import Distiller
 from pagkd_lite.models import Classifier, ModelConfig
-from pagkd_lite.train import fit
+from pagkd_lite.train import NBI_TRAIN_SPLIT, fit, nbi_role, nbi_training_set
 
 CFG = TrainConfig(epochs=3, batch_size=6, lr=1e-3, warmup_epochs=0)
 MODEL = ModelConfig(backbone="test_resnet", dim=8, feature_index=-2)
@@ -66,6 +66,27 @@ def test_resume_gives_the_same_numbers(tiny_sets, tmp_path):
     for k, v in a["distiller"].items():
         assert torch.equal(v, b["distiller"][k]), k
     assert [h["val_auc"] for h in a["history"]] == [h["val_auc"] for h in b["history"]]
+
+
+def test_one_function_decides_the_nbi_images_of_every_method(tiny_sets):
+    """nbi_role: none, the twins (paired methods) or an unpaired same-class batch; the set
+    pipeline.train_student hands to fit comes from it; fit refuses a missing NBI set."""
+    from pagkd_lite.config import smoke
+    from pagkd_lite.distill import METHODS, build_distiller
+
+    cfg = smoke()
+    sets = {**tiny_sets, "paired_nbi": tiny_sets["nbi_train"]}
+    for name, entry in METHODS.items():
+        torch.manual_seed(0)
+        d = build_distiller(name, Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg, 3)
+        role = nbi_role(d)
+        want = None if not entry.needs_teacher else "twins" if entry.paired else "unpaired"
+        assert role == want, name
+        got = nbi_training_set(d, sets)
+        assert got is (None if role is None else sets[NBI_TRAIN_SPLIT[role]]), name
+    with pytest.raises(ValueError, match="needs an NBI training set"):
+        fit(d, tiny_sets["wli_train"], tiny_sets["wli_val"], CFG, torch.device("cpu"),
+            progress=False)
 
 
 def _free_port() -> int:
