@@ -1,58 +1,50 @@
-"""Mean of several ``pagkd-lite diagnose --write`` tables (one per seed), per row.
+"""Mean of several ``pagkd-lite diagnose --write`` records (one per seed), per row.
 
-    python benchmarks/diagnose_summary.py benchmarks/results/diagnose_validation_seed10[0-2]_*.md \\
-        --out benchmarks/results/diagnose_validation_mean.md
+    pagkd-lite diagnose --preset demo --seed 100 --write benchmarks/results/diag_seed100  # ...
+    python benchmarks/diagnose_summary.py benchmarks/results/diag_seed10[0-2].json \\
+        --out benchmarks/results/diag_mean.md
 
-Each input is the Markdown that ``pagkd-lite diagnose --write FILE`` wrote for one seed; the
-rows are matched by their first three cells (refinement, whose CAM, grid) and every numeric
-cell is averaged over the files (``nan``, e.g. a precision with no foreground token, is left
-out of its mean and the count of files that had a number is shown). The label table and the
-threshold table are kept apart, as in the inputs.
+Each input is the JSON record that ``pagkd-lite diagnose --write FILE`` wrote for one seed
+(``FILE.json``; ``FILE.md`` is only its view). Rows are matched by refinement, whose CAM and
+token grid, and every number is averaged over the records
+(:func:`pagkd_lite.diagnose.mean_rows`: a NaN, e.g. a precision with no foreground token, is
+left out of its mean, and the count of records that had a number is shown). The label table
+and the threshold table are kept apart, as in the inputs; the common shares are averaged too.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import re
+import json
 from pathlib import Path
 
-from pagkd_lite.diagnose import LABEL_TABLE_HEADER as HEADER  # the table diagnose writes
+from pagkd_lite.diagnose import format_label_table, mean_rows
 
 
-def read_tables(path: Path) -> list[list[list[str]]]:
-    """The tables of one diagnose file: a list of tables, each a list of rows of cells."""
-    tables, rows = [], None
-    for line in path.read_text().splitlines():
-        if line.startswith(HEADER):
-            rows = []
-            tables.append(rows)
-        elif rows is not None and line.startswith("|") and not line.startswith("|---"):
-            rows.append([c.strip() for c in line.strip("|").split("|")])
-        elif not line.startswith("|"):
-            rows = None
-    return tables
+def read_records(paths: list[Path]) -> list[dict]:
+    """The diagnosis records; a Markdown view given by mistake is refused with its JSON name."""
+    records = []
+    for path in paths:
+        if path.suffix != ".json":
+            raise SystemExit(f"{path}: give the data file {path.with_suffix('.json')}, not its "
+                             "view (diagnose --write writes both)")
+        records.append(json.loads(path.read_text()))
+    return records
 
 
-def mean_table(per_file: list[list[list[str]]]) -> str:
-    """Markdown of the per-row means of one table over files (rows in the first file's order)."""
-    keys = [tuple(r[:3]) for r in per_file[0]]
-    values: dict[tuple, list[list[float]]] = {k: [] for k in keys}
-    for rows in per_file:
-        for r in rows:
-            if tuple(r[:3]) in values:
-                values[tuple(r[:3])].append([float(c) for c in r[3:]])
-    out = [HEADER.replace(" | grid |", " | grid | seeds |"),
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for k in keys:
-        cols = list(zip(*values[k], strict=True))
-        cells = []
-        for col in cols:
-            nums = [v for v in col if not math.isnan(v)]
-            mean = sum(nums) / len(nums) if nums else float("nan")
-            cells.append(f"{mean:.3f}" + ("" if len(nums) == len(col) else f" ({len(nums)})"))
-        out.append(f"| {' | '.join(k)} | {len(values[k])} | {' | '.join(cells)} |")
-    return "\n".join(out)
+def summary(records: list[dict]) -> str:
+    """Markdown: the per-row means of the label and threshold tables, and the common shares."""
+    seeds = ", ".join(str(r["seed"]) for r in records)
+    shares = {k: [r["common_share"][k] for r in records if k in r["common_share"]]
+              for k in records[0]["common_share"]}
+    return (f"Mean over {len(records)} diagnose records (seeds {seeds}; methods "
+            f"{sorted({r['method'] for r in records})}); a number in brackets counts the "
+            "records with a defined value.\n\nToken labels:\n\n"
+            + format_label_table(mean_rows([r["labels"] for r in records]))
+            + "\n\nThresholds (paper's PAR):\n\n"
+            + format_label_table(mean_rows([r["thresholds"] for r in records]))
+            + "\n\nShare of each token map that is one repeated vector (mean):\n\n"
+            + "".join(f"- {k}: {sum(v) / len(v):.3f}\n" for k, v in shares.items()))
 
 
 def main() -> None:
@@ -61,14 +53,7 @@ def main() -> None:
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    tables = [read_tables(p) for p in args.files]
-    if any(len(t) != len(tables[0]) for t in tables):
-        raise SystemExit("the files do not hold the same tables")
-    seeds = ", ".join(re.sub(r".*seed(\d+).*", r"\1", p.name) for p in args.files)
-    text = (f"Mean over {len(args.files)} diagnose files (seeds {seeds}); a number in "
-            "brackets counts the files with a defined value.\n\nToken labels:\n\n"
-            + mean_table([t[0] for t in tables]) + "\n\nThresholds (paper's PAR):\n\n"
-            + mean_table([t[1] for t in tables]) + "\n")
+    text = summary(read_records(args.files))
     print(text)
     if args.out:
         args.out.write_text(text)

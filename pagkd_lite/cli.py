@@ -202,22 +202,15 @@ def cmd_cache(args) -> None:
 
 
 def cmd_diagnose(args) -> None:
-    from .diagnose import format_label_table, run_diagnosis
+    from .diagnose import render_diagnosis, run_diagnosis, write_diagnosis
 
     cfg = build_config(args)
-    res = run_diagnosis(cfg, args.method, out_dir=_out(args, cfg), progress=not args.quiet)
-    text = (f"Token labels against SynthEndo's true lesion masks (preset {cfg.name}, seed "
-            f"{cfg.seed}, test images; student: {args.method}, val AUC "
-            f"{res['student_val_auc']:.3f}).\n\n"
-            f"{format_label_table(res['labels'])}\n\nThresholds (paper's PAR):\n\n"
-            f"{format_label_table(res['thresholds'])}\n\n"
-            "Share of each token map that is one repeated vector (1 = constant map):\n\n"
-            + "".join(f"- {k}: {v:.3f}\n" for k, v in res["common_share"].items()))
-    print(text)
+    record = run_diagnosis(cfg, args.method, out_dir=_out(args, cfg), progress=not args.quiet)
+    print(render_diagnosis(record))
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.write).write_text(text)
-        print(f"written to {args.write}")
+        data, view = write_diagnosis(record, args.write)
+        print(f"written to {data} (the data) and {view} (its Markdown view)")
 
 
 def cmd_bench(args) -> None:
@@ -363,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="pagkd", choices=names,
                    help="the student whose CAM is measured (default: pagkd)")
     p.add_argument("--write", default=None, metavar="FILE",
-                   help="also write the tables to this (Markdown) file")
+                   help="also write the diagnosis as data, FILE.json (what "
+                        "benchmarks/diagnose_summary.py reads), and its Markdown view, FILE.md")
 
     from .course import COURSE_METHODS
 

@@ -21,7 +21,10 @@ kind (both lesion or both background).
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +33,7 @@ from torch import Tensor
 from .cam import cam_token_labels, grad_cam
 from .data import ImageSet
 from .distill import TeacherSide
+from .files import atomic_write_text
 from .gkd_den import GKDDenConfig
 from .transforms import prepare
 
@@ -193,19 +197,72 @@ def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float 
     return rows
 
 
+#: the numbers of a label row, in the order of the Markdown table
+ROW_NUMBERS = ("fg_precision", "fg_recall", "bg_precision", "uncertain", "r1_correct",
+               "r1_share")
+#: what identifies a label row (the same row across seeds)
+ROW_KEY = ("refinement", "cam_of", "token_grid")
 LABEL_TABLE_HEADER = ("| token labels from | CAM of | grid | fg precision | fg recall | "
                       "bg precision | uncertain | R=1 entries right | R=1 share |")
 
 
+def _cell(row: dict, name: str) -> str:
+    """One number of a row, with ``(n)`` when only ``n`` of the row's seeds defined it."""
+    text = f"{row[name]:.3f}"
+    defined = row.get("defined", {}).get(name)
+    return text if defined is None or defined == row.get("seeds") else f"{text} ({defined})"
+
+
 def format_label_table(rows: list[dict]) -> str:
-    """Markdown table of :func:`diagnose_labels` rows (``benchmarks/diagnose_summary.py``
-    reads it back by :data:`LABEL_TABLE_HEADER`)."""
-    out = [LABEL_TABLE_HEADER, "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown view of label rows (:func:`diagnose_labels`'s, or the per-row means of
+    :func:`mean_rows`, which add a ``seeds`` column)."""
+    seeds = any("seeds" in r for r in rows)
+    header = LABEL_TABLE_HEADER.replace(" | grid |", " | grid | seeds |") if seeds \
+        else LABEL_TABLE_HEADER
+    out = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for r in rows:
-        out.append(f"| {r['refinement']} | {r['cam_of']} | {r['token_grid']} | "
-                   f"{r['fg_precision']:.3f} | {r['fg_recall']:.3f} | {r['bg_precision']:.3f} | "
-                   f"{r['uncertain']:.3f} | {r['r1_correct']:.3f} | {r['r1_share']:.3f} |")
+        cells = [r[k] for k in ROW_KEY] + ([str(r["seeds"])] if seeds else [])
+        cells += [_cell(r, name) for name in ROW_NUMBERS]
+        out.append(f"| {' | '.join(cells)} |")
     return "\n".join(out)
+
+
+def mean_rows(tables: list[list[dict]]) -> list[dict]:
+    """Per-row means of one table over several seeds' records (rows matched by
+    :data:`ROW_KEY`, in the first record's order). A NaN (e.g. a precision with no
+    foreground token) is left out of its mean; ``defined`` counts the seeds with a number."""
+    out = []
+    for first in tables[0]:
+        key = tuple(first[k] for k in ROW_KEY)
+        rows = [r for table in tables for r in table if tuple(r[k] for k in ROW_KEY) == key]
+        mean = {**{k: first[k] for k in ROW_KEY}, "seeds": len(rows), "defined": {}}
+        for name in ROW_NUMBERS:
+            nums = [r[name] for r in rows if not math.isnan(r[name])]
+            mean[name] = sum(nums) / len(nums) if nums else float("nan")
+            mean["defined"][name] = len(nums)
+        out.append(mean)
+    return out
+
+
+def render_diagnosis(record: dict) -> str:
+    """The Markdown view of one diagnosis record (:func:`run_diagnosis`'s data)."""
+    return (f"Token labels against SynthEndo's true lesion masks (preset {record['preset']}, "
+            f"seed {record['seed']}, test images; student: {record['method']}, val AUC "
+            f"{record['student_val_auc']:.3f}).\n\n"
+            f"{format_label_table(record['labels'])}\n\nThresholds (paper's PAR):\n\n"
+            f"{format_label_table(record['thresholds'])}\n\n"
+            "Share of each token map that is one repeated vector (1 = constant map):\n\n"
+            + "".join(f"- {k}: {v:.3f}\n" for k, v in record["common_share"].items()))
+
+
+def write_diagnosis(record: dict, path: str | Path) -> tuple[Path, Path]:
+    """The record as data, ``<path>.json`` (what ``benchmarks/diagnose_summary.py`` reads),
+    and its Markdown view, ``<path>.md``. Returns both paths."""
+    path = Path(path)
+    data, view = path.with_suffix(".json"), path.with_suffix(".md")
+    atomic_write_text(data, json.dumps(record, indent=1, allow_nan=True) + "\n")
+    atomic_write_text(view, render_diagnosis(record))
+    return data, view
 
 
 THRESHOLDS = ((0.7, 0.3), (0.6, 0.4), (0.55, 0.45))
@@ -219,8 +276,10 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
     and measures token labels of both CAMs for every refinement in :data:`REFINEMENTS` at
     ``cfg.den``'s thresholds, and the paper's PAR at every pair in :data:`THRESHOLDS`.
     Also the :func:`common_share` of the student's tokens and of the adapted teacher tokens.
-    Returns ``{"labels": rows, "thresholds": rows, "common_share": {name: share},
-    "student_val_auc": float}``.
+    Returns the diagnosis as data (a record: :func:`write_diagnosis` stores it as JSON,
+    :func:`render_diagnosis` shows it as Markdown): ``{"preset", "seed", "method",
+    "student_val_auc": float, "labels": rows, "thresholds": rows, "common_share": {name:
+    share}}``.
     """
     from .pipeline import make_data, train_student, train_teacher
     from .train import pick_device
@@ -247,5 +306,6 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
                                    high, low, n_images, device, refinements=paper):
             thresholds.append({**row, "refinement": f"{row['refinement']}, "
                                                     f"high {high} / low {low}"})
-    return {"labels": labels, "thresholds": thresholds, "common_share": common,
-            "student_val_auc": result.best_val_auc}
+    return {"preset": cfg.name, "seed": cfg.seed, "method": method,
+            "student_val_auc": result.best_val_auc, "labels": labels,
+            "thresholds": thresholds, "common_share": common}

@@ -35,6 +35,19 @@ def test_train_evaluate_resume_round_trip(tmp_path, capsys):
                  "--quiet", "--out", str(tmp_path), "--set", "train.epochs=2"]) == 0
 
 
+def test_diagnose_writes_its_data_and_a_view(tmp_path, capsys):
+    import json
+
+    args = ["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--set", "train.epochs=1",
+            "--set", "teacher.epochs=1"]
+    assert main(["diagnose", *args, "--write", str(tmp_path / "diag_seed0")]) == 0
+    record = json.loads((tmp_path / "diag_seed0.json").read_text())
+    assert record["preset"] == "smoke" and record["method"] == "pagkd" and record["labels"]
+    view = (tmp_path / "diag_seed0.md").read_text()
+    assert "| raw CAM (no PAR) | teacher on NBI |" in view
+    assert view in capsys.readouterr().out
+
+
 def test_make_data_exports_manifest(tmp_path, capsys):
     assert main(["make-data", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "synthendo" / "manifest.csv").exists()

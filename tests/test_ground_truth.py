@@ -208,24 +208,37 @@ def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
         override(cfg, ["den.par_dilations=0,2"])
 
 
-def test_diagnose_summary_averages_rows_over_files(tmp_path):
+def test_diagnose_summary_averages_records_over_seeds(tmp_path):
+    """diagnose --write keeps the data (JSON) and a Markdown view of it; the summary script
+    reads the data, never the view."""
     import importlib.util
+    import json
+
+    from pagkd_lite.diagnose import write_diagnosis
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "diagnose_summary.py"
     spec = importlib.util.spec_from_file_location("diagnose_summary", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     files = []
-    for seed, (p, r) in enumerate([("1.000", "0.200"), ("nan", "0.400")]):
-        row = f"| raw CAM | teacher on NBI | 4x4 | {p} | {r} | 0.9 | 0.1 | 0.7 | 0.3 |"
-        text = f"intro\n\n{mod.HEADER}\n|---|\n{row}\n\nThresholds:\n\n{mod.HEADER}\n|---|\n{row}\n"
-        files.append(tmp_path / f"diag_seed{seed}.md")
-        files[-1].write_text(text)
-    tables = [mod.read_tables(f) for f in files]
-    assert [len(t) for t in tables] == [2, 2]
-    line = mod.mean_table([t[0] for t in tables]).splitlines()[-1]
-    # precision: the nan is left out (one file had a number); recall: the mean of both
+    for seed, (p, r) in enumerate([(1.0, 0.2), (float("nan"), 0.4)]):
+        row = {"refinement": "raw CAM", "cam_of": "teacher on NBI", "token_grid": "4x4",
+               "fg_precision": p, "fg_recall": r, "bg_precision": 0.9, "uncertain": 0.1,
+               "r1_correct": 0.7, "r1_share": 0.3}
+        record = {"preset": "demo", "seed": 100 + seed, "method": "pagkd",
+                  "student_val_auc": 0.7, "labels": [row], "thresholds": [row],
+                  "common_share": {"student tokens (WLI)": 0.9 + 0.02 * seed}}
+        data, view = write_diagnosis(record, tmp_path / f"diag_seed{seed}")
+        assert json.loads(data.read_text()) == json.loads(json.dumps(record))
+        assert "| raw CAM | teacher on NBI | 4x4 | 1.000 |" in view.read_text() or seed == 1
+        files.append(data)
+    text = mod.summary(mod.read_records(files))
+    line = next(x for x in text.splitlines() if x.startswith("| raw CAM"))
+    # precision: the nan is left out (one record had a number); recall: the mean of both
     assert line.startswith("| raw CAM | teacher on NBI | 4x4 | 2 | 1.000 (1) | 0.300 | 0.900 |")
+    assert "- student tokens (WLI): 0.910" in text
+    with pytest.raises(SystemExit, match="diag_seed0.json"):
+        mod.read_records([tmp_path / "diag_seed0.md"])
 
 
 def test_paired_hint_pulls_tokens_to_the_twin(tiny_pagkd_parts):
