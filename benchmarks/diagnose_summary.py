@@ -5,8 +5,8 @@
         --out benchmarks/results/diag_mean.md
 
 Each input is the JSON record that ``pagkd-lite diagnose --write FILE`` wrote for one seed
-(``FILE.json``; ``FILE.md`` is only its view). Rows are matched by refinement, whose CAM and
-token grid, and every number is averaged over the records
+(``FILE.json``; the ``.md`` beside it is only its view). Rows are matched by refinement,
+whose CAM and token grid, and every number is averaged over the records
 (:func:`pagkd_lite.diagnose.mean_rows`: a NaN, e.g. a precision with no foreground token, is
 left out of its mean, and the count of records that had a number is shown). The label table
 and the threshold table are kept apart, as in the inputs; the common shares are averaged too.

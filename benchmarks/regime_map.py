@@ -9,7 +9,7 @@ beside ``--out``:
 - ``<out>.csv``  every row;
 - ``<out>.md``   the per-cell tables, then the premise check (which cell's true-pair oracle
                  gains most clearly over wli_only: the criterion of ``bench.premise_check``);
-- ``<out>.html`` the plotly heat maps; ``<out>.svg`` the same for the README.
+- ``<out>.html`` the plotly heat maps; ``<out>.svg`` the same for docs/results.md.
 
 A third, optional axis is ``model.init``, how teacher and student start (``scratch``, or
 ``ssl``: from the SimCLR backbone of the data's unlabelled training images,

@@ -12,7 +12,7 @@ count is ``decoded`` in its ``load_report.json``. The table goes to
 as ``<data>``, ``<cache>``, ``<out>``).
 
 ``cv`` runs as one process: only ``train-teacher`` and ``train-student`` split their work
-over torchrun ranks (see README, "GPU and more than one machine"), so there is no 2-rank
+over torchrun ranks (see docs/usage.md, "GPU and more than one machine"), so there is no 2-rank
 ``cv`` figure; ``--concurrent 2`` instead starts two warm ``cv`` processes at once on one
 store, the case of several ranks or jobs reading the same images.
 """

@@ -1,4 +1,4 @@
-"""Render the course to static HTML: ``make site`` (see README, "The rendered course").
+"""Render the course to static HTML: ``make site`` (see notebooks/README.md, "The rendered course").
 
 Each notebook is executed (nbclient) in a fresh kernel from ``notebooks/`` and exported
 with nbconvert's ``lab`` template (require.js from a CDN removed, ``site_template/``):

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.py stays runnable: its CPU mode on the smoke preset (the GPU run
-itself needs a card; see README, "GPU and several machines")."""
+itself needs a card; see docs/usage.md, "GPU and more than one machine")."""
 
 import json
 import subprocess

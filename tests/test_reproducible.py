@@ -1,4 +1,4 @@
-"""Same command, same seed, same thread count: bit-identical weights (README,
+"""Same command, same seed, same thread count: bit-identical weights (docs/results.md,
 "Reproducibility"). Two epochs of the smoke preset are trained twice in one process at
 one CPU thread, for the WLI-only student and for PaGKD (teacher, CAM labels, both GKD
 modules), and every tensor of the two state dicts must be equal, not close."""
