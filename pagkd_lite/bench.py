@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, override
+from .distill import METHODS
 from .metrics import mean_interval
 from .runinfo import CSV_FIELDS, csv_fields, run_info
 
 BENCH_METHODS = ("wli_only", "logit_kd", "pseudo_pair", "pagkd_no_pro", "pagkd_no_den", "pagkd",
-                 "paired_oracle", "paired_hint", "oracle_masks")
+                 "pagkd_logit", "paired_oracle", "paired_hint", "oracle_masks")
 COLUMNS = ("method", "seed", "auc", "accuracy", "f1", "sensitivity", "specificity",
            "train_seconds")
 
@@ -369,7 +370,8 @@ def parse_grid(sweeps: list[str] | None) -> list[dict[str, str]]:
     return cells
 
 
-PAIR_ORACLES = ("paired_oracle", "paired_hint")
+#: the references that distil from TRUE pairs: every method whose distiller is ``paired``
+PAIR_ORACLES = tuple(name for name, m in METHODS.items() if m.cls.paired)
 
 
 def premise_check(rows: list[dict], fields: list[str], baseline: str = "wli_only",

@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cv import CV_METHODS
     from .cv import __doc__ as cv_doc
     from .lesion_ids import STEM_REUSE
+    from .pipeline import DEMO_METHODS
     from .splits import GROUP_BY
 
     parser = argparse.ArgumentParser(prog="pagkd-lite", description=__doc__,
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "demo", "teacher, WLI-only and PaGKD students, table and report",
                  cmd_demo, names)
-    p.add_argument("--methods", nargs="+", default=["wli_only", "pagkd"], choices=names)
+    p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=names)
 
     p = _command(sub, "diagnose", "token-label and relation-map quality against SynthEndo's "
                  "true lesion masks", cmd_diagnose, names)
@@ -357,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the student whose CAM is measured (default: pagkd)")
     p.add_argument("--write", default=None, metavar="FILE",
                    help="also write the diagnosis as data, FILE.json (what "
-                        "benchmarks/diagnose_summary.py reads), and its Markdown view, FILE.md")
+                        "benchmarks/diagnose_summary.py reads), and its Markdown view "
+                        "beside it (suffix .md)")
 
     from .course import COURSE_METHODS
 
