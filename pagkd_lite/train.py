@@ -157,6 +157,113 @@ class FitResult:
     skipped: dict = field(default_factory=dict)
 
 
+def _check_sets(distiller: Distiller, train_w: ImageSet, train_n: ImageSet | None) -> None:
+    """Refuse training sets that cannot give ``distiller`` what its steps need."""
+    role = nbi_role(distiller)
+    if role is not None and train_n is None:
+        raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
+    if role == "twins" and train_n.lesion_ids != train_w.lesion_ids:
+        raise ValueError("paired method: train_n must hold the NBI twins of train_w, in order")
+    if distiller.needs_masks and any(s is not None and s.masks is None for s in (train_w, train_n)):
+        raise ValueError(f"{type(distiller).__name__} needs ground-truth lesion masks (SynthEndo "
+                         "has them; real data does not)")
+
+
+def _step_batch(step, train_w: ImageSet, train_n: ImageSet | None, role: str | None,
+                needs_masks: bool, tcfg, device, runtime: RuntimeConfig | None,
+                aug_w: torch.Generator, aug_n: torch.Generator) -> StepBatch:
+    """One sampler step's images on the device, augmented: the WLI batch and, by
+    :func:`nbi_role`, the NBI twins (under the WLI draw) or the step's own NBI batch."""
+    geo_w = draw_rotate_flip(len(step.wli), tcfg.rotation_degrees, aug_w)
+    x_w, img_w, mask_w = _prepare_step(train_w, step.wli, needs_masks, device, tcfg, geo_w,
+                                       runtime)
+    batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device), mask_w=mask_w)
+    if role is not None:
+        nbi_idx = step.wli if role == "twins" else step.nbi
+        # true pairs: the NBI twin of image i takes image i's rotation and flip, so
+        # token p of one is token p of the other; unpaired NBI: its own stream
+        geo_n = geo_w if role == "twins" else draw_rotate_flip(
+            len(nbi_idx), tcfg.rotation_degrees, aug_n)
+        batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
+            train_n, nbi_idx, needs_masks, device, tcfg, geo_n, runtime)
+        batch.y_n = train_n.labels[nbi_idx].to(device)
+    return batch
+
+
+def _train_epoch(distiller: Distiller, opt: torch.optim.Optimizer, train_w: ImageSet,
+                 train_n: ImageSet | None, tcfg, device, seed: int, epoch: int, steps: int,
+                 runtime: RuntimeConfig | None, bar: dict) -> dict[str, float]:
+    """One epoch's steps; returns ``{"epoch", mean of every loss}``. The sampler, the two
+    augmentation streams and ``distiller.generator`` are seeded by ``(seed, epoch)`` (and the
+    rank), so a resumed run draws what an uninterrupted one would. ``bar``: tqdm options."""
+    role = nbi_role(distiller)
+    distiller.train()
+    sampler = GroupSampler(
+        train_w.labels,
+        train_n.labels if role == "unpaired" else train_w.labels,
+        tcfg.batch_size,
+        num_classes=train_w.num_classes,
+        steps_per_epoch=steps,
+        seed=seed * 10_007 + epoch,
+        class_names=train_w.class_names,
+        rank=rank(),
+        world_size=world_size(),
+    )
+    # Separate augmentation streams per modality: the WLI images of a seed are augmented
+    # identically whatever the method, so methods differ only by their losses.
+    aug_w = torch.Generator().manual_seed(seed * 10_007 + epoch + 1 + 7919 * rank())
+    aug_n = torch.Generator().manual_seed(seed * 10_007 + epoch + 3 + 7919 * rank())
+    distiller.generator = torch.Generator().manual_seed(seed * 10_007 + epoch + 2)
+    sums: dict[str, float] = {}
+    progress = tqdm(sampler, leave=False, **bar)
+    for step in progress:
+        batch = _step_batch(step, train_w, train_n, role, distiller.needs_masks, tcfg, device,
+                            runtime, aug_w, aug_n)
+        losses = train_step(distiller, opt, batch, epoch, runtime)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        progress.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
+    return {"epoch": epoch, **{k: v / steps for k, v in sums.items()}}
+
+
+def _evaluate(distiller: Distiller, val: ImageSet, device, runtime: RuntimeConfig | None,
+              record: dict, best: dict) -> dict:
+    """Validation AUC into ``record["val_auc"]``; returns the best epoch so far (a copy of
+    the weights when this epoch beats it). Every rank scores the same validation set with the
+    same weights and buffers, so every rank takes the same model-selection decision."""
+    probs = predict(distiller, val, device, runtime=runtime)
+    record["val_auc"] = auc_score(val.labels.numpy(), probs)
+    if record["val_auc"] > best["auc"]:
+        return {"epoch": record["epoch"], "auc": record["val_auc"],
+                "state": copy.deepcopy(distiller.trainable_state_dict())}
+    return best
+
+
+def _save_last(last: Path, distiller: Distiller, opt: torch.optim.Optimizer, epoch: int,
+               history: list[dict], best: dict, provenance: dict | None) -> None:
+    """The atomic ``last.pt`` of an epoch: what :func:`_resume` continues from."""
+    save_checkpoint(last, {
+        "distiller": distiller.trainable_state_dict(), "optimizer": opt.state_dict(),
+        "epoch": epoch, "history": history, "best_epoch": best["epoch"],
+        "best_auc": best["auc"], "best_state": best["state"],
+        **({"provenance": provenance} if provenance is not None else {}),
+    })
+
+
+def _resume(last: Path, distiller: Distiller, opt: torch.optim.Optimizer,
+            provenance: dict | None) -> tuple[int, list[dict], dict]:
+    """Load ``last.pt`` into the distiller and the optimiser (refused when trained on other
+    data or another model); returns ``(first epoch to run, history, best)``."""
+    ck = load_checkpoint(last, required=("distiller", "optimizer", "epoch", "history",
+                                         "best_epoch", "best_auc", "best_state"))
+    if provenance is not None:
+        check_provenance(last, ck, provenance["data"], provenance["model"])
+    load_weights(last, distiller, ck["distiller"])
+    opt.load_state_dict(ck["optimizer"])
+    best = {"epoch": ck["best_epoch"], "auc": ck["best_auc"], "state": ck["best_state"]}
+    return ck["epoch"] + 1, ck["history"], best
+
+
 def fit(
     distiller: Distiller,
     train_w: ImageSet,
@@ -190,95 +297,30 @@ def fit(
     ``distiller.after_epoch`` after every epoch's steps; what it returns (e.g. the mechanism
     curves of GKD-Den) joins the epoch's record in ``history``.
     """
-    role = nbi_role(distiller)
-    if role is not None and train_n is None:
-        raise ValueError(f"{type(distiller).__name__} needs an NBI training set")
-    if role == "twins" and train_n.lesion_ids != train_w.lesion_ids:
-        raise ValueError("paired method: train_n must hold the NBI twins of train_w, in order")
-    if distiller.needs_masks and any(s is not None and s.masks is None for s in (train_w, train_n)):
-        raise ValueError(f"{type(distiller).__name__} needs ground-truth lesion masks (SynthEndo "
-                         "has them; real data does not)")
+    _check_sets(distiller, train_w, train_n)
     accel.setup(runtime, device)
     accel.place(distiller, runtime, device)
-    params = distiller.learnable_parameters()
-    opt = torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    nbi_labels = train_n.labels if role == "unpaired" else None
+    opt = torch.optim.Adam(distiller.learnable_parameters(), lr=tcfg.lr,
+                           weight_decay=tcfg.weight_decay)
     # Distributed: every rank takes its own steps; together they cover one pass per epoch.
     steps = tcfg.steps_per_epoch or -(-len(train_w) // (tcfg.batch_size * world_size()))
-    is_main = rank() == 0
-
-    start_epoch, history = 0, []
-    best = {"epoch": -1, "auc": -1.0, "state": None}
     last = Path(out_dir) / "last.pt" if out_dir is not None else None
+    start_epoch, history, best = 0, [], {"epoch": -1, "auc": -1.0, "state": None}
     if resume and last is not None and last.exists():
-        ck = load_checkpoint(last, required=("distiller", "optimizer", "epoch", "history",
-                                                 "best_epoch", "best_auc", "best_state"))
-        if provenance is not None:
-            check_provenance(last, ck, provenance["data"], provenance["model"])
-        load_weights(last, distiller, ck["distiller"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, history = ck["epoch"] + 1, ck["history"]
-        best = {"epoch": ck["best_epoch"], "auc": ck["best_auc"], "state": ck["best_state"]}
+        start_epoch, history, best = _resume(last, distiller, opt, provenance)
 
-    t0 = time.perf_counter()
+    t0, show = time.perf_counter(), progress and rank() == 0
     for epoch in range(start_epoch, tcfg.epochs):
-        distiller.train()
-        sampler = GroupSampler(
-            train_w.labels,
-            nbi_labels if nbi_labels is not None else train_w.labels,
-            tcfg.batch_size,
-            num_classes=train_w.num_classes,
-            steps_per_epoch=steps,
-            seed=seed * 10_007 + epoch,
-            class_names=train_w.class_names,
-            rank=rank(),
-            world_size=world_size(),
-        )
-        # Separate augmentation streams per modality: the WLI images of a seed are augmented
-        # identically whatever the method, so methods differ only by their losses.
-        aug_w = torch.Generator().manual_seed(seed * 10_007 + epoch + 1 + 7919 * rank())
-        aug_n = torch.Generator().manual_seed(seed * 10_007 + epoch + 3 + 7919 * rank())
-        distiller.generator = torch.Generator().manual_seed(seed * 10_007 + epoch + 2)
-        sums: dict[str, float] = {}
-        bar = tqdm(sampler, desc=f"{desc} {epoch + 1}/{tcfg.epochs}", leave=False,
-                   disable=not (progress and is_main))
-        for step in bar:
-            geo_w = draw_rotate_flip(len(step.wli), tcfg.rotation_degrees, aug_w)
-            x_w, img_w, mask_w = _prepare_step(train_w, step.wli, distiller.needs_masks,
-                                               device, tcfg, geo_w, runtime)
-            batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device), mask_w=mask_w)
-            if role is not None:
-                nbi_idx = step.wli if role == "twins" else step.nbi
-                # true pairs: the NBI twin of image i takes image i's rotation and flip, so
-                # token p of one is token p of the other; unpaired NBI: its own stream
-                geo_n = geo_w if role == "twins" else draw_rotate_flip(
-                    len(nbi_idx), tcfg.rotation_degrees, aug_n)
-                batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
-                    train_n, nbi_idx, distiller.needs_masks, device, tcfg, geo_n, runtime)
-                batch.y_n = train_n.labels[nbi_idx].to(device)
-            losses = train_step(distiller, opt, batch, epoch, runtime)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
-        record = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}}
+        bar = {"desc": f"{desc} {epoch + 1}/{tcfg.epochs}", "disable": not show}
+        record = _train_epoch(distiller, opt, train_w, train_n, tcfg, device, seed, epoch, steps,
+                              runtime, bar)
         record.update(distiller.after_epoch(epoch, probe))
         broadcast_buffers(distiller)
         if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
-            # every rank scores the same validation set with the same weights and buffers,
-            # so every rank takes the same model-selection decision
-            probs = predict(distiller, val, device, runtime=runtime)
-            record["val_auc"] = auc_score(val.labels.numpy(), probs)
-            if record["val_auc"] > best["auc"]:
-                best = {"epoch": epoch, "auc": record["val_auc"],
-                        "state": copy.deepcopy(distiller.trainable_state_dict())}
+            best = _evaluate(distiller, val, device, runtime, record, best)
         history.append(record)
-        if last is not None and is_main:
-            save_checkpoint(last, {
-                "distiller": distiller.trainable_state_dict(), "optimizer": opt.state_dict(),
-                "epoch": epoch, "history": history, "best_epoch": best["epoch"],
-                "best_auc": best["auc"], "best_state": best["state"],
-                **({"provenance": provenance} if provenance is not None else {}),
-            })
+        if last is not None and rank() == 0:
+            _save_last(last, distiller, opt, epoch, history, best, provenance)
     distiller.load_trainable_state_dict(best["state"])
     return FitResult(best_epoch=best["epoch"], best_val_auc=best["auc"], history=history,
                      seconds=time.perf_counter() - t0)
