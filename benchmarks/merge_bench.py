@@ -16,7 +16,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from pagkd_lite.bench import read_rows, summarize, write_outputs
+from pagkd_lite.bench import read_rows, summarize, sweep_fields, write_outputs
 
 
 def merge(parts: list[list[dict]]) -> tuple[list[dict], list[tuple[dict, dict]]]:
@@ -25,12 +25,22 @@ def merge(parts: list[list[dict]]) -> tuple[list[dict], list[tuple[dict, dict]]]
     replaced = []
     for rows in parts:
         for r in rows:
-            key = tuple((k, v) for k, v in r.items()
-                        if k in ("method", "seed") or k.count(".") == 1)
+            key = (r["method"], r["seed"], *((k, r[k]) for k in sweep_fields(r)))
             if key in merged:
                 replaced.append((merged[key], r))
             merged[key] = r
     return list(merged.values()), replaced
+
+
+def merge_files(paths: list[Path], prepare=lambda rows: rows) -> list[dict]:
+    """The rows of the CSV files ``paths`` (each through ``prepare``), merged by
+    :func:`merge`; every replaced row is printed, and no row at all is an error."""
+    rows, replaced = merge([prepare(read_rows(p)) for p in paths])
+    if not rows:
+        raise SystemExit("no rows in " + ", ".join(map(str, paths)))
+    for old, new in replaced:
+        print(f"replaced: {old['method']} seed {old['seed']} AUC {old['auc']} -> {new['auc']}")
+    return rows
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -47,16 +57,12 @@ def main() -> None:
     ap.add_argument("parts", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/synthendo_bench"))
     args = ap.parse_args()
-    rows, replaced = merge([read_rows(p) for p in args.parts])
-    if not rows:
-        raise SystemExit("no rows in " + ", ".join(map(str, args.parts)))
-    for old, new in replaced:
-        print(f"replaced: {old['method']} seed {old['seed']} AUC {old['auc']} -> {new['auc']}")
+    rows = merge_files(args.parts)
     csv_path = args.out.with_suffix(".csv")
     write_csv(rows, csv_path)
     write_outputs(rows, csv_path)
     print(summarize(rows))
-    print(f"\nwritten: {csv_path} and its .md / .html ({len(rows)} rows, {len(replaced)} replaced)")
+    print(f"\nwritten: {csv_path} and its .md / .html ({len(rows)} rows)")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from merge_bench import merge, write_csv  # same folder: run as benchmarks/regime_map.py
+from merge_bench import merge_files, write_csv  # same folder: run as benchmarks/regime_map.py
 
-from pagkd_lite.bench import premise_check, read_rows, write_outputs
+from pagkd_lite.bench import premise_check, write_outputs
 from pagkd_lite.metrics import mean_interval
 from pagkd_lite.models import INITS
 
@@ -89,11 +89,7 @@ def main() -> None:
                     help="model.init values to map (default: scratch only); each value but "
                          "scratch writes <out>_<init>.* with its change from scratch")
     args = ap.parse_args()
-    rows, replaced = merge([with_init(read_rows(p)) for p in args.parts])
-    if not rows:
-        raise SystemExit("no rows in " + ", ".join(map(str, args.parts)))
-    for old, new in replaced:
-        print(f"replaced: {old['method']} seed {old['seed']} AUC {old['auc']} -> {new['auc']}")
+    rows = merge_files(args.parts, with_init)
     for init in args.init:
         # one map per start, in the columns it had before the axis existed
         part = [{k: v for k, v in r.items() if k != INIT} for r in rows if r[INIT] == init]

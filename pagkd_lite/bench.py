@@ -123,6 +123,12 @@ def run_bench(cfg: Config, seeds: list[int], methods=BENCH_METHODS, csv_path: Pa
     return read_rows(csv_path)
 
 
+def sweep_fields(row: dict) -> list[str]:
+    """The sweep fields of a results row: every column that is neither a result
+    (:data:`COLUMNS`) nor a record of what the run ran on (``runinfo.CSV_FIELDS``)."""
+    return [k for k in row if k not in COLUMNS and k not in CSV_FIELDS]
+
+
 def _fields(by) -> list[str]:
     return [] if by is None else [by] if isinstance(by, str) else list(by)
 
