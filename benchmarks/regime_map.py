@@ -64,8 +64,7 @@ def init_table(rows: list[dict], init: str, base: str = "scratch") -> str:
         d = [a - old[seed] for seed, a in auc[(rv, cv, method, init)].items() if seed in old]
         if d:
             e = mean_interval(d)
-            out.append(f"| {rv} | {cv} | {method} | {e.value:+.3f} [{e.low:+.3f}, "
-                       f"{e.high:+.3f}] | {len(d)} |")
+            out.append(f"| {rv} | {cv} | {method} | {e.signed()} | {len(d)} |")
     return "\n".join(out)
 
 

@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 
 from pagkd_lite.bench import paired_gains, premise_check, read_rows
-from pagkd_lite.metrics import mean_interval
+from pagkd_lite.metrics import Estimate, mean_interval
 
 RESULTS = Path(__file__).parent / "results"
 INIT = "model.init"
@@ -36,9 +36,9 @@ def tagged(rows: list[dict], init: str) -> list[dict]:
     return [{**r, INIT: r.get(INIT) or init} for r in rows if r["seed"] in VALIDATION]
 
 
-def interval(gains: list[float]) -> str:
-    est = mean_interval(gains)
-    return f"{est.value:+.3f} [{est.low:+.3f}, {est.high:+.3f}]"
+def gain(cell: dict) -> str:
+    """A premise-check cell's gain, signed, with its interval."""
+    return Estimate(cell["gain"], cell["low"], cell["high"]).signed()
 
 
 def report(scratch: list[dict], ssl: list[dict]) -> str:
@@ -51,14 +51,14 @@ def report(scratch: list[dict], ssl: list[dict]) -> str:
            "| start | best pair reference | gain over wli_only [95% CI] | seeds | valid testbed |",
            "|---|---|---|---|---|"]
     for c in cells:
-        out.append(f"| {c[INIT]} | {c['oracle']} | {c['gain']:+.3f} [{c['low']:+.3f}, "
-                   f"{c['high']:+.3f}] | {c['seeds']} | {'yes' if c['valid'] else 'no'} |")
+        out.append(f"| {c[INIT]} | {c['oracle']} | {gain(c)} | {c['seeds']} | "
+                   f"{'yes' if c['valid'] else 'no'} |")
     ssl_seeds = {r["seed"] for r in rows if r[INIT] == "ssl"}
     same = premise_check([r for r in rows if r[INIT] == "scratch" and r["seed"] in ssl_seeds],
                          [INIT])
     for c in same:  # the same comparison on only the seeds both starts have (context)
-        out.append(f"| scratch, the ssl seeds only | {c['oracle']} | {c['gain']:+.3f} "
-                   f"[{c['low']:+.3f}, {c['high']:+.3f}] | {c['seeds']} | (context) |")
+        out.append(f"| scratch, the ssl seeds only | {c['oracle']} | {gain(c)} | {c['seeds']} "
+                   "| (context) |")
     chosen = cells[0][INIT] if cells else None
     out += ["", f"Chosen: **{chosen}**" if chosen else "No start has two seeds of both rows.",
             "", "Context, not used to choose: each method's seed-paired gain over `wli_only` "
@@ -70,7 +70,7 @@ def report(scratch: list[dict], ssl: list[dict]) -> str:
             sub = [r for r in rows if r[INIT] == init]
             gains = paired_gains(sub, m, "wli_only")
             if len(gains) >= 2:
-                out.append(f"| {m} | {init} | {len(gains)} | {interval(gains)} |")
+                out.append(f"| {m} | {init} | {len(gains)} | {mean_interval(gains).signed()} |")
     out += ["", "| method | seeds | AUC ssl - scratch [95% CI] |", "|---|---|---|"]
     for m in ["wli_only", "teacher_nbi", *methods]:
         a = {r["seed"]: float(r["auc"]) for r in rows if r["method"] == m and r[INIT] == "ssl"}
@@ -78,7 +78,8 @@ def report(scratch: list[dict], ssl: list[dict]) -> str:
              if r["method"] == m and r[INIT] == "scratch"}
         both = sorted(set(a) & set(b))
         if len(both) >= 2:
-            out.append(f"| {m} | {len(both)} | {interval([a[s] - b[s] for s in both])} |")
+            change = mean_interval([a[s] - b[s] for s in both])
+            out.append(f"| {m} | {len(both)} | {change.signed()} |")
     return "\n".join(out) + "\n"
 
 

@@ -45,8 +45,7 @@ def context(rows: list[dict], base_rows: list[dict]) -> list[str]:
         gains = paired_gains(rows + base, name, "wli_only")
         if len(gains) >= 2:
             est = mean_interval(gains)
-            out.append(f"| {name} | {len(gains)} | {est.value:+.3f} [{est.low:+.3f}, "
-                       f"{est.high:+.3f}] |")
+            out.append(f"| {name} | {len(gains)} | {est.signed()} |")
     return out
 
 
@@ -67,8 +66,7 @@ def test_table(rows: list[dict], winner: str) -> list[str]:
                 continue
             est = mean_interval(gains)
             verdict = "shown" if est.low > 0 or est.high < 0 else "not shown"
-            lines.append(f"| {a} - {b} | {len(gains)} | {est.value:+.3f} [{est.low:+.3f}, "
-                         f"{est.high:+.3f}] | {verdict} |")
+            lines.append(f"| {a} - {b} | {len(gains)} | {est.signed()} | {verdict} |")
     return list(dict.fromkeys(lines))
 
 
@@ -89,12 +87,11 @@ def targets(rows: list[dict], winner: str) -> list[str]:
     ok2 = auc(winner) >= auc(best) - 0.01
     kd = mean_interval(paired_gains(rows, winner, "logit_kd"))
     return ["## Targets (test seeds, pre-registered, never relaxed)", "",
-            f"- {winner} - wli_only >= +0.03 with the interval above 0: {gain.value:+.3f} "
-            f"[{gain.low:+.3f}, {gain.high:+.3f}]: **{'MET' if ok1 else 'MISSED'}**",
+            f"- {winner} - wli_only >= +0.03 with the interval above 0: {gain.signed()}: "
+            f"**{'MET' if ok1 else 'MISSED'}**",
             f"- {winner} at or above the best pair reference ({best}, mean AUC "
             f"{auc(best):.3f}) minus 0.01: {auc(winner):.3f}: **{'MET' if ok2 else 'MISSED'}**",
-            f"- {winner} - logit_kd (reported, no threshold): {kd.value:+.3f} [{kd.low:+.3f}, "
-            f"{kd.high:+.3f}]", ""]
+            f"- {winner} - logit_kd (reported, no threshold): {kd.signed()}", ""]
 
 
 def main(argv=None) -> None:

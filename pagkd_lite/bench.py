@@ -190,7 +190,7 @@ def summarize(rows: list[dict], baseline: str = "wli_only", by=None) -> str:
             else:
                 d = mean_interval(diffs)
                 mark = " **excludes 0**" if d.low > 0 or d.high < 0 else " (not shown)"
-                dtxt = f"{d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]{mark}"
+                dtxt = f"{d.signed()}{mark}"
             out.append(f"| {m} | {len(rs)} | {auc} | {acc.value:.3f} | {f1.value:.3f} | {dtxt} "
                        f"| {secs:.0f} |")
     return "\n".join(out)

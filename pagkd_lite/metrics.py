@@ -95,6 +95,10 @@ class Estimate:
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
+    def signed(self) -> str:
+        """A gain, with its signs: ``+0.031 [-0.002, +0.064]``."""
+        return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
 
 def bootstrap_metrics(y_true, probs, n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
     """Each metric of :func:`compute_metrics` with a percentile bootstrap 95% interval.

@@ -85,3 +85,9 @@ def test_mean_interval_t():
     est = mean_interval([0.1, 0.2, 0.3])
     assert est.value == pytest.approx(0.2)
     assert est.low == pytest.approx(0.2 - 4.302652729911275 * 0.1 / np.sqrt(3))
+
+
+def test_estimate_signed_shows_every_sign():
+    from pagkd_lite.metrics import Estimate
+
+    assert Estimate(0.031, -0.002, 0.064).signed() == "+0.031 [-0.002, +0.064]"
