@@ -265,23 +265,19 @@ class PaGKD(TeacherSide):
             # variant (e): saved with the weights, so a resumed run keeps the gate's state
             self.register_buffer("gate_open", torch.zeros((), dtype=torch.bool))
 
-    def den_inputs(self, batch: StepBatch, out, tok_n: torch.Tensor, cam_n,
-                   own_n: torch.Tensor | None = None):
-        """What L_Den is computed on: ``(tokens_w (B_w, hw, d'), lab_w (B_w, hw), tokens_n
+    def den_inputs(self, batch: StepBatch, out, t: TeacherPass):
+        """What L_Den is computed on, from the student's output ``out`` and the step's
+        :class:`TeacherPass` ``t``: ``(tokens_w (B_w, hw, d'), lab_w (B_w, hw), tokens_n
         (B_n, hw, d'), lab_n (B_n, hw))``. By default the student's tokens and the adapted
-        teacher tokens ``tok_n``; with ``den.target="teacher"`` the projected student tokens
-        and the frozen teacher's own tokens ``own_n`` (:attr:`TeacherPass.own_tokens`; None:
-        computed here by a second teacher pass); with ``den.wli_gate`` and the gate closed,
-        every WLI token label is uncertain (-1)."""
-        lab_w, lab_n = self.token_labels(batch, out, cam_n)
+        teacher tokens ``t.tokens``; with ``den.target="teacher"`` the projected student tokens
+        and the frozen teacher's own tokens ``t.own_tokens`` (no gradient); with
+        ``den.wli_gate`` and the gate closed, every WLI token label is uncertain (-1)."""
+        lab_w, lab_n = self.token_labels(batch, out, t.cam)
         if self.den_cfg.wli_gate and not bool(self.gate_open):
             lab_w = torch.full_like(lab_w, -1)
-        tok_w = out.tokens
+        tok_w, tok_n = out.tokens, t.tokens
         if self.den_cfg.target == "teacher":
-            if own_n is None:
-                with torch.no_grad():
-                    own_n = self.teacher(batch.x_n).tokens
-            tok_n = at_least_float32(own_n.detach())
+            tok_n = at_least_float32(t.own_tokens)
             tok_w = self.projector(at_least_float32(tok_w))
         return tok_w, lab_w, tok_n, lab_n
 
@@ -306,7 +302,7 @@ class PaGKD(TeacherSide):
                               want_cam=self.use_den and not self.needs_masks)
         tok_n = t.tokens
         if self.use_den:
-            tok_w, lab_w, tok_d, lab_n = self.den_inputs(batch, out, tok_n, t.cam, t.own_tokens)
+            tok_w, lab_w, tok_d, lab_n = self.den_inputs(batch, out, t)
             den = self.den(tok_w, batch.y_w, lab_w, tok_d, batch.y_n, lab_n)
             losses["den"] = den["den"]
             terms.append(self.lambda_den * den["den"])

@@ -184,8 +184,7 @@ def mechanism_metrics(distiller, probe: StepBatch) -> dict[str, float]:
     with eval_mode(distiller), torch.enable_grad():
         out = distiller.student(probe.x_w)
         t = distiller.teacher_pass(probe.x_n, probe.y_n, want_cam=not distiller.needs_masks)
-        tok_w, lab_w, tok_d, lab_n = distiller.den_inputs(probe, out, t.tokens, t.cam,
-                                                          t.own_tokens)
+        tok_w, lab_w, tok_d, lab_n = distiller.den_inputs(probe, out, t)
         cam_w = grad_cam(out.logits, out.features, probe.y_w)
     with torch.no_grad():
         tok_w, tok_d = tok_w.detach().float(), tok_d.detach().float()

@@ -107,8 +107,8 @@ def test_frozen_target_moves_only_the_student_side(sets):
     batch = _batch(sets)
     d.train()
     out = d.student(batch.x_w)
-    tok_n, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
-    tok_w, lab_w, tok_t, lab_n = d.den_inputs(batch, out, tok_n, cam_n)
+    t = d.teacher_pass(batch.x_n, batch.y_n, want_cam=True)
+    tok_w, lab_w, tok_t, lab_n = d.den_inputs(batch, out, t)
     with torch.no_grad():
         own = d.teacher(batch.x_n).tokens
     torch.testing.assert_close(tok_t, own)
@@ -152,11 +152,10 @@ def test_frozen_target_runs_the_teacher_backbone_once_per_step(sets):
                  + cfg.train.lambda_den * old_den
                  + cfg.train.lambda_pro * (pro["con"] + pro["pcls"]))
     assert torch.equal(losses["total"], old_total)
-    # and den_inputs without the pass's tokens still falls back to a pass of its own
+    # and the pass's own tokens, which den_inputs hands to L_Den, are the second pass's
     t = d.teacher_pass(batch.x_n, batch.y_n, want_cam=True)
     assert torch.equal(t.own_tokens, own)
-    assert torch.equal(d.den_inputs(batch, out, t.tokens, t.cam)[2],
-                       d.den_inputs(batch, out, t.tokens, t.cam, t.own_tokens)[2])
+    assert torch.equal(d.den_inputs(batch, out, t)[2], own)
 
 
 def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, monkeypatch):
@@ -165,9 +164,9 @@ def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, mo
     d, _ = _build("pagkd_scheduled")
     batch = _batch(sets)
     out = d.student(batch.x_w)
-    tok_n, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
+    t = d.teacher_pass(batch.x_n, batch.y_n, want_cam=True)
     assert "gate_open" in d.trainable_state_dict()
-    _, lab_w, _, _ = d.den_inputs(batch, out, tok_n, cam_n)
+    _, lab_w, _, _ = d.den_inputs(batch, out, t)
     assert bool((lab_w == -1).all())
     import pagkd_lite.mechanism as mech
 
@@ -177,8 +176,8 @@ def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, mo
     assert d.after_epoch(1, batch)["wli_gate"] == 1.0
     monkeypatch.setattr(mech, "beats_chance", lambda *a: False)
     assert d.after_epoch(2, batch)["wli_gate"] == 1.0
-    _, lab_open, _, _ = d.den_inputs(batch, out, tok_n, cam_n)
-    assert torch.equal(lab_open, d.token_labels(batch, out, cam_n)[0])
+    _, lab_open, _, _ = d.den_inputs(batch, out, t)
+    assert torch.equal(lab_open, d.token_labels(batch, out, t.cam)[0])
 
 
 def test_beats_chance_is_two_standard_errors_above_one_over_k(sets):
