@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="pagkd", choices=names)
     p.add_argument("--checkpoint", default=None, help="default: <out>/<method>/best.pt")
 
-    p = _command(sub, "demo", "teacher, WLI-only and PaGKD students, table and report",
+    p = _command(sub, "demo", "teacher, then the students of pipeline.DEMO_METHODS; table, report",
                  cmd_demo, names)
     p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=names)
 
