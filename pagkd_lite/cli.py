@@ -251,8 +251,11 @@ def cmd_cv(args) -> None:
     cfg = build_config(args)
     out = Path(args.out) if args.out else Path(cfg.out_dir) / f"cv-{cfg.name}-{args.method}"
     check_out_dir(out)
+    if args.decode_per_step and args.cache_dir is not None:
+        raise ConfigError("--decode-per-step and --cache-dir: images kept as files are "
+                          "decoded at every step, never cached; give one of the two")
     cache_dir = None
-    if not args.no_decode_cache:
+    if not (args.no_decode_cache or args.decode_per_step):
         cache_dir = str(check_out_dir(args.cache_dir or default_cache_dir(cfg.out_dir),
                                       "--cache-dir"))
     pick_device(cfg.device)
@@ -268,7 +271,8 @@ def cmd_cv(args) -> None:
         decode_warnings="keep" if args.keep_decode_warnings else "skip",
         allow_missing_classes=args.allow_missing_classes, stem_reuse=args.stem_reuse,
         allow_outside_root=args.allow_outside_root,
-        cache_dir=cache_dir,
+        cache_dir=cache_dir, decode_per_step=args.decode_per_step,
+        loader_workers=args.loader_workers,
         **{f"{m}_names": _names(getattr(args, f"{m}_names"), f"--{m}-names")
            for m in ("wli", "nbi") if getattr(args, f"{m}_names") is not None})
     # Load everything and write the load report, on success and on failure; then train.
@@ -430,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "clear it)")
     p.add_argument("--no-decode-cache", action="store_true",
                    help="decode every image into RAM at every run (no store on disk)")
+    p.add_argument("--decode-per-step", action="store_true",
+                   help="keep the images as files (ImageFolder style): each file is checked "
+                        "once at load, then every training and prediction batch is decoded "
+                        "when it is used, by DataLoader workers; no decode cache")
+    p.add_argument("--loader-workers", type=int, default=2, metavar="N",
+                   help="with --decode-per-step: DataLoader worker processes that decode "
+                        "the batches (default 2; 0 decodes in the training process)")
     return parser
 
 

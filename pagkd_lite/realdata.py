@@ -54,6 +54,14 @@ Identical bytes (sha256) met more than once are
 listed in ``report.duplicates`` and their lesions are merged into one lesion id (so any
 lesion- or patient-grouped split keeps them in one fold); each merge is recorded in
 ``report.lesion_merges``.
+
+Where the decoded images live: in RAM (the default in Python), in a memory-mapped store on
+disk that every run, fold and rank reads (``cache_dir``, :mod:`pagkd_lite.decode_cache`;
+the ``cv`` default), or nowhere: with ``decode_per_step`` the images stay files
+(ImageFolder style), every file is checked once at load, and the ImageSets hold
+:class:`FileImages`, which decode each training or prediction batch when it is used,
+through a DataLoader with ``loader_workers`` worker processes (:class:`FileImageDataset`).
+The three give the same pixels.
 """
 
 from __future__ import annotations
@@ -132,6 +140,12 @@ class RealDataConfig:
             (:mod:`pagkd_lite.decode_cache`): each image is decoded once, later loads
             read the store, and the ImageSets' ``images`` are views of it. None (the
             default in Python): decode into RAM at every load.
+        decode_per_step: keep the images as files (ImageFolder style): the load checks
+            every file once and keeps no pixels; the ImageSets' ``images`` are
+            :class:`FileImages`, decoded batch by batch when training or prediction uses
+            them (``--decode-per-step``). No decode cache is used.
+        loader_workers: DataLoader worker processes that decode those batches (0: in the
+            training process; ``--loader-workers``).
     """
 
     root: str
@@ -150,14 +164,16 @@ class RealDataConfig:
     stem_reuse: str = "split"
     allow_outside_root: bool = False
     cache_dir: str | None = None
+    decode_per_step: bool = False
+    loader_workers: int = 2
 
     def __post_init__(self) -> None:
         if not str(self.root).strip():
             raise ConfigError("RealDataConfig.root is empty (--data-root ''); give the data "
                               "folder, or '.' for the current folder")
         if self.stem_reuse not in STEM_REUSE:
-            raise ConfigError(f"RealDataConfig.stem_reuse must be one of {list(STEM_REUSE)}, "
-                              f"got {self.stem_reuse!r}")
+            raise ConfigError(f"--stem-reuse {self.stem_reuse} (stem_reuse): must be one of "
+                              f"{', '.join(STEM_REUSE)}, e.g. --stem-reuse split")
         if self.class_names is not None:
             self.class_names = tuple(self.class_names)
             check_names(self.class_names, "RealDataConfig.class_names")
@@ -166,11 +182,21 @@ class RealDataConfig:
                               f"got {self.on_bad_image!r}")
         if self.decode_warnings not in ("skip", "keep"):
             raise ConfigError(f"RealDataConfig.decode_warnings must be 'skip' or 'keep', "
-                              f"got {self.decode_warnings!r}")
+                              f"got {self.decode_warnings!r} (on the command line: "
+                              f"--keep-decode-warnings for 'keep', nothing for 'skip')")
         if int(self.image_size) < 1:
-            raise ConfigError(f"RealDataConfig.image_size must be >= 1, got {self.image_size}")
+            raise ConfigError(f"--set data.image_size={self.image_size} (image_size): must be "
+                              f">= 1, e.g. --set data.image_size=64")
         if int(self.max_pixels) < 1:
             raise ConfigError(f"--max-pixels {self.max_pixels} (max_pixels): must be >= 1")
+        if int(self.loader_workers) < 0:
+            raise ConfigError(f"--loader-workers {self.loader_workers} (loader_workers): must "
+                              f"be >= 0 (0 decodes in the training process), e.g. "
+                              f"--loader-workers 2")
+        if self.decode_per_step and self.cache_dir is not None:
+            raise ConfigError("--decode-per-step and --cache-dir (decode_per_step, cache_dir): "
+                              "images kept as files are decoded at every step, never cached; "
+                              "give one of the two")
         if self.id_regex is not None:
             try:
                 groups = set(re.compile(self.id_regex).groupindex)
@@ -182,8 +208,9 @@ class RealDataConfig:
                                   f"or 'patient', e.g. (?P<lesion>\\d+)")
         clash = {n.lower() for n in self.wli_names} & {n.lower() for n in self.nbi_names}
         if clash:
-            raise ConfigError(f"RealDataConfig: names {sorted(clash)} are in both wli_names "
-                             f"and nbi_names")
+            raise ConfigError(f"--wli-names and --nbi-names (wli_names, nbi_names) both "
+                              f"name {sorted(clash)}: a folder is one modality; give each "
+                              f"name to one of the two options")
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower()
                                 for e in self.extensions)
 
@@ -297,6 +324,10 @@ class LoadReport:
                      f"duplicate groups {len(self.duplicates)}.")
         if self.cache.get("status", "off") == "off":
             lines.append(f"Decoded {self.decoded} image(s) (no decode cache).")
+        elif self.cache.get("status") == "files":
+            lines.append(f"Decoded {self.decoded} image(s) to check them; kept as files, "
+                         f"decoded per step by {self.cache.get('workers')} DataLoader "
+                         f"worker(s) (--decode-per-step).")
         else:
             lines.append(f"Decoded {self.decoded} image(s); {self.cache.get('reused', 0)} "
                          f"from the decode cache {self.cache.get('dir')} "
@@ -438,10 +469,12 @@ def _libjpeg_warnings(data: bytes) -> list[str]:
 
 
 def _decode(data: bytes, path: str | Path, size: int, max_pixels: int = 40_000_000,
-            keep_warnings: bool = False) -> tuple[torch.Tensor, str, tuple, list[str]]:
+            keep_warnings: bool = False,
+            probe: bool = True) -> tuple[torch.Tensor, str, tuple, list[str]]:
     """Bytes -> (uint8 (3, size, size), source mode, source (w, h) after EXIF rotation,
     decoder warnings). Images over ``max_pixels`` are refused before decoding; decoder
-    warnings raise :class:`ImageLoadError` unless ``keep_warnings``."""
+    warnings raise :class:`ImageLoadError` unless ``keep_warnings``. ``probe=False`` skips
+    the second (libjpeg) decode that only looks for warnings: the pixels are the same."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -459,7 +492,7 @@ def _decode(data: bytes, path: str | Path, size: int, max_pixels: int = 40_000_0
                 rgb = _to_rgb(im)
         notes = [f"{c.category.__name__}: {c.message}" for c in caught
                  if not issubclass(c.category, Image.DecompressionBombWarning)]
-        if fmt == "JPEG":
+        if fmt == "JPEG" and probe:
             notes += _libjpeg_warnings(data)
     except ImageLoadError:
         raise
@@ -495,6 +528,182 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
             warns; the message names the file and the reason.
     """
     return _decode(_read_bytes(path), path, int(size))[0]
+
+
+# ----------------------------------------------------------------------------- images kept as files
+
+class FileImageDataset(torch.utils.data.Dataset):
+    """Image files decoded when asked for (ImageFolder style).
+
+    ``dataset[i]`` is ``paths[i]`` decoded now, uint8 ``(3, size, size)``: the pixels that
+    :func:`load_dataset` keeps in RAM or in the decode cache (one decoder, the libjpeg
+    warning probe left out: the loader ran it when it checked the file).
+    ``dataset[[i, j, ...]]`` is their stack ``(k, 3, size, size)``, one DataLoader item.
+
+    Args:
+        paths: the image files (``list[str | Path]``).
+        size: the output side (``int``).
+        max_pixels: the loader's pixel limit (``int``).
+        stats: optional ``(byte size, st_mtime_ns)`` per file as the loader saw it
+            (``list[tuple[int, int]]``); a file changed since then is an
+            :class:`ImageLoadError` naming it, never different pixels.
+    """
+
+    def __init__(self, paths: list, size: int, max_pixels: int = 40_000_000,
+                 stats: list[tuple[int, int]] | None = None) -> None:
+        self.paths = [str(p) for p in paths]
+        self.size = int(size)
+        self.max_pixels = int(max_pixels)
+        self.stats = stats
+        if stats is not None and len(stats) != len(self.paths):
+            raise ValueError(f"FileImageDataset: {len(stats)} stats for {len(self.paths)} "
+                             f"paths")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _one(self, i: int) -> torch.Tensor:
+        path = self.paths[i]
+        if self.stats is not None:
+            st = _regular_stat(path)
+            if (st.st_size, st.st_mtime_ns) != tuple(self.stats[i]):
+                raise ImageLoadError(path, "changed since the data was loaded (size or "
+                                           "modification time); start the run again")
+        return _decode(_read_bytes(path), path, self.size, self.max_pixels,
+                       keep_warnings=True, probe=False)[0]
+
+    def __getitem__(self, index: int | list[int]) -> torch.Tensor:
+        if isinstance(index, int | np.integer):
+            return self._one(int(index))
+        return torch.stack([self._one(int(i)) for i in index]) if len(index) else \
+            torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
+
+
+class _Chunks(torch.utils.data.Sampler):
+    """The DataLoader's sampler: the chunks of the batch being decoded (set per batch)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+class _BatchDecoder:
+    """Decodes rows of a :class:`FileImageDataset` through one DataLoader whose ``workers``
+    processes persist for the run (started at the first batch); ``workers=0`` decodes in
+    this process. A batch is split into one chunk per worker; chunks come back in order."""
+
+    def __init__(self, dataset: FileImageDataset, workers: int) -> None:
+        self.dataset, self.workers = dataset, int(workers)
+        self._sampler = _Chunks()
+        self._loader: torch.utils.data.DataLoader | None = None
+
+    def __call__(self, rows: list[int]) -> torch.Tensor:
+        if self.workers == 0 or len(rows) < 2:
+            return self.dataset[rows]
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=None, sampler=self._sampler,
+                num_workers=self.workers, persistent_workers=True)
+        k = min(self.workers, len(rows))
+        self._sampler.chunks = [c.tolist() for c in np.array_split(np.asarray(rows), k)]
+        try:
+            return torch.cat(list(self._loader))
+        except Exception:  # noqa: BLE001 - decode here again: the loader's own error, whole
+            return self.dataset[rows]
+
+    def __getstate__(self) -> dict:  # a copy or a pickle starts its own workers
+        return {**self.__dict__, "_loader": None, "_sampler": _Chunks()}
+
+
+class FileImages:
+    """An ImageSet's ``images`` when they stay files: looks like a uint8 ``(N, 3, S, S)``
+    tensor and decodes only the rows that are used, when they are used.
+
+    Indexing with a slice, a list or an index tensor gives another ``FileImages`` (nothing
+    decoded), so ``ImageSet.subset`` and the cross-validation folds cost nothing; an ``int``
+    gives that image. ``.to(device)``, ``.pin_memory()``, ``.contiguous()``, ``.numpy()``,
+    ``.float()`` and any torch function decode the rows, through the shared
+    :class:`_BatchDecoder` (a DataLoader with worker processes). Training moves each step's
+    batch with ``images[index].to(device)`` (:func:`pagkd_lite.accel.host_to_device`), so
+    it decodes that batch at that step and holds no other image.
+
+    Args:
+        decoder: the shared decoder over every file (``_BatchDecoder``).
+        rows: which of its files, in order (``list[int]``; default all).
+    """
+
+    dtype = torch.uint8
+    ndim = 4
+
+    def __init__(self, decoder: _BatchDecoder, rows: list[int] | None = None) -> None:
+        self.decoder = decoder
+        self.rows = list(range(len(decoder.dataset))) if rows is None else list(rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        s = self.decoder.dataset.size
+        return torch.Size((len(self.rows), 3, s, s))
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        return self.shape if dim is None else self.shape[dim]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return (f"FileImages({len(self.rows)} files, decoded per use at "
+                f"{self.decoder.dataset.size} px, {self.decoder.workers} worker(s))")
+
+    def __getitem__(self, index) -> FileImages | torch.Tensor:
+        if isinstance(index, int | np.integer):
+            return self.decoder.dataset[self.rows[int(index)]]
+        if isinstance(index, slice):
+            return FileImages(self.decoder, self.rows[index])
+        idx = torch.as_tensor(index)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().flatten()
+        if idx.ndim != 1:
+            raise IndexError(f"FileImages: index must be an int, a slice or 1-D, got shape "
+                             f"{tuple(idx.shape)}")
+        return FileImages(self.decoder, [self.rows[i] for i in idx.tolist()])
+
+    def decode(self) -> torch.Tensor:
+        """These rows decoded now: uint8 ``(len(self), 3, S, S)``."""
+        return self.decoder(self.rows)
+
+    def to(self, *args, **kwargs) -> torch.Tensor:
+        return self.decode().to(*args, **kwargs)
+
+    def pin_memory(self) -> torch.Tensor:
+        return self.decode().pin_memory()
+
+    def contiguous(self, *args, **kwargs) -> torch.Tensor:
+        return self.decode().contiguous(*args, **kwargs)
+
+    def numpy(self) -> np.ndarray:
+        return self.decode().numpy()
+
+    def float(self) -> torch.Tensor:
+        return self.decode().float()
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        def real(x):
+            if isinstance(x, FileImages):
+                return x.decode()
+            if isinstance(x, list | tuple):
+                return type(x)(real(v) for v in x)
+            return x
+        return func(*real(tuple(args)), **{k: real(v) for k, v in (kwargs or {}).items()})
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -556,7 +765,9 @@ def _entry_from_stem(p: Path, rel: str, mod: str, cls: str,
 
 def _find_modality_dirs(root: Path, cfg: RealDataConfig, report: LoadReport) -> dict[str, Path]:
     if not root.is_dir():
-        raise DataLayoutError(f"data root {root} is not a folder (or does not exist)")
+        raise DataLayoutError(f"--data-root {readable(str(root))} is not a folder (or does "
+                              f"not exist); give the folder that holds <modality>/<class>/<image>, "
+                              f"or a CSV with --manifest")
     found: dict[str, list[Path]] = {m: [] for m in MODALITIES}
     for p in sorted(root.iterdir()):
         mod = cfg.modality_of(p.name) if p.is_dir() else None
@@ -574,16 +785,18 @@ def _find_modality_dirs(root: Path, cfg: RealDataConfig, report: LoadReport) -> 
         if not dirs:
             have = sorted(p.name for p in root.iterdir() if p.is_dir())
             other = [n for n in have if cfg.modality_of(n) is None and not n.startswith(".")]
-            flag = f"--{mod.lower()}-names {other[0] if other else 'NAME'}"
+            name = other[0] if other else "NAME"
             raise DataLayoutError(
                 f"no {mod} folder under {root}: expected one of {list(spellings[mod])} "
-                f"(case-insensitive); folders found: {have}. Rename the folder or name it "
-                f"with {flag} ({mod.lower()}_names=(...) in Python).")
+                f"(case-insensitive); folders found: {have}. Rename the folder to "
+                f"{spellings[mod][0]}, or name it with --{mod.lower()}-names {name} "
+                f"({mod.lower()}_names=({name!r},) in Python).")
         if len(dirs) > 1:
             raise DataLayoutError(
                 f"several folders under {root} look like {mod}: {[d.name for d in dirs]}; "
-                f"keep one, or name the one to use with --{mod.lower()}-names "
-                f"{dirs[0].name} ({mod.lower()}_names=(...) in Python).")
+                f"keep one (move or rename the others), or name the one to use with "
+                f"--{mod.lower()}-names {dirs[0].name} "
+                f"({mod.lower()}_names=({dirs[0].name!r},) in Python).")
         out[mod] = dirs[0]
     return out
 
@@ -732,7 +945,9 @@ def _read_manifest(root: Path, cfg: RealDataConfig, report: LoadReport) -> list[
         mod = cfg.modality_of(row["modality"])
         if mod is None:
             raise DataLayoutError(f"{where}: unknown modality {row['modality']!r}; accepted "
-                                  f"{list(cfg.wli_names)} (WLI) or {list(cfg.nbi_names)} (NBI)")
+                                  f"{list(cfg.wli_names)} (WLI) or {list(cfg.nbi_names)} (NBI)"
+                                  f"; fix the value, or accept it with --wli-names "
+                                  f"WLI,{row['modality']} or --nbi-names NBI,{row['modality']}")
         if not row["label"]:
             raise DataLayoutError(f"{where}: empty label")
         given = row["path"]
@@ -868,6 +1083,10 @@ def _policy(cfg: RealDataConfig) -> dict[str, str]:
                          else "an error (stem_reuse='error')")
                       + "; a manifest lesion_id with two classes is an error",
         "names": "names that are not valid UTF-8 are shown with \\xNN escapes",
+        "images": (f"kept as files, decoded per step by {cfg.loader_workers} DataLoader "
+                   f"worker(s)" if cfg.decode_per_step else
+                   "decoded once into a memory-mapped store (decode cache)"
+                   if cfg.cache_dir is not None else "decoded into RAM"),
     }
 
 
@@ -876,14 +1095,17 @@ class _Decoded:
     """What :func:`_decode_all` returns: the kept entries (in entry order), their sha256,
     per-(modality, class) skip counts, source modes and sizes per modality, and
     ``pixels``: uint8 ``(len(kept), 3, S, S)``, the WLI images first, then the NBI images,
-    each in entry order (a memory-mapped store, or an array in RAM)."""
+    each in entry order (a memory-mapped store, or an array in RAM), or None when the
+    images stay files (``decode_per_step``); ``stats``: each kept file's (byte size,
+    ``st_mtime_ns``)."""
 
     kept: list[_Entry]
     hashes: list[str]
     skipped_per: Counter
     modes: dict[str, Counter]
     sizes: dict[str, list[tuple[int, int]]]
-    pixels: torch.Tensor
+    pixels: torch.Tensor | None
+    stats: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
@@ -901,6 +1123,7 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
             continue
         n_new += store is None or store.lookup(records, e.path, st) is None
     scratch = (store.staging(n_new) if store is not None
+               else None if cfg.decode_per_step  # files mode: checked, not kept
                else np.empty((n_new, 3, size, size), dtype=np.uint8))
     new_records: dict[str, Record] = {}
     sources: list[np.ndarray] = []  # one (3, S, S) array per kept entry
@@ -930,7 +1153,9 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
                         new_records[key] = rec
                     raise
                 digest = hashlib.sha256(data).hexdigest()
-                if report.decoded <= n_new:
+                if scratch is None:
+                    pixels = None
+                elif report.decoded <= n_new:
                     scratch[report.decoded - 1] = img.numpy()
                     pixels = scratch[report.decoded - 1]
                 else:  # the file changed between the count and now: hold it in RAM
@@ -951,10 +1176,15 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
         out.hashes.append(digest)
         out.modes[e.modality][mode] += 1
         out.sizes[e.modality].append(src_size)
+        out.stats.append((st.st_size, st.st_mtime_ns))
         sources.append(pixels)
         keys.append(key)
     order = [i for m in MODALITIES for i, e in enumerate(out.kept) if e.modality == m]
     rows = [sources[i] for i in order]
+    if cfg.decode_per_step:
+        out.pixels = None
+        report.cache = {"status": "files", "workers": int(cfg.loader_workers)}
+        return out
     if store is None:
         out.pixels = torch.from_numpy(np.stack(rows) if rows else
                                       np.empty((0, 3, size, size), dtype=np.uint8))
@@ -1045,11 +1275,17 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     report.class_names = class_names
     label_of = {c: i for i, c in enumerate(class_names)}
     sets: dict[str, ImageSet] = {}
+    pixels = d.pixels
+    if pixels is None:  # decode_per_step: one decoder (one worker pool) over every file
+        order = [i for m in MODALITIES for i, e in enumerate(kept) if e.modality == m]
+        files = FileImageDataset([kept[i].path for i in order], size, cfg.max_pixels,
+                                 [d.stats[i] for i in order])
+        pixels = FileImages(_BatchDecoder(files, cfg.loader_workers))
     start = 0
     for mod in MODALITIES:
         idx = [i for i, e in enumerate(kept) if e.modality == mod]
         # the pixels hold WLI then NBI (decode order): each modality is one slice, a view
-        images = d.pixels[start:start + len(idx)]
+        images = pixels[start:start + len(idx)]
         start += len(idx)
         if not idx:
             raise DataLayoutError(f"no {mod} images could be loaded from {report.root} "

@@ -246,6 +246,61 @@ def test_modality_folder_messages_give_the_flag(tmp_path):
         load(root, wli_names=("WL", "Weisslicht"))
 
 
+def test_modality_folder_messages_on_the_command_line(tmp_path, capsys):
+    root = make_tree(tmp_path / "d", wli="Weisslicht")
+    err = run(capsys, "cv", "--data-root", str(root), "--out", str(tmp_path / "o"), *FAST)
+    assert "no WLI folder under" in err and "Rename the folder to WLI" in err
+    assert "--wli-names Weisslicht" in err
+    assert err.index("--wli-names") < err.index("in Python")   # the flag first
+    assert "(...)" not in err
+
+
+def test_unknown_manifest_modality_advises_the_names_flags(tmp_path):
+    root = make_tree(tmp_path / "d")
+    m = write(root / "m.csv", [",".join(MANIFEST_COLUMNS), *rows(root),
+                               "WLI/adenoma/WLI_adenoma_0.png,xray,adenoma,x,x"])
+    with pytest.raises(DataLayoutError, match="unknown modality 'xray'") as info:
+        load(root, manifest=m)
+    assert "--wli-names WLI,xray or --nbi-names NBI,xray" in str(info.value)
+
+
+def test_names_in_both_modalities_name_both_flags(tmp_path, capsys):
+    err = run(capsys, "cv", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), *FAST,
+              "--wli-names", "WLI,NBI")
+    assert "--wli-names and --nbi-names (wli_names, nbi_names) both name ['nbi']" in err
+
+
+def test_data_root_that_is_not_a_folder_names_the_flag(tmp_path, capsys):
+    err = run(capsys, "cv", "--data-root", str(tmp_path / "nope"), "--out",
+              str(tmp_path / "o"), *FAST)
+    assert f"--data-root {tmp_path / 'nope'} is not a folder" in err
+    assert "--manifest" in err
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"image_size": 0}, "--set data.image_size=0 (image_size): must be >= 1"),
+    ({"stem_reuse": "merge"}, "--stem-reuse merge (stem_reuse): must be one of split, error"),
+    ({"decode_warnings": "ignore"}, "--keep-decode-warnings for 'keep'"),
+])
+def test_loader_settings_in_python_also_give_the_command_line_spelling(tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        RealDataConfig(root=str(tmp_path), **kw)
+
+
+def test_no_message_advises_a_python_only_spelling():
+    """A loader message that shows a Python spelling (``... in Python``) shows the flag in
+    the lines just before it: read from the source, string literals only."""
+    import pagkd_lite.lesion_ids as lesion_ids
+    import pagkd_lite.realdata as realdata
+
+    for mod in (realdata, lesion_ids):
+        lines = Path(mod.__file__).read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if "in Python" in line and line.strip().startswith(('f"', '"')):
+                assert any("--" in x for x in lines[max(0, i - 3):i + 1]), \
+                    f"{mod.__name__} line {i + 1}: {line.strip()}"
+
+
 def test_other_messages_give_the_flag(tmp_path):
     root = make_tree(tmp_path / "d")
     (root / "WLI" / "adenoma" / "big.png").write_bytes(
