@@ -87,6 +87,70 @@ def make_variants(cfg, seed: int = 0, names=None) -> dict[str, Distiller]:
     return {name: make() for name, make in build.items() if names is None or name in names}
 
 
+def _median_ms(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def stage_profile(cfg, batch: StepBatch, reps: int) -> list[tuple[str, float]]:
+    """Where the time of one ``pagkd`` step goes: each stage timed alone on the step's own
+    tensors, forward and forward + backward (median ms over ``reps``). Stages: the student
+    (forward, CE, backward), the teacher pass (frozen backbone + head, with and without its
+    Grad-CAM), the student's Grad-CAM (one extra backward to the feature map), CAM -> token
+    labels, GKD-Den and GKD-Pro (forward; forward + backward on leaf copies of the tokens),
+    and the optimiser update. The rows do not add up exactly to a step (a step shares one
+    student forward between CE, CAM and the losses)."""
+    from pagkd_lite.cam import cam_token_labels, grad_cam
+
+    d = make_variants(cfg, names=["pagkd"])["pagkd"].train()
+    opt = torch.optim.Adam(d.learnable_parameters(), lr=1e-4)
+    rows = []
+
+    def student_step():
+        out = d.student(batch.x_w)
+        torch.nn.functional.cross_entropy(out.logits, batch.y_w).backward()
+
+    rows.append(("student forward + CE + backward", _median_ms(student_step, reps)))
+    rows.append(("teacher pass (no CAM)",
+                 _median_ms(lambda: d.teacher_pass(batch.x_n, batch.y_n, False), reps)))
+    rows.append(("teacher pass (with Grad-CAM)",
+                 _median_ms(lambda: d.teacher_pass(batch.x_n, batch.y_n, True), reps)))
+    out = d.student(batch.x_w)
+    rows.append(("student Grad-CAM (backward to the map)",
+                 _median_ms(lambda: grad_cam(out.logits, out.features, batch.y_w), reps)))
+    t = d.teacher_pass(batch.x_n, batch.y_n, True)
+    cam_w = grad_cam(out.logits, out.features, batch.y_w)
+    hw = tuple(out.features.shape[-2:])
+    images, cams = torch.cat([batch.img_w, batch.img_n]), torch.cat([cam_w, t.cam])
+    rows.append(("CAM -> token labels",
+                 _median_ms(lambda: cam_token_labels(images, cams, hw, d.den_cfg), reps)))
+    lab_w, lab_n = d.token_labels(batch, out, t.cam)
+    tok_w = out.tokens.detach().requires_grad_()
+    tok_n = t.tokens.detach().requires_grad_()
+
+    def den(backward: bool):
+        loss = d.den(tok_w, batch.y_w, lab_w, tok_n, batch.y_n, lab_n)["den"]
+        if backward:
+            loss.backward()
+
+    def pro(backward: bool):
+        r = d.pro(tok_w, batch.y_w, tok_n, batch.y_n)
+        if backward:
+            (r["con"] + r["pcls"]).backward()
+
+    for name, fn in (("GKD-Den", den), ("GKD-Pro", pro)):
+        rows.append((f"{name} forward", _median_ms(lambda fn=fn: fn(False), reps)))
+        rows.append((f"{name} forward + backward", _median_ms(lambda fn=fn: fn(True), reps)))
+    student_step()
+    rows.append(("optimiser update (Adam)", _median_ms(opt.step, reps)))
+    return rows
+
+
 def token_grid(cfg) -> tuple[int, int]:
     """``(h, w)`` of the student's feature map (the token grid) at the preset's image size."""
     model = Classifier(cfg.model, cfg.data.num_classes).eval()
@@ -180,11 +244,17 @@ def main() -> None:
     for n, v in med.items():
         print(f"| {n} | {v:.0f} | {v / base:.2f} |")
     if args.profile:
+        print(f"\nstages of a pagkd step, each timed alone (median of {args.reps}):")
+        print("| stage | ms |")
+        print("|---|---|")
+        for name, ms in stage_profile(cfg, batch, args.reps):
+            print(f"| {name} | {ms:.0f} |")
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step("pagkd")
-        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+        print("\nops of one pagkd step, by self time (torch.profiler):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     if not args.no_rss:
         child_argv = ["--preset", args.preset, "--threads", str(torch.get_num_threads())]
         for o in args.overrides:
