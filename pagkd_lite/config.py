@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from .accel import RuntimeConfig
 from .distill import AUTHORS_SETTINGS, get_method
-from .distill import METHODS as METHODS  # the method registry, re-exported
 from .gkd_den import GKDDenConfig
 from .gkd_pro import GKDProConfig
 from .models import ModelConfig

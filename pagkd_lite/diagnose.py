@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .cam import cam_token_labels, grad_cam
 from .data import ImageSet
-from .distill import TeacherSide
+from .distiller import TeacherSide
 from .files import atomic_write_text
 from .gkd_den import GKDDenConfig
 from .transforms import prepare

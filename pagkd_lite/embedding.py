@@ -24,7 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .data import ImageSet
-from .distill import Distiller, PaGKD, TeacherSide
+from .distiller import Distiller, PaGKD, TeacherSide
 from .models import eval_mode
 from .sampler import GroupSampler
 from .transforms import normalize, to_float

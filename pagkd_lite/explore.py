@@ -29,7 +29,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from .data import ImageSet
-from .distill import StepBatch, TeacherSide
+from .distiller import StepBatch, TeacherSide
 from .gkd_den import GKDDenConfig, relation_attention, relation_maps
 from .models import eval_mode
 from .transforms import prepare

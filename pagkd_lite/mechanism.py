@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from .cam import grad_cam, token_labels
 from .data import ImageSet
-from .distill import StepBatch
+from .distiller import StepBatch
 from .gkd_den import center_tokens, pair_loss, relation_maps
 from .metrics import _rank_auc
 from .models import eval_mode

@@ -21,7 +21,8 @@ from .accel import amp_dtype
 from .checkpoint import check_provenance, load_checkpoint, save_checkpoint
 from .config import Config, key_dict, method_config, to_dict
 from .data import ImageSet
-from .distill import Distiller, build_distiller
+from .distill import build_distiller
+from .distiller import Distiller
 from .distributed import rank
 from .errors import CheckpointError
 from .files import readable
@@ -255,7 +256,7 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                   teacher: Classifier | None = None, out_dir: str | Path | None = None,
                   resume: bool = False, progress: bool = True,
                   ssl_dir: str | Path | None = None) -> tuple[Distiller, FitResult]:
-    """Train a WLI student with ``method`` (see ``config.METHODS``); best epoch on wli_val.
+    """Train a WLI student with ``method`` (see ``distill.METHODS``); best epoch on wli_val.
 
     The method's own settings (``config.method_config``, e.g. ``pagkd_authors``) are applied
     to ``cfg`` first; ``teacher`` must have been built with the resulting ``cfg.model``.

@@ -24,7 +24,7 @@ from . import accel
 from .accel import RuntimeConfig
 from .checkpoint import check_provenance, load_checkpoint, load_weights, save_checkpoint
 from .data import ImageSet
-from .distill import Distiller, StepBatch
+from .distiller import Distiller, StepBatch
 from .distributed import average_gradients, broadcast_buffers, gather_rows, rank, world_size
 from .errors import ConfigError
 from .metrics import auc_score

@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from pagkd_lite.config import METHODS, smoke
+from pagkd_lite.config import smoke
 from pagkd_lite.distill import (
+    METHODS,
     Distiller,
     StepBatch,
     TeacherSide,
