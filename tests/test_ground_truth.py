@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pagkd_lite import synthendo
+from pagkd_lite import synth_render, synthendo
 from pagkd_lite.config import override, smoke
 from pagkd_lite.diagnose import (
     REFINEMENTS,
@@ -63,8 +63,8 @@ def test_mask_follows_the_view_transform_and_holds_the_pattern():
     assert torch.allclose(cx[inside], lat.params["center"][inside, 0], atol=0.08)
     assert torch.allclose(cy[inside], lat.params["center"][inside, 1], atol=0.08)
     # the class pattern (dark and white structures) lies inside the mask
-    geo = synthendo._geometry(lat.params, s)
-    dark, light = synthendo._class_pattern(lat.labels, lat.params, geo, s, cfg.num_classes)
+    geo = synth_render._geometry(lat.params, s)
+    dark, light = synth_render._class_pattern(lat.labels, lat.params, geo, s, cfg.num_classes)
     pattern = (dark + light) > 0.2
     assert float(masks[pattern].min()) > 0.25  # the pattern fades out at the soft rim
     # moving the lesion moves the mask
