@@ -61,7 +61,8 @@ def image_embeddings(model_or_distiller, images: ImageSet, device: torch.device 
                          f"an adapter, got {type(model_or_distiller).__name__}")
     device = torch.device(device)
     out = []
-    with eval_mode(model_or_distiller, device):
+    model_or_distiller.to(device)
+    with eval_mode(model_or_distiller):
         for i in range(0, len(images), batch_size):
             x = normalize(to_float(images.images[i : i + batch_size].to(device)))
             if side == "student":
@@ -135,7 +136,8 @@ def prototype_sets(distiller, wli: ImageSet, nbi: ImageSet, device: torch.device
     sampler = GroupSampler(wli.labels, nbi.labels, batch_size, num_classes=wli.num_classes,
                            steps_per_epoch=steps, seed=seed, class_names=wli.class_names)
     vecs, mods, labs, slots, stp = [], [], [], [], []
-    with eval_mode(distiller, device):
+    distiller.to(device)
+    with eval_mode(distiller):
         for s, group in enumerate(sampler):
             x_w = normalize(to_float(wli.images[group.wli].to(device)))
             x_n = normalize(to_float(nbi.images[group.nbi].to(device)))

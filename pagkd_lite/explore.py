@@ -108,7 +108,8 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     device = torch.device(device)
     wli_idx = torch.as_tensor(wli_idx, dtype=torch.long)
     nbi_idx = torch.as_tensor(nbi_idx, dtype=torch.long)
-    with eval_mode(distiller, device):
+    distiller.to(device)
+    with eval_mode(distiller):
         x_w, img_w = prepare(wli.images[wli_idx], device)
         x_n, img_n = prepare(nbi.images[nbi_idx], device)
         y_w, y_n = wli.labels[wli_idx].to(device), nbi.labels[nbi_idx].to(device)

@@ -11,7 +11,7 @@ With ``head_input="backbone"`` the tokens are a side branch, as in the authors' 
 (``models/resnet50.py``, ``_forward_impl``: ``fc`` reads the pooled backbone feature, a
 bias-free 1x1 ``conv_embedd`` makes the tokens): the distillation losses then reach the
 classifier only through the backbone. ``token_bias=False`` drops the embedding's bias (and
-the teacher adapter's, :mod:`pagkd_lite.distill`), as theirs. See ``docs/fidelity.md``.
+the teacher adapter's, :mod:`pagkd_lite.distiller`), as theirs. See ``docs/fidelity.md``.
 
 The backbone is ``timm.create_model(name, features_only=True, out_indices=(i,))`` so any
 timm name works and ``feature_info`` sizes everything downstream (C and the stride).
@@ -152,12 +152,10 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def eval_mode(model: nn.Module, device: torch.device | str | None = None):
-    """``with eval_mode(model, device) as m:`` the model in eval mode (moved to ``device`` if
-    given); its train/eval mode is restored on exit, also after an error."""
+def eval_mode(model: nn.Module):
+    """``with eval_mode(model) as m:`` the model in eval mode; its train/eval mode is restored
+    on exit, also after an error. (It does not move the model: callers do that.)"""
     was_training = model.training
-    if device is not None:
-        model.to(device)
     model.eval()
     try:
         yield model
