@@ -32,7 +32,8 @@ from pathlib import Path
 
 from merge_bench import merge_files, write_csv  # same folder: run as benchmarks/regime_map.py
 
-from pagkd_lite.bench import premise_check, write_outputs
+from pagkd_lite.figures import write_outputs
+from pagkd_lite.gains import premise_check
 from pagkd_lite.metrics import mean_interval
 from pagkd_lite.models import INITS
 

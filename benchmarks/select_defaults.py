@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pagkd_lite.bench import paired_gains, read_rows
+from pagkd_lite.bench import read_rows
+from pagkd_lite.gains import paired_gains
 from pagkd_lite.metrics import mean_interval
 
 RESULTS = Path(__file__).parent / "results"

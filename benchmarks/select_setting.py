@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pagkd_lite.bench import paired_gains, premise_check, read_rows
+from pagkd_lite.bench import read_rows
+from pagkd_lite.gains import paired_gains, premise_check
 from pagkd_lite.metrics import Estimate, mean_interval
 
 RESULTS = Path(__file__).parent / "results"

@@ -21,8 +21,9 @@ from pathlib import Path
 from select_defaults import TIE
 from select_defaults import choose as largest_lower_bound
 
-from pagkd_lite.bench import paired_gains, read_rows
+from pagkd_lite.bench import read_rows
 from pagkd_lite.distill import VARIANTS
+from pagkd_lite.gains import paired_gains
 from pagkd_lite.metrics import mean_interval
 
 RESULTS = Path(__file__).parent / "results"
