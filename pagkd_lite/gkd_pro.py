@@ -171,6 +171,82 @@ def _check_tokens(name: str, tokens: Tensor, labels: Tensor, dim: int, num_class
         raise ValueError(f"GKDPro: {name} labels must lie in [0, {num_classes}), got [{lo}, {hi}]")
 
 
+def pack_groups(tokens: Tensor, labels: Tensor, identity: Tensor, num_classes: int,
+                max_group_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pack one modality's images into padded group sequences, one per present class.
+
+    Image ``i`` at place ``pos(i)`` of its class's group (batch order) joins the sequence as
+    ``T_i + identity[pos(i)]``.
+
+    Args:
+        tokens: ``(B, hw, d)``; labels: ``(B,)`` long in ``[0, K)``.
+        identity: ``(max_group_size, d)`` identity vectors by place in the group.
+
+    Returns:
+        ``seq (G, L_max * hw, d)``, ``pad (G, L_max * hw)`` (True = padding),
+        ``group_class (G,)`` ascending and ``present (K,)`` bool.
+    """
+    b, hw, d = tokens.shape
+    counts = torch.bincount(labels, minlength=num_classes)
+    present = counts > 0
+    n_groups = int(present.sum())
+    l_max = int(counts.max())
+    if l_max > max_group_size:
+        raise ValueError(
+            f"GKDPro: a group has {l_max} images but max_group_size="
+            f"{max_group_size}; raise GKDProConfig.max_group_size"
+        )
+    order = torch.argsort(labels, stable=True)  # images of a class keep batch order
+    lab_sorted = labels[order]
+    start = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(b, device=labels.device) - start[lab_sorted]  # place in group
+    gid = (torch.cumsum(present.long(), 0) - 1)[lab_sorted]  # group of each image
+    x = tokens[order] + identity[pos][:, None, :]
+    seq = tokens.new_zeros(n_groups, l_max, hw, d).index_put((gid, pos), x)
+    valid = torch.zeros(n_groups, l_max, dtype=torch.bool, device=tokens.device)
+    valid[gid, pos] = True
+    pad = (~valid).repeat_interleave(hw, dim=1)
+    group_class = torch.nonzero(present).flatten()
+    return seq.reshape(n_groups, l_max * hw, d), pad, group_class, present
+
+
+def contrastive_loss(sim: Tensor, group_class: Tensor, is_w: Tensor, col_class: Tensor,
+                     col_is_w: Tensor, col_local: Tensor, both: Tensor,
+                     cfg: GKDProConfig) -> tuple[Tensor | None, int]:
+    """``L_con`` from the similarity logits of the step's prototype sets.
+
+    Anchors are the WLI groups whose class also has an NBI group; each anchor's positive is
+    the (local) NBI group of its class; its denominator runs over the positive and every
+    group of another class, both modalities, plus ``exp(0) = 1`` with ``cfg.plus_one``::
+
+        L_con = mean|sum_a ( log([1 +] sum_{j in den(a)} exp(sim[a, j])) - sim[a, pos(a)] )
+
+    Args:
+        sim: ``(G, G_cols)`` ``s / tau`` of every group (rows) against every column.
+        group_class, is_w: ``(G,)`` class and modality of the rows.
+        col_class, col_is_w, col_local: ``(G_cols,)`` class, modality, and whether the column
+            is this rank's own (with ``cfg.gather`` the columns include other ranks').
+        both: ``(K,)`` bool, classes present in both modalities.
+        cfg: :class:`GKDProConfig` (``plus_one``, ``con_reduction``).
+
+    Returns:
+        ``(L_con or None when there is no anchor, number of anchors)``.
+    """
+    anchor = is_w & both[group_class]
+    same = group_class[:, None] == col_class[None, :]
+    pos_mask = same & ~col_is_w[None, :] & col_local[None, :] & anchor[:, None]
+    denom_mask = (~same | pos_mask) & anchor[:, None]
+    logits = sim.masked_fill(~denom_mask, float("-inf"))
+    if cfg.plus_one:  # log(1) = 0 joins the log-sum-exp
+        logits = torch.cat([logits, logits.new_zeros(logits.shape[0], 1)], dim=1)
+    n_con = int(anchor.sum())
+    if n_con == 0:
+        return None, 0
+    pos_logit = (sim * pos_mask).sum(1)[anchor]
+    per_anchor = torch.logsumexp(logits[anchor], dim=1) - pos_logit
+    return (per_anchor.sum() if cfg.con_reduction == "sum" else per_anchor.mean()), n_con
+
+
 class GKDPro(nn.Module):
     """Group prototype distillation: ``L_con`` (cross-modal contrast) and ``L_pcls``.
 
@@ -226,36 +302,9 @@ class GKDPro(nn.Module):
         else:
             self.register_buffer("identity", torch.zeros(cfg.max_group_size, d), persistent=False)
 
-    # ------------------------------------------------------------------ grouping
     def _pack(self, tokens: Tensor, labels: Tensor, num_classes: int):
-        """Pack one modality's images into padded group sequences.
-
-        Returns ``seq (G, L_max * hw, d)``, ``pad (G, L_max * hw)`` (True = padding),
-        ``group_class (G,)`` ascending and ``present (K,)`` bool.
-        """
-        b, hw, d = tokens.shape
-        counts = torch.bincount(labels, minlength=num_classes)
-        present = counts > 0
-        n_groups = int(present.sum())
-        l_max = int(counts.max())
-        if l_max > self.cfg.max_group_size:
-            raise ValueError(
-                f"GKDPro: a group has {l_max} images but max_group_size="
-                f"{self.cfg.max_group_size}; raise GKDProConfig.max_group_size"
-            )
-        order = torch.argsort(labels, stable=True)  # images of a class keep batch order
-        lab_sorted = labels[order]
-        start = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(b, device=labels.device) - start[lab_sorted]  # place in group
-        gid = (torch.cumsum(present.long(), 0) - 1)[lab_sorted]  # group of each image
-        ident = self.identity.to(tokens.dtype)[pos]  # (B, d)
-        x = tokens[order] + ident[:, None, :]
-        seq = tokens.new_zeros(n_groups, l_max, hw, d).index_put((gid, pos), x)
-        valid = torch.zeros(n_groups, l_max, dtype=torch.bool, device=tokens.device)
-        valid[gid, pos] = True
-        pad = (~valid).repeat_interleave(hw, dim=1)
-        group_class = torch.nonzero(present).flatten()
-        return seq.reshape(n_groups, l_max * hw, d), pad, group_class, present
+        return pack_groups(tokens, labels, self.identity.to(tokens.dtype), num_classes,
+                           self.cfg.max_group_size)
 
     def _attend(self, seq: Tensor, pad: Tensor, need_weights: bool):
         q = self.queries.to(seq.dtype).unsqueeze(0).expand(seq.shape[0], -1, -1)
@@ -348,23 +397,9 @@ class GKDPro(nn.Module):
 
         sim = set_similarity(protos, cols, self.cfg) / self.cfg.tau  # (G, G_cols)
 
-        # anchors: WLI groups whose class also has an NBI group
-        both = pres_w & pres_n
-        anchor = is_w & both[group_class]
-        # positive: the (local) NBI group of the anchor's class
-        same = group_class[:, None] == col_class[None, :]
-        pos_mask = same & ~col_is_w[None, :] & col_local[None, :] & anchor[:, None]
-        denom_mask = (~same | pos_mask) & anchor[:, None]
-        logits = sim.masked_fill(~denom_mask, float("-inf"))
-        if self.cfg.plus_one:  # log(1) = 0 joins the log-sum-exp
-            logits = torch.cat([logits, logits.new_zeros(logits.shape[0], 1)], dim=1)
-        n_con = int(anchor.sum())
-        if n_con > 0:
-            pos_logit = (sim * pos_mask).sum(1)[anchor]
-            lse = torch.logsumexp(logits[anchor], dim=1)
-            per_anchor = lse - pos_logit
-            con = per_anchor.sum() if self.cfg.con_reduction == "sum" else per_anchor.mean()
-        else:  # keeps the graph (and, with gather, every rank's backward in step)
+        con, n_con = contrastive_loss(sim, group_class, is_w, col_class, col_is_w, col_local,
+                                      pres_w & pres_n, self.cfg)
+        if n_con == 0:  # keeps the graph (and, with gather, every rank's backward in step)
             con = cols.sum() * 0.0
 
         pcls = F.cross_entropy(self.classifier(protos.mean(dim=1)), group_class)
