@@ -151,6 +151,34 @@ def stage_profile(cfg, batch: StepBatch, reps: int) -> list[tuple[str, float]]:
     return rows
 
 
+def den_floor(cfg, batch: StepBatch, grid: tuple[int, int], reps: int) -> dict[str, float]:
+    """The arithmetic floor of GKD-Den's forward + backward on this core.
+
+    Per same-class pair the kit's kernel (``pagkd_lite.den_groups``) does 9 matrix products of
+    ``hw x hw x d`` multiply-adds with both directions (forward: S = T_m T_n^T, H^W = A^W T_n,
+    H^N = A^N^T T_m; backward: two for each H and two for S), 6 with one direction. The floor
+    is that count of FLOPs at the measured GEMM rate of one block of the kernel's own shape
+    (``(mb * hw) x d`` times ``d x hw``, ``mb`` pairs per block at the CPU block size), so
+    everything else (softmax, relation, cosine) is counted as overhead."""
+    from pagkd_lite.den_groups import chunk_elems_for
+
+    hw, d = grid[0] * grid[1], cfg.model.dim
+    pairs = int((batch.y_w[:, None] == batch.y_n[None, :]).sum())
+    products = 9 if cfg.den.two_way else 6
+    gflop = 2 * products * pairs * hw * hw * d / 1e9
+    mb = max(1, min(int((batch.y_w == 0).sum()), chunk_elems_for(torch.device("cpu")) // hw**2))
+    a, b = torch.randn(1, mb * hw, d), torch.randn(1, d, hw)
+    n = max(1, int(2e8 // (2 * mb * hw * hw * d)))  # about 0.2 GFLOP per timing
+
+    def gemms():
+        for _ in range(n):
+            torch.bmm(a, b)
+
+    secs = _median_ms(gemms, reps) / 1000
+    rate = 2 * n * mb * hw * hw * d / secs / 1e9
+    return {"pairs": pairs, "gflop": gflop, "gemm_gflops": rate, "floor_ms": gflop / rate * 1e3}
+
+
 def token_grid(cfg) -> tuple[int, int]:
     """``(h, w)`` of the student's feature map (the token grid) at the preset's image size."""
     model = Classifier(cfg.model, cfg.data.num_classes).eval()
@@ -249,6 +277,10 @@ def main() -> None:
         print("|---|---|")
         for name, ms in stage_profile(cfg, batch, args.reps):
             print(f"| {name} | {ms:.0f} |")
+        f = den_floor(cfg, batch, grid, args.reps)
+        print(f"\nGKD-Den arithmetic: {f['pairs']} same-class pairs, {f['gflop']:.2f} GFLOP "
+              f"per forward + backward; GEMM at the kernel's block shape {f['gemm_gflops']:.0f} "
+              f"GFLOP/s on this core -> floor {f['floor_ms']:.0f} ms")
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
