@@ -1,7 +1,8 @@
 """The GPU check (issue: GPU and beyond one machine): CPU vs GPU losses, speed, memory.
 
 Run through ``bash benchmarks/gpu_check.sh`` (5 minutes or less on one H100). Two parts,
-for each preset (default ``demo`` and ``paper``; ``pretrained=False``: same speed, no hub):
+for each preset (default ``demo``, ``demo16`` = the demo preset at 16 x 16 tokens, and
+``paper``; ``pretrained=False``: same speed, no hub):
 
 1. **Agreement.** One PaGKD distiller (group losses on), the same weights and the same
    synthetic batch on the CPU in float32 and on the device, in float32 (TF32 off) and
@@ -54,8 +55,15 @@ TOL = {"fp32": {"loss": 1e-3, "den": 1e-2, "grad": 1e-2},
 LOSSES = ("ce", "den", "con", "pcls", "total")
 
 
+#: presets of the check beyond the kit's own: ``demo16`` is the demo preset at 16 x 16 tokens
+#: (the student's stride-4 stage, ``model.feature_index=-4``), where GKD-Den costs most
+EXTRA_PRESETS = {"demo16": ("demo", ["model.feature_index=-4"])}
+
+
 def preset(name: str):
-    return override(get_preset(name), ["model.pretrained=false"])
+    """A kit preset, or one of :data:`EXTRA_PRESETS`, with ``pretrained=False``."""
+    base, sets = EXTRA_PRESETS.get(name, (name, []))
+    return override(get_preset(base), [*sets, "model.pretrained=false"])
 
 
 def sync(device: torch.device) -> None:
@@ -186,7 +194,8 @@ def markdown(meta: dict, agree: list[dict], timing: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--presets", default="demo,paper")
+    ap.add_argument("--presets", default="demo,demo16,paper",
+                    help="kit presets or demo16 (the demo preset at 16 x 16 tokens)")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--reps", type=int, default=20, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first")

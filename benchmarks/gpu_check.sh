@@ -2,7 +2,7 @@
 # The GPU check, one prepared command: 5 minutes or less on one H100 (benchmarks/gpu_check.py
 # says what it measures). Writes benchmarks/results/gpu_check.{md,json}.
 #
-#   bash benchmarks/gpu_check.sh                      # demo and paper presets, fp32 and bf16
+#   bash benchmarks/gpu_check.sh                      # demo, demo16 (16 x 16 tokens) and paper, fp32 and bf16
 #   bash benchmarks/gpu_check.sh --presets demo       # any gpu_check.py option passes through
 #
 # Needs a Python with a CUDA build of torch, timm, numpy and scikit-learn: $PYTHON, else the

@@ -38,3 +38,16 @@ def test_gpu_check_refuses_cuda_without_a_card():
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "CUDA is not available" in res.stderr
+
+
+def test_demo16_is_the_demo_preset_at_16_by_16_tokens():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_check import preset
+
+    from pagkd_lite.config import get_preset
+
+    demo, demo16 = preset("demo"), preset("demo16")
+    assert demo16.model.feature_index == -4 and demo.model.feature_index == -2
+    assert demo16.train == demo.train and demo16.den == demo.den and demo16.data == demo.data
+    assert not demo16.model.pretrained and get_preset("demo").model.backbone == \
+        demo16.model.backbone
