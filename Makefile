@@ -24,12 +24,20 @@ test: $(STAMP)
 	PAGKD_SMOKE=1 $(BIN)/python -m pytest -q --nbval -p no:cacheprovider notebooks
 
 # the rendered course: every notebook executed (demo mode from the class-mode cache; see
-# scripts/build_site.py) and exported to static HTML under site/
-site: cache
+# scripts/build_site.py) and rendered by Sphinx (myst-nb, book theme) into site/, which
+# works offline wherever it is copied
+SITE_STAMP := $(VENV)/.installed-site
+$(SITE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test,site]'
+	touch $(SITE_STAMP)
+
+site: cache $(SITE_STAMP)
 	$(BIN)/python scripts/build_site.py --mode demo --out site
 
-# two pages built in smoke mode, opened in headless Chromium (apt-get install -y chromium)
-test-site: $(STAMP)
+# the whole site built in smoke mode, every page opened in headless Chromium with the
+# network blocked (Debian's chromium: apt-get install -y chromium); PAGKD_TEST_SITE=site
+# checks an existing build instead
+test-site: $(SITE_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests_site
 
 cache: $(STAMP)
