@@ -179,80 +179,28 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
     Returns:
         A :class:`CVResult`.
     """
-    from .pipeline import train_student, train_teacher
-    from .train import pick_device, predict
-
     check_method(method)
-    if group_by not in GROUP_BY:
-        raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
-    if set(sets) != {"WLI", "NBI"}:
-        raise ValueError(f"run_cv: sets must be {{'WLI': ImageSet, 'NBI': ImageSet}}, got keys "
-                         f"{sorted(sets)}")
-    if not folds:
-        raise ValueError("run_cv: no folds given")
+    _check_inputs(sets, folds, group_by)
     wli = sets["WLI"]
-    n, k = len(wli), wli.num_classes
-    count = np.zeros(n, dtype=np.int64)
-    for fold in folds:
-        count[fold["wli_test"].numpy()] += 1
-    if (count != 1).any():
-        bad = np.flatnonzero(count != 1)[:10].tolist()
-        raise ValueError(f"run_cv: the folds' wli_test parts must cover every WLI image "
-                         f"exactly once; WLI images {bad} are tested {count[bad].tolist()} "
-                         f"times")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
     needs_teacher = METHODS[method].needs_teacher
+    _check_folds(sets, folds, group_by, needs_teacher)
 
     t0 = time.perf_counter()
-    probs = np.full((n, k), np.nan)
-    fold_of = np.full(n, -1, dtype=np.int64)
+    probs = np.full((len(wli), wli.num_classes), np.nan)
+    fold_of = np.full(len(wli), -1, dtype=np.int64)
     rows = []
-    shared = 0
-    for i, fold in enumerate(folds):  # every fold checked before any training
-        check_disjoint(fold, sets, group_by=group_by)
-        fs = fold_sets(sets, fold)
-        _check_fold(i, fs, needs_teacher)
-        shared += len(set(fs["wli_train"].lesion_ids) & set(fs["nbi_train"].lesion_ids))
-    if shared and needs_teacher:
-        warnings.warn(f"{shared} lesion(s) (summed over folds) have training images in both "
-                      f"WLI and NBI: the teacher sees lesions the student trains on, so the "
-                      f"run is not pairing-free. Use unpaired_folds(...) (CLI: --unpair).",
-                      stacklevel=2)
     for i, fold in enumerate(folds):
-        fs = fold_sets(sets, fold)
-        t_fold = time.perf_counter()
-        teacher, teacher_auc = None, float("nan")
-        if needs_teacher:
-            # No teacher cache: its key hashes the SynthEndo config, which says nothing
-            # about which real images are in this fold.
-            teacher, _ = train_teacher(method_config(cfg, method), fs, out_dir=None,
-                                       progress=progress, cache=False, ssl_dir=out)
-            if len(fs["nbi_test"]):
-                teacher_auc = compute_metrics(fs["nbi_test"].labels.numpy(),
-                                             predict(teacher, fs["nbi_test"], device,
-                                                     runtime=cfg.runtime))["auc"]
-        fold_dir = out / f"fold{i}" if out is not None else None
-        # with model.init=ssl, teacher and student share the fold's SSL backbone, keyed by
-        # the fold's training images (pipeline.ssl_key)
-        student, result = train_student(cfg, fs, method, teacher, out_dir=fold_dir,
-                                        progress=progress, ssl_dir=out)
-        p = predict(student, fs["wli_test"], device, runtime=cfg.runtime)
+        row, p = _run_fold(cfg, fold_sets(sets, fold), method, needs_teacher,
+                           out / f"fold{i}" if out is not None else None, out, progress)
         idx = fold["wli_test"].numpy()
-        probs[idx] = p
-        fold_of[idx] = i
-        row = {"fold": i, "n_test": len(idx),
-               **compute_metrics(fs["wli_test"].labels.numpy(), p),
-               "n_wli_train": len(fs["wli_train"]), "n_nbi_train": len(fs["nbi_train"]),
-               "n_wli_val": len(fs["wli_val"]), "n_nbi_val": len(fs["nbi_val"]),
-               "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
-               "teacher_nbi_auc": teacher_auc, "seconds": time.perf_counter() - t_fold}
-        rows.append(row)
-        del teacher, student
+        probs[idx], fold_of[idx] = p, i
+        rows.append({"fold": i, **row})
         if log is not None:
-            teacher_txt = f"teacher NBI test AUC {teacher_auc:.3f}; " if needs_teacher else ""
+            teacher_txt = (f"teacher NBI test AUC {row['teacher_nbi_auc']:.3f}; "
+                           if needs_teacher else "")
             log(f"fold {i + 1}/{len(folds)}: {method} WLI test AUC {row['auc']:.3f} "
                 f"({row['n_test']} images; {teacher_txt}{row['seconds']:.0f} s)")
     labels = wli.labels.numpy()
@@ -264,6 +212,76 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
         res.files = write_results(res, cfg, wli, out, load_report=load_report,
                                   group_by=group_by)
     return res
+
+
+def _check_inputs(sets: dict[str, ImageSet], folds: list[dict], group_by: str) -> None:
+    """``sets`` are ``{"WLI", "NBI"}``, there are folds, and their WLI test parts cover every
+    WLI image exactly once."""
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    if set(sets) != {"WLI", "NBI"}:
+        raise ValueError(f"run_cv: sets must be {{'WLI': ImageSet, 'NBI': ImageSet}}, got keys "
+                         f"{sorted(sets)}")
+    if not folds:
+        raise ValueError("run_cv: no folds given")
+    count = np.zeros(len(sets["WLI"]), dtype=np.int64)
+    for fold in folds:
+        count[fold["wli_test"].numpy()] += 1
+    if (count != 1).any():
+        bad = np.flatnonzero(count != 1)[:10].tolist()
+        raise ValueError(f"run_cv: the folds' wli_test parts must cover every WLI image "
+                         f"exactly once; WLI images {bad} are tested {count[bad].tolist()} "
+                         f"times")
+
+
+def _check_folds(sets: dict[str, ImageSet], folds: list[dict], group_by: str,
+                 needs_teacher: bool) -> None:
+    """Every fold checked before any training: no patient or lesion on both sides, every
+    part usable; a warning when lesions have training images in both modalities."""
+    shared = 0
+    for i, fold in enumerate(folds):
+        check_disjoint(fold, sets, group_by=group_by)
+        fs = fold_sets(sets, fold)
+        _check_fold(i, fs, needs_teacher)
+        shared += len(set(fs["wli_train"].lesion_ids) & set(fs["nbi_train"].lesion_ids))
+    if shared and needs_teacher:
+        warnings.warn(f"{shared} lesion(s) (summed over folds) have training images in both "
+                      f"WLI and NBI: the teacher sees lesions the student trains on, so the "
+                      f"run is not pairing-free. Use unpaired_folds(...) (CLI: --unpair).",
+                      stacklevel=3)
+
+
+def _run_fold(cfg: Config, fs: dict[str, ImageSet], method: str, needs_teacher: bool,
+              fold_dir: Path | None, ssl_dir: Path | None,
+              progress: bool) -> tuple[dict, np.ndarray]:
+    """Train (the teacher and) the student on one fold; ``(row without "fold", WLI test
+    probabilities (n_test, K))``."""
+    from .pipeline import train_student, train_teacher
+    from .train import pick_device, predict
+
+    device = pick_device(cfg.device)
+    t_fold = time.perf_counter()
+    teacher, teacher_auc = None, float("nan")
+    if needs_teacher:
+        # No teacher cache: its key hashes the SynthEndo config, which says nothing
+        # about which real images are in this fold.
+        teacher, _ = train_teacher(method_config(cfg, method), fs, out_dir=None,
+                                   progress=progress, cache=False, ssl_dir=ssl_dir)
+        if len(fs["nbi_test"]):
+            teacher_auc = compute_metrics(fs["nbi_test"].labels.numpy(),
+                                         predict(teacher, fs["nbi_test"], device,
+                                                 runtime=cfg.runtime))["auc"]
+    # with model.init=ssl, teacher and student share the fold's SSL backbone, keyed by
+    # the fold's training images (pipeline.ssl_key)
+    student, result = train_student(cfg, fs, method, teacher, out_dir=fold_dir,
+                                    progress=progress, ssl_dir=ssl_dir)
+    p = predict(student, fs["wli_test"], device, runtime=cfg.runtime)
+    row = {"n_test": len(p), **compute_metrics(fs["wli_test"].labels.numpy(), p),
+           "n_wli_train": len(fs["wli_train"]), "n_nbi_train": len(fs["nbi_train"]),
+           "n_wli_val": len(fs["wli_val"]), "n_nbi_val": len(fs["nbi_val"]),
+           "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
+           "teacher_nbi_auc": teacher_auc, "seconds": time.perf_counter() - t_fold}
+    return row, p
 
 
 def _fmt(v) -> str:
