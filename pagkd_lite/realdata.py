@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import dataclasses
 import hashlib
 import io
@@ -208,9 +209,9 @@ class RealDataConfig:
                                   f"or 'patient', e.g. (?P<lesion>\\d+)")
         clash = {n.lower() for n in self.wli_names} & {n.lower() for n in self.nbi_names}
         if clash:
-            raise ConfigError(f"--wli-names and --nbi-names (wli_names, nbi_names) both "
-                              f"name {sorted(clash)}: a folder is one modality; give each "
-                              f"name to one of the two options")
+            raise ConfigError(f"--wli-names and --nbi-names: {sorted(clash)} given to both "
+                              f"(in both wli_names and nbi_names); a folder is one modality, "
+                              f"so give each name to one of the two options")
         self.extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower()
                                 for e in self.extensions)
 
@@ -511,6 +512,27 @@ def _decode(data: bytes, path: str | Path, size: int, max_pixels: int = 40_000_0
     arr = np.asarray(rgb, dtype=np.uint8)
     tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
     return tensor, src_mode, src_size, notes
+
+
+def _release_freed_memory() -> None:
+    """Hand the C heap's freed pages back to the OS (glibc ``malloc_trim``; elsewhere a
+    no-op). Decoding thousands of images leaves the heap fragmented: each libjpeg probe
+    frees a full-size frame (0.6 MB at 448 px) between small allocations that stay, and
+    without a trim the process's private memory grows by about that much per image."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):   # not glibc (macOS, musl, Windows)
+        return None
+
+
+_LIBC = _glibc()
 
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
@@ -1143,6 +1165,8 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
             else:
                 data = _read_bytes(e.path)
                 report.decoded += 1
+                if report.decoded % 64 == 0:
+                    _release_freed_memory()
                 try:
                     img, mode, src_size, notes = _decode(
                         data, e.path, size, cfg.max_pixels,

@@ -267,7 +267,7 @@ def test_unknown_manifest_modality_advises_the_names_flags(tmp_path):
 def test_names_in_both_modalities_name_both_flags(tmp_path, capsys):
     err = run(capsys, "cv", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), *FAST,
               "--wli-names", "WLI,NBI")
-    assert "--wli-names and --nbi-names (wli_names, nbi_names) both name ['nbi']" in err
+    assert "--wli-names and --nbi-names: ['nbi'] given to both" in err
 
 
 def test_data_root_that_is_not_a_folder_names_the_flag(tmp_path, capsys):
