@@ -165,7 +165,8 @@ def machine() -> dict:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal"):
             mem = f"{int(line.split()[1]) / 2**20:.0f} GiB"
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # nproc reads it
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, env=env).stdout.strip()
     return {"arch": platform.machine(), "nproc": nproc, "cpu": model, "mem": mem,
             "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "torch": torch.__version__}
@@ -245,8 +246,7 @@ def render(work: Path, md: Path) -> None:
         "torch build, and the kit's imports (torch, timm, torchvision) about 0.9 GB "
         "(measured with `ru_maxrss` right after the imports, see the notes below).",
         "",
-        *state.get("notes", []),
-        "",
+        *(x for note in state.get("notes", []) for x in (note, "")),
         f"Reproduce: `python benchmarks/scale_bench.py --work <work> --n {s['n']} --px "
         f"{s['px']} --image-size {s['image_size']} --folds {s['folds']} --preset "
         f"{s['preset']}" + "".join(f" --set {o}" for o in s["overrides"])
