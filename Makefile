@@ -40,8 +40,12 @@ site: cache $(SITE_STAMP)
 test-site: $(SITE_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests_site
 
+# resumable (each model is saved as it finishes, a student's epochs in last.pt); torch's
+# threads = the cores the load average leaves free (at least 1): two threads fighting another
+# job for one core train 3x slower than one (notebooks/TEACHING.md); CACHE_THREADS=N to choose
+CACHE_THREADS ?= $(shell $(PY) -c "import os; print(max(1, round((os.cpu_count() or 1) - os.getloadavg()[0])))")
 cache: $(STAMP)
-	$(BIN)/pagkd-lite cache --preset demo
+	$(BIN)/pagkd-lite cache --preset demo --threads $(CACHE_THREADS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

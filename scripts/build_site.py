@@ -85,6 +85,9 @@ def plotly_div(figure: dict) -> str:
     """A plotly figure as a ``<div>`` and the script that draws it with the page's plotly.js."""
     import plotly.io as pio
 
+    # the page's column sets the width (a width fixed for JupyterLab runs past it); the
+    # height stays, and image panels keep their aspect
+    figure.get("layout", {}).pop("width", None)
     return pio.to_html(figure, include_plotlyjs=False, full_html=False, validate=False,
                        config={"responsive": True, "displaylogo": False})
 
@@ -173,13 +176,16 @@ def render(src: Path, out: Path) -> None:
     """Sphinx: ``src`` -> ``out`` (a fresh build; warnings are printed, not fatal)."""
     from sphinx.cmd.build import build_main
 
-    if out.exists():
-        shutil.rmtree(out)
-    code = build_main(["-b", "html", "-E", "-q", "-d", str(src / "_doctrees"), str(src),
-                       str(out)])
+    # built inside src (myst-nb writes a jupyter_execute/ folder beside the output), then moved
+    html = src / "_build" / "html"
+    code = build_main(["-b", "html", "-E", "-q", "-d", str(src / "_build" / "doctrees"),
+                       str(src), str(html)])
     if code:
         raise SystemExit(f"sphinx-build failed ({code})")
-    (out / ".buildinfo").unlink(missing_ok=True)
+    (html / ".buildinfo").unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(html), str(out))
 
 
 def build(out: Path, mode: str, only: list[str] | None = None,
