@@ -7,7 +7,7 @@
 Each input is the JSON record that ``pagkd-lite diagnose --write FILE`` wrote for one seed
 (``FILE.json``; the ``.md`` beside it is only its view). Rows are matched by refinement,
 whose CAM and token grid, and every number is averaged over the records
-(:func:`pagkd_lite.diagnose.mean_rows`: a NaN, e.g. a precision with no foreground token, is
+(:func:`pagkd_lite.apps.diagnose.mean_rows`: a NaN, e.g. a precision with no foreground token, is
 left out of its mean, and the count of records that had a number is shown). The label table
 and the threshold table are kept apart, as in the inputs; the common shares are averaged too.
 """
@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pagkd_lite.diagnose import format_label_table, mean_rows
+from pagkd_lite.apps.diagnose import format_label_table, mean_rows
 
 
 def read_records(paths: list[Path]) -> list[dict]:

@@ -41,12 +41,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from step_time import make_batch, make_variants  # noqa: E402
 
-from pagkd_lite import accel  # noqa: E402
-from pagkd_lite.accel import RuntimeConfig  # noqa: E402
 from pagkd_lite.config import get_preset, override  # noqa: E402
-from pagkd_lite.distill import StepBatch, build_distiller  # noqa: E402
-from pagkd_lite.models import Classifier  # noqa: E402
-from pagkd_lite.train import train_step  # noqa: E402
+from pagkd_lite.method.distill import StepBatch, build_distiller  # noqa: E402
+from pagkd_lite.models import accel  # noqa: E402
+from pagkd_lite.models.accel import RuntimeConfig  # noqa: E402
+from pagkd_lite.models.classifier import Classifier  # noqa: E402
+from pagkd_lite.training.train import train_step  # noqa: E402
 
 # relative-error limits: fp32 on two devices differs by summation order only; bf16 keeps
 # 8 bits of mantissa in the backbones. den: see the module docstring.

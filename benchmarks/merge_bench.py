@@ -16,8 +16,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from pagkd_lite.bench import read_rows, sweep_fields
-from pagkd_lite.figures import summarize, write_outputs
+from pagkd_lite.apps.bench import read_rows, sweep_fields
+from pagkd_lite.apps.figures import summarize, write_outputs
 
 
 def merge(parts: list[list[dict]]) -> tuple[list[dict], list[tuple[dict, dict]]]:

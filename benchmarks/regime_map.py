@@ -32,10 +32,10 @@ from pathlib import Path
 
 from merge_bench import merge_files, write_csv  # same folder: run as benchmarks/regime_map.py
 
-from pagkd_lite.figures import write_outputs
-from pagkd_lite.gains import premise_check
-from pagkd_lite.metrics import mean_interval
-from pagkd_lite.models import INITS
+from pagkd_lite.apps.figures import write_outputs
+from pagkd_lite.apps.gains import premise_check
+from pagkd_lite.models.classifier import INITS
+from pagkd_lite.training.metrics import mean_interval
 
 ROWS, COLS = "data.n_wli_train", "model.feature_index"
 INIT = "model.init"  # the optional third axis; a row without it is "scratch"
@@ -70,7 +70,7 @@ def init_table(rows: list[dict], init: str, base: str = "scratch") -> str:
 
 
 def premise_table(rows: list[dict]) -> str:
-    """Markdown of :func:`pagkd_lite.bench.premise_check`, best cell first."""
+    """Markdown of :func:`pagkd_lite.apps.bench.premise_check`, best cell first."""
     out = ["| WLI budget | feature stage | best pair oracle | gain over wli_only [95% CI] | "
            "seeds | valid testbed |", "|---|---|---|---|---|---|"]
     for r in premise_check(rows, [ROWS, COLS]):

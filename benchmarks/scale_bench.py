@@ -104,7 +104,7 @@ def run_cv(argv: list[str], out: Path) -> dict:
     t0 = time.perf_counter()
     log = out.with_name(out.name + ".log")   # stdout and stderr, beside <out>
     with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "pagkd_lite.cli", *argv, "--out",
+        proc = subprocess.Popen([sys.executable, "-m", "pagkd_lite.apps.cli", *argv, "--out",
                                  str(out)], env=env, stdout=sink, stderr=subprocess.STDOUT)
         sampler = MemorySampler(proc.pid)
         sampler.start()

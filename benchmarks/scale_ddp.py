@@ -4,10 +4,11 @@
 ``pagkd-lite cv`` runs as one process (it refuses torchrun; only ``train-teacher`` and
 ``train-student`` split over ranks, and those train on SynthEndo), so this script does on
 every rank what ``cv --method wli_only`` does, with the kit's own functions: load the folder
-through the decode cache (:func:`pagkd_lite.realdata.load_dataset`), make the lesion folds
-(:func:`pagkd_lite.splits.lesion_folds`), and per fold train the WLI student
-(:func:`pagkd_lite.pipeline.train_student`, gradients averaged over the ranks) and predict
-the fold's WLI test images (:func:`pagkd_lite.train.predict`, rows gathered over the ranks).
+through the decode cache (:func:`pagkd_lite.data.realdata.load_dataset`), make the lesion folds
+(:func:`pagkd_lite.data.splits.lesion_folds`), and per fold train the WLI student
+(:func:`pagkd_lite.training.pipeline.train_student`, gradients averaged over the ranks) and predict
+the fold's WLI test images (:func:`pagkd_lite.training.train.predict`, rows gathered over the
+ranks).
 Each rank writes ``<out>/rank<R>.json``: its wall time, peak RSS (``ru_maxrss``), its
 resident memory at the end split into anonymous and file-backed pages (``/proc/self/status``),
 and the load report's decode count.
@@ -27,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pagkd_lite.apps.cv import fold_sets
 from pagkd_lite.config import build_config
-from pagkd_lite.cv import fold_sets
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
+from pagkd_lite.data.splits import lesion_folds
 from pagkd_lite.distributed import init_from_env, rank, shutdown, world_size
-from pagkd_lite.metrics import compute_metrics
-from pagkd_lite.pipeline import train_student
-from pagkd_lite.realdata import RealDataConfig, load_dataset
-from pagkd_lite.splits import lesion_folds
-from pagkd_lite.train import predict
+from pagkd_lite.training.metrics import compute_metrics
+from pagkd_lite.training.pipeline import train_student
+from pagkd_lite.training.train import predict
 
 
 def memory_mb() -> dict[str, float]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pagkd_lite.bench import read_rows
-from pagkd_lite.gains import paired_gains
-from pagkd_lite.metrics import mean_interval
+from pagkd_lite.apps.bench import read_rows
+from pagkd_lite.apps.gains import paired_gains
+from pagkd_lite.training.metrics import mean_interval
 
 RESULTS = Path(__file__).parent / "results"
 TIE = 0.001

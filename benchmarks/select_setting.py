@@ -2,7 +2,7 @@
 
 The rule was written before any SSL result: the premise rule alone, i.e. the setting whose
 best pair reference (``paired_hint``) has the largest LOWER bound of its seed-paired AUC gain
-over ``wli_only`` on validation seeds 100-104 (``pagkd_lite.bench.premise_check``); a
+over ``wli_only`` on validation seeds 100-104 (``pagkd_lite.apps.bench.premise_check``); a
 variant's result never enters the choice. Reads the scratch rows of the demo preset
 (``validation_defaults.csv``, ``variants_validation.csv``) and the ``model.init=ssl`` rows
 (``init_ssl.csv``), and writes ``benchmarks/results/setting_choice.md``: the premise check per
@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pagkd_lite.bench import read_rows
-from pagkd_lite.gains import paired_gains, premise_check
-from pagkd_lite.metrics import Estimate, mean_interval
+from pagkd_lite.apps.bench import read_rows
+from pagkd_lite.apps.gains import paired_gains, premise_check
+from pagkd_lite.training.metrics import Estimate, mean_interval
 
 RESULTS = Path(__file__).parent / "results"
 INIT = "model.init"

@@ -1,7 +1,7 @@
 """Apply the pre-registered rule of benchmarks/PREREGISTERED.md to the validation runs.
 
 Reads ``benchmarks/results/variants_validation.csv`` (seeds 100-104, demo preset: ``pagkd``
-and the six variants of :data:`pagkd_lite.distill.VARIANTS`), computes each variant's
+and the six variants of :data:`pagkd_lite.method.distill.VARIANTS`), computes each variant's
 seed-paired AUC gain over ``pagkd`` with its 95 % interval, and names the variant with the
 largest lower bound (within 0.001 the one listed first). For context (never for the choice)
 it adds each method's gain over ``wli_only`` where ``validation_defaults.csv`` has
@@ -21,10 +21,10 @@ from pathlib import Path
 from select_defaults import TIE
 from select_defaults import choose as largest_lower_bound
 
-from pagkd_lite.bench import read_rows
-from pagkd_lite.distill import VARIANTS
-from pagkd_lite.gains import paired_gains
-from pagkd_lite.metrics import mean_interval
+from pagkd_lite.apps.bench import read_rows
+from pagkd_lite.apps.gains import paired_gains
+from pagkd_lite.method.distill import VARIANTS
+from pagkd_lite.training.metrics import mean_interval
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -39,9 +39,9 @@ from datetime import date
 import torch
 
 from pagkd_lite.config import get_preset, override
-from pagkd_lite.distill import Distiller, StepBatch, build_distiller
-from pagkd_lite.models import Classifier
-from pagkd_lite.train import train_step
+from pagkd_lite.method.distill import Distiller, StepBatch, build_distiller
+from pagkd_lite.models.classifier import Classifier
+from pagkd_lite.training.train import train_step
 
 
 class TeacherForwardOnly(Distiller):
@@ -105,7 +105,7 @@ def stage_profile(cfg, batch: StepBatch, reps: int) -> list[tuple[str, float]]:
     labels, GKD-Den and GKD-Pro (forward; forward + backward on leaf copies of the tokens),
     and the optimiser update. The rows do not add up exactly to a step (a step shares one
     student forward between CE, CAM and the losses)."""
-    from pagkd_lite.cam import cam_token_labels, grad_cam
+    from pagkd_lite.method.cam import cam_token_labels, grad_cam
 
     d = make_variants(cfg, names=["pagkd"])["pagkd"].train()
     opt = torch.optim.Adam(d.learnable_parameters(), lr=1e-4)
@@ -154,13 +154,14 @@ def stage_profile(cfg, batch: StepBatch, reps: int) -> list[tuple[str, float]]:
 def den_floor(cfg, batch: StepBatch, grid: tuple[int, int], reps: int) -> dict[str, float]:
     """The arithmetic floor of GKD-Den's forward + backward on this core.
 
-    Per same-class pair the kit's kernel (``pagkd_lite.den_groups``) does 9 matrix products of
+    Per same-class pair the kit's kernel (``pagkd_lite.method.den_groups``) does 9 matrix products
+    of
     ``hw x hw x d`` multiply-adds with both directions (forward: S = T_m T_n^T, H^W = A^W T_n,
     H^N = A^N^T T_m; backward: two for each H and two for S), 6 with one direction. The floor
     is that count of FLOPs at the measured GEMM rate of one block of the kernel's own shape
     (``(mb * hw) x d`` times ``d x hw``, ``mb`` pairs per block at the CPU block size), so
     everything else (softmax, relation, cosine) is counted as overhead."""
-    from pagkd_lite.den_groups import chunk_elems_for
+    from pagkd_lite.method.den_groups import chunk_elems_for
 
     hw, d = grid[0] * grid[1], cfg.model.dim
     pairs = int((batch.y_w[:, None] == batch.y_n[None, :]).sum())

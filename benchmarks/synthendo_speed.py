@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from pagkd_lite.synthendo import SynthEndoConfig, make_generator, render, sample_latents
+from pagkd_lite.data.synthendo import SynthEndoConfig, make_generator, render, sample_latents
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import statistics
 from datetime import date
 
 from pagkd_lite.config import get_preset, override
-from pagkd_lite.pipeline import make_data, train_student, train_teacher
+from pagkd_lite.training.pipeline import make_data, train_student, train_teacher
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-from .accel import RuntimeConfig
-from .distill import AUTHORS_SETTINGS, get_method
-from .gkd_den import GKDDenConfig
-from .gkd_pro import GKDProConfig
-from .models import ModelConfig
-from .pretrain import PretrainConfig
-from .synthendo import SynthEndoConfig
+from .data.synthendo import SynthEndoConfig
+from .method.distill import AUTHORS_SETTINGS, get_method
+from .method.gkd_den import GKDDenConfig
+from .method.gkd_pro import GKDProConfig
+from .models.accel import RuntimeConfig
+from .models.classifier import ModelConfig
+from .models.pretrain import PretrainConfig
 
 
 @dataclass
@@ -132,7 +132,8 @@ def demo() -> Config:
     (0.512) at precision 0.962. Those raw-CAM figures were measured at the token grid, which
     is what training reads since 2026-12-02 (before, training upsampled the CAM and pooled
     it back, which blurred isolated peaks below 0.7; one chain,
-    :func:`pagkd_lite.cam.cam_token_labels`, now serves both). The ``paper`` preset keeps PAR.
+    :func:`pagkd_lite.method.cam.cam_token_labels`, now serves both). The ``paper`` preset keeps
+    PAR.
 
     ``pretrain`` (used only with ``model.init=ssl``; ``pagkd-lite pretrain``): SimCLR for 8
     epochs of 9 steps, batch 32 (64 views), on the 72 + 240 unlabelled training images.
@@ -168,7 +169,7 @@ def paper() -> Config:
 
 def authors() -> Config:
     """The ``demo`` setting with every authors' behaviour of ``docs/fidelity.md``
-    (:data:`pagkd_lite.distill.AUTHORS_SETTINGS`): the classifier reads the pooled backbone
+    (:data:`pagkd_lite.method.distill.AUTHORS_SETTINGS`): the classifier reads the pooled backbone
     map, bias-free token maps, GKD-Pro's channel similarity / 20 summed over anchors, GKD-Den
     summed over classes with uniform attention for fully masked rows, and the authors'
     CAM -> label rule after the paper's PAR. ``--method pagkd`` on this preset is

@@ -8,7 +8,7 @@ its parameters are used for in a step (GKD modules are idle during warm-up, whic
 reports as an error unless ``find_unused_parameters`` is set). BatchNorm buffers are
 broadcast from rank 0 before evaluation; evaluation and checkpoints happen on rank 0.
 
-Start: ``torchrun --nproc_per_node 2 -m pagkd_lite.cli train-student --preset smoke``.
+Start: ``torchrun --nproc_per_node 2 -m pagkd_lite.apps.cli train-student --preset smoke``.
 Backend: NCCL on CUDA, gloo on CPU.
 """
 

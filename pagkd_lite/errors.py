@@ -26,7 +26,7 @@ class OutputError(KitError, ValueError):
 class DataLayoutError(KitError, ValueError):
     """The folder tree or the manifest does not describe a usable WLI/NBI data set.
 
-    ``report`` is the :class:`~pagkd_lite.realdata.LoadReport` built up to the failure
+    ``report`` is the :class:`~pagkd_lite.data.realdata.LoadReport` built up to the failure
     (None when the error came before loading started), so the caller can save it.
     """
 

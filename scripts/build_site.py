@@ -6,7 +6,7 @@ Two steps:
    mode (below), with plotly's ``plotly_mimetype`` renderer. Its outputs are then made fit
    for a page without a kernel: each plotly figure becomes a ``<div>`` drawn by the site's
    one shared copy of plotly.js; a live widget's output is replaced by a line that points to
-   its static figure (``pagkd_lite.static``, the next cell); a solution cell (tag
+   its static figure (``pagkd_lite.course.static``, the next cell); a solution cell (tag
    ``solution``) gets myst-nb's ``hide-cell`` tag, so its code AND its output stay folded
    until the reader opens them.
 2. **Render.** Sphinx with myst-nb and the book theme (``scripts/course_site/conf.py``) turns the

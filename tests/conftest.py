@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pagkd_lite.config import smoke
-from pagkd_lite.data import ImageSet
-from pagkd_lite.distill import build_distiller
-from pagkd_lite.models import Classifier, ModelConfig
+from pagkd_lite.data.imageset import ImageSet
+from pagkd_lite.method.distill import build_distiller
+from pagkd_lite.models.classifier import Classifier, ModelConfig
 
 torch.set_num_threads(2)  # the session's setting (2-core machines): timings comparable
 

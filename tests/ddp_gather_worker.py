@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
+from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
 
 CFG = GKDProConfig(dim=16, num_queries=4, num_heads=4, gather=True, similarity="slot",
                    con_reduction="mean")  # the reference in tests/test_ddp.py is written so

@@ -8,7 +8,7 @@ import torch
 
 from pagkd_lite.config import override, smoke
 from pagkd_lite.distributed import init_from_env, rank, shutdown
-from pagkd_lite.pipeline import make_data, train_student, train_teacher
+from pagkd_lite.training.pipeline import make_data, train_student, train_teacher
 
 out = Path(sys.argv[1])
 gather = sys.argv[2] if len(sys.argv) > 2 else "false"  # pro.gather: prototypes across ranks

@@ -1,10 +1,10 @@
 """Regenerate ``tests/fixtures/den_reference16.npz``: the loop reference of GKD-Den at 16 x 16
 tokens (a DELIBERATE act).
 
-:func:`pagkd_lite.reference.gkd_den_loss` works one token pair at a time; at 16 x 16 tokens
+:func:`pagkd_lite.method.reference.gkd_den_loss` works one token pair at a time; at 16 x 16 tokens
 (256 x 256 scores per pair and direction) its value and gradient take minutes, too long for
 every test run. This script computes them once, for fixed inputs stored in the same file, and
-``tests/test_gkd_den.py`` compares :class:`pagkd_lite.gkd_den.GKDDen` (value and gradient)
+``tests/test_gkd_den.py`` compares :class:`pagkd_lite.method.gkd_den.GKDDen` (value and gradient)
 with them. Inputs: 3 WLI + 3 NBI images, d = 8, float64; WLI labels ``[0, 1, 0]``, NBI labels
 ``[0, 0, 1]`` (class 0: 2 x 2 pairs, class 1: 1 pair); WLI image 1 all fg and NBI image 2 all
 bg (their pair is fully masked: empty with ``masked_rows="drop"``, uniform with
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pagkd_lite import reference
-from pagkd_lite.gkd_den import GKDDenConfig
+from pagkd_lite.method import reference
+from pagkd_lite.method.gkd_den import GKDDenConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "den_reference16.npz"
 HW, D = 16 * 16, 8

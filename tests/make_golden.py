@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from pagkd_lite.gkd_den import GKDDen, GKDDenConfig
-from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
+from pagkd_lite.method.gkd_den import GKDDen, GKDDenConfig
+from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "golden_losses.json"
 

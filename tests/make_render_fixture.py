@@ -9,7 +9,7 @@ Two files, read by ``tests/test_render_reference.py``:
   configurations. The test allows what differs between CPUs (at most one grey level, at least
   99.9 % of pixels equal), not a different renderer.
 * ``synthendo_stages.json``: per configuration, split and stage (the latents, then every
-  stage of :func:`pagkd_lite.synthendo.render_stages`), the mean, standard deviation,
+  stage of :func:`pagkd_lite.data.synthendo.render_stages`), the mean, standard deviation,
   minimum and maximum in float64, and the machine that wrote them. When another machine
   renders other pixels, the test names the first stage whose statistics moved.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pagkd_lite.synthendo import (
+from pagkd_lite.data.synthendo import (
     SPLITS,
     SynthEndoConfig,
     generate,
@@ -86,7 +86,7 @@ def _stats(t: torch.Tensor) -> dict[str, float]:
 def stage_statistics() -> dict[str, dict[str, dict[str, float]]]:
     """``"<config>/<split>"`` -> stage -> statistics, in rendering order, at one thread.
 
-    The stages are those of :func:`~pagkd_lite.synthendo.generate` for the WLI and NBI
+    The stages are those of :func:`~pagkd_lite.data.synthendo.generate` for the WLI and NBI
     splits of each configuration: ``0_latents.<param>`` (the random draws of
     :func:`sample_latents`), then :func:`render_stages` with the split's render generator."""
     out = {}

@@ -1,4 +1,4 @@
-"""The GPU switches (pagkd_lite.accel), checked on the CPU: bf16 autocast, float32 losses,
+"""The GPU switches (pagkd_lite.models.accel), checked on the CPU: bf16 autocast, float32 losses,
 channels_last, compile wiring, and the paper preset's shapes.
 
 CUDA itself is checked by benchmarks/gpu_check.sh (CPU vs GPU losses, speed, memory);
@@ -10,15 +10,15 @@ import dataclasses
 import pytest
 import torch
 
-from pagkd_lite import accel
-from pagkd_lite.accel import RuntimeConfig
-from pagkd_lite.cam import grad_cam
 from pagkd_lite.config import TrainConfig, override, paper, smoke
-from pagkd_lite.distill import Distiller, StepBatch, build_distiller
-from pagkd_lite.gkd_den import GKDDenConfig, pair_loss
-from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
-from pagkd_lite.models import Classifier, ModelConfig
-from pagkd_lite.train import fit
+from pagkd_lite.method.cam import grad_cam
+from pagkd_lite.method.distill import Distiller, StepBatch, build_distiller
+from pagkd_lite.method.gkd_den import GKDDenConfig, pair_loss
+from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
+from pagkd_lite.models import accel
+from pagkd_lite.models.accel import RuntimeConfig
+from pagkd_lite.models.classifier import Classifier, ModelConfig
+from pagkd_lite.training.train import fit
 
 CPU = torch.device("cpu")
 BF16 = RuntimeConfig(precision="bf16")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pagkd_lite.cli import main
-from pagkd_lite.figures import summarize
+from pagkd_lite.apps.cli import main
+from pagkd_lite.apps.figures import summarize
 
 
 def test_bench_smoke(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_bench_smoke(tmp_path, capsys):
         (m, s) for m in ("teacher_nbi", "wli_only", "pagkd", "paired_oracle") for s in "01"}
     assert set(rows[0]) >= {"method", "seed", "auc", "accuracy", "f1", "sensitivity",
                             "specificity", "train_seconds"}
-    # what each row ran on (pagkd_lite.runinfo)
+    # what each row ran on (pagkd_lite.training.runinfo)
     assert rows[0]["deterministic_algorithms"] in ("False", "True")
     assert rows[0]["threads"].isdigit() and rows[0]["torch"] and rows[0]["device"]
     assert "| pagkd | 2 |" in (out / "synthendo_bench.md").read_text()
@@ -44,8 +44,8 @@ def test_summary_paired_difference():
 
 
 def test_grid_smoke_writes_every_cell_and_a_regime_map(tmp_path):
-    from pagkd_lite.bench import parse_grid
-    from pagkd_lite.gains import gain_grid
+    from pagkd_lite.apps.bench import parse_grid
+    from pagkd_lite.apps.gains import gain_grid
 
     out = tmp_path / "grid"
     # the teacher's cache key ignores the WLI budget and the student's training settings,
@@ -69,7 +69,7 @@ def test_grid_smoke_writes_every_cell_and_a_regime_map(tmp_path):
 
 
 def test_gain_grid_is_the_seed_paired_mean():
-    from pagkd_lite.gains import gain_grid
+    from pagkd_lite.apps.gains import gain_grid
 
     rows = [{"method": m, "seed": str(s), "auc": str(a), "n": n, "g": "4"}
             for n, shift in (("8", 0.05), ("80", -0.02))
@@ -81,7 +81,7 @@ def test_gain_grid_is_the_seed_paired_mean():
 
 
 def test_premise_check_reads_only_the_references():
-    from pagkd_lite.gains import premise_check
+    from pagkd_lite.apps.gains import premise_check
 
     rows = []
     for cell, hint_shift, oracle_shift in (("a", 0.05, 0.0), ("b", 0.01, 0.02)):
@@ -187,8 +187,8 @@ def test_regime_map_init_axis_is_opt_in(tmp_path):
 def test_a_sweep_over_a_word_writes_its_outputs(tmp_path):
     """A sweep field whose values are words (``model.init=scratch,ssl``) gets the same table,
     figure and SVG as a numeric one; it once failed with 'could not convert string to float'."""
-    from pagkd_lite.figures import write_outputs
-    from pagkd_lite.gains import sweep_values
+    from pagkd_lite.apps.figures import write_outputs
+    from pagkd_lite.apps.gains import sweep_values
 
     rows = [{"method": m, "seed": str(s), "auc": str(0.6 + gain + 0.01 * s * (m == "pagkd")),
              "accuracy": "0.5", "f1": "0.5", "sensitivity": "0.5", "specificity": "0.7",

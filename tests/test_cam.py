@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pagkd_lite.cam import grad_cam, par_refine, token_labels
+from pagkd_lite.method.cam import grad_cam, par_refine, token_labels
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pagkd_lite.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pagkd_lite.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_round_trip(tmp_path):

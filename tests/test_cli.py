@@ -8,12 +8,12 @@ import time
 import pytest
 import torch
 
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
 
 
 def test_demo_smoke_under_a_minute(tmp_path):
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "pagkd_lite.cli", "demo", "--preset", "smoke",
+    res = subprocess.run([sys.executable, "-m", "pagkd_lite.apps.cli", "demo", "--preset", "smoke",
                           "--quiet", "--out", str(tmp_path)], capture_output=True, text=True,
                          timeout=300)
     wall = time.perf_counter() - t0
@@ -69,8 +69,7 @@ def test_commands_that_do_not_split_refuse_torchrun(monkeypatch, capsys):
 
 def test_evaluate_honours_device_and_set(tmp_path, capsys, monkeypatch):
     """``evaluate`` applies --device and --set on top of the checkpoint's config."""
-    from pagkd_lite import pipeline
-
+    from pagkd_lite.training import pipeline
     args = ["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--set", "train.epochs=1"]
     assert main(["train-student", "--method", "wli_only", *args]) == 0
     seen = {}
@@ -91,9 +90,9 @@ def test_evaluate_honours_device_and_set(tmp_path, capsys, monkeypatch):
 
 
 def test_help_lists_the_registry_and_only_real_presets(monkeypatch, capsys):
-    from pagkd_lite import distill
-    from pagkd_lite.cli import build_parser
+    from pagkd_lite.apps.cli import build_parser
     from pagkd_lite.config import PRESETS
+    from pagkd_lite.method import distill
 
     monkeypatch.setitem(distill.METHODS, "my_method",
                         distill.Method(distill.WLIOnly, "a method added in one line"))
@@ -114,8 +113,8 @@ def test_help_lists_the_registry_and_only_real_presets(monkeypatch, capsys):
 
 def test_library_modules_do_not_import_the_cli():
     """bench and cv are plain library modules: importing them leaves the CLI unloaded."""
-    code = ("import sys, pagkd_lite.bench, pagkd_lite.cv, pagkd_lite.config; "
-            "print('pagkd_lite.cli' in sys.modules)")
+    code = ("import sys, pagkd_lite.apps.bench, pagkd_lite.apps.cv, pagkd_lite.config; "
+            "print('pagkd_lite.apps.cli' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -42,8 +42,8 @@ def test_bad_values_are_named(item, message):
 
 def test_model_and_pro_dim_mismatch_fails_at_construction():
     from pagkd_lite.config import Config
-    from pagkd_lite.gkd_pro import GKDProConfig
-    from pagkd_lite.models import ModelConfig
+    from pagkd_lite.method.gkd_pro import GKDProConfig
+    from pagkd_lite.models.classifier import ModelConfig
 
     with pytest.raises(ValueError, match=r"model.dim \(64\) and pro.dim \(32\) must be equal"):
         Config(model=ModelConfig(dim=64), pro=GKDProConfig(dim=32, num_heads=4))

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from pagkd_lite import course, pipeline
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
 from pagkd_lite.config import override, smoke
+from pagkd_lite.course import class_mode
+from pagkd_lite.training import pipeline
 
 
 @pytest.fixture
@@ -16,9 +17,9 @@ def cfg():
 
 
 def test_second_open_loads_what_the_first_trained(cfg, tmp_path, capsys):
-    first = course.open_course(cfg, tmp_path, progress=False)
+    first = class_mode.open_course(cfg, tmp_path, progress=False)
     d1, r1 = first.student("wli_only")
-    second = course.open_course(cfg, tmp_path, progress=False)
+    second = class_mode.open_course(cfg, tmp_path, progress=False)
     d2, r2 = second.student("wli_only")
     assert first.log[0].startswith("teacher: trained")
     assert second.log[0].startswith("teacher: loaded")
@@ -31,11 +32,11 @@ def test_second_open_loads_what_the_first_trained(cfg, tmp_path, capsys):
 
 
 def test_key_follows_config_and_generator(cfg, tmp_path, monkeypatch):
-    base = course.run_dir(cfg, tmp_path)
-    assert course.run_dir(override(cfg, ["train.lr=0.002"]), tmp_path) != base
-    monkeypatch.setattr(course, "GENERATOR_VERSION", "another-one")
-    assert course.run_dir(cfg, tmp_path) != base
-    assert course.cache_key(cfg)["generator_version"] == "another-one"
+    base = class_mode.run_dir(cfg, tmp_path)
+    assert class_mode.run_dir(override(cfg, ["train.lr=0.002"]), tmp_path) != base
+    monkeypatch.setattr(class_mode, "GENERATOR_VERSION", "another-one")
+    assert class_mode.run_dir(cfg, tmp_path) != base
+    assert class_mode.cache_key(cfg)["generator_version"] == "another-one"
 
 
 def test_teacher_key_includes_generator_version(cfg, tmp_path, monkeypatch):
@@ -47,11 +48,11 @@ def test_teacher_key_includes_generator_version(cfg, tmp_path, monkeypatch):
 
 
 def test_stale_folder_is_retrained_not_used(cfg, tmp_path, capsys):
-    c = course.open_course(cfg, tmp_path, progress=False)
+    c = class_mode.open_course(cfg, tmp_path, progress=False)
     stamp = c.folder / "key.json"
     old = json.loads(stamp.read_text())
     stamp.write_text(json.dumps({**old, "generator_version": "older"}))
-    c2 = course.open_course(cfg, tmp_path, progress=False)
+    c2 = class_mode.open_course(cfg, tmp_path, progress=False)
     out = capsys.readouterr().out
     assert "stale cache" in out and c2.log[0].startswith("teacher: trained")
     assert json.loads(stamp.read_text()) == old

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pagkd_lite.checkpoint import load_checkpoint
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
+from pagkd_lite.apps.cv import CV_METHODS, check_method, fold_sets, run_cv, unpaired_folds
 from pagkd_lite.config import override, smoke
-from pagkd_lite.cv import CV_METHODS, check_method, fold_sets, run_cv, unpaired_folds
-from pagkd_lite.data import ImageSet
-from pagkd_lite.realdata import RealDataConfig, load_dataset
-from pagkd_lite.splits import FOLD_KEYS, check_disjoint, lesion_folds
-from pagkd_lite.synthendo import SynthEndoConfig, export_folder, generate
+from pagkd_lite.data.imageset import ImageSet
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
+from pagkd_lite.data.splits import FOLD_KEYS, check_disjoint, lesion_folds
+from pagkd_lite.data.synthendo import SynthEndoConfig, export_folder, generate
+from pagkd_lite.training.checkpoint import load_checkpoint
 
 # SynthEndo names files <lesion>_<k>.png and lesions <patient>-l<j>: recover both ids.
 ID_REGEX = r"^(?P<lesion>(?P<patient>.+)-l\d+)_\d+$"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_decode_cache import write_jpegs
 
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["cv", "--folds", "2", "--method", "wli_only", "--preset", "smoke",
@@ -44,7 +44,7 @@ def test_cv_killed_mid_fold_then_restarted_gives_the_same_predictions(tmp_path, 
     argv = [*ARGS, "--data-root", str(data), "--cache-dir", str(cache)]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "pagkd_lite.cli", *argv, "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "pagkd_lite.apps.cli", *argv, "--out",
                              str(killed)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     marker = killed / "fold0" / "wli_only" / "last.pt"  # fold 0 has finished an epoch

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pagkd_lite.cards import REQUIRED_FIELDS, load_card, missing_fields
+from pagkd_lite.data.cards import REQUIRED_FIELDS, load_card, missing_fields
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / "data_cards"
 CARDS = sorted(p for p in CARDS_DIR.glob("*.md") if p.name != "README.md")

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pagkd_lite.checkpoint import load_checkpoint
+from pagkd_lite.training.checkpoint import load_checkpoint
 
 HERE = Path(__file__).parent
 
@@ -44,7 +44,7 @@ def test_two_gloo_ranks_stay_in_lockstep(tmp_path, gather):
 
 
 def test_console_entry_point_under_torchrun(tmp_path):
-    res = torchrun("-m", "pagkd_lite.cli", "train-student", "--preset", "smoke",
+    res = torchrun("-m", "pagkd_lite.apps.cli", "train-student", "--preset", "smoke",
                    "--method", "wli_only", "--quiet", "--out", str(tmp_path),
                    "--set", "train.epochs=1")
     assert res.stdout.count("wli_only: best epoch") == 1  # printed by rank 0 only

@@ -1,4 +1,4 @@
-"""The decoded-image cache (:mod:`pagkd_lite.decode_cache`): warm loads decode nothing and
+"""The decoded-image cache (:mod:`pagkd_lite.data.decode_cache`): warm loads decode nothing and
 give the same arrays, a changed file is decoded again, a cut-off or truncated store is
 detected and rebuilt (never read), and the store is shared, not copied.
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-import pagkd_lite.decode_cache as decode_cache
-from pagkd_lite.decode_cache import IMAGES, MARKER, store_bytes
-from pagkd_lite.realdata import RealDataConfig, load_dataset
+import pagkd_lite.data.decode_cache as decode_cache
+from pagkd_lite.data.decode_cache import IMAGES, MARKER, store_bytes
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
 
 SIZE = 16
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import random_set
 
-from pagkd_lite import embedding as emb
 from pagkd_lite.config import smoke
-from pagkd_lite.distill import build_distiller
-from pagkd_lite.models import Classifier
-from pagkd_lite.sampler import GroupSampler
-from pagkd_lite.transforms import normalize, to_float
+from pagkd_lite.course import embedding as emb
+from pagkd_lite.data.sampler import GroupSampler
+from pagkd_lite.data.transforms import normalize, to_float
+from pagkd_lite.method.distill import build_distiller
+from pagkd_lite.models.classifier import Classifier
 
 
 def clusters(n_a: int, n_b: int, d: int = 8, gap: float = 50.0, seed: int = 0):
@@ -188,8 +188,8 @@ def test_embedding_figure_panels():
 def test_adapter_embeddings_and_prototypes_equal_the_distillers_training_step(distiller):
     """``image_embeddings(side="adapter")`` and ``prototype_sets`` see the tokens that
     ``forward_train`` hands to GKD-Pro on the same group step."""
-    from pagkd_lite.distill import StepBatch
-    from pagkd_lite.transforms import prepare
+    from pagkd_lite.data.transforms import prepare
+    from pagkd_lite.method.distill import StepBatch
 
     wli = random_set(12, 3, "WLI", size=32, seed=6)
     nbi = random_set(12, 3, "NBI", size=32, seed=7)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import random_set
 
-from pagkd_lite import explore
-from pagkd_lite.cam import par_refine, token_labels
 from pagkd_lite.config import smoke
-from pagkd_lite.distill import build_distiller
-from pagkd_lite.gkd_den import GKDDenConfig, relation_attention, relation_maps
-from pagkd_lite.models import Classifier, ModelConfig
-from pagkd_lite.transforms import prepare
+from pagkd_lite.course import explore
+from pagkd_lite.data.transforms import prepare
+from pagkd_lite.method.cam import par_refine, token_labels
+from pagkd_lite.method.distill import build_distiller
+from pagkd_lite.method.gkd_den import GKDDenConfig, relation_attention, relation_maps
+from pagkd_lite.models.classifier import Classifier, ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_attention_explorer_offers_only_the_group_and_redraws(step):
 
 def test_den_step_equals_what_the_distillers_training_step_feeds_gkd_den(distiller, sets):
     """The notebook helper and ``forward_train`` give GKD-Den the same tensors on one batch."""
-    from pagkd_lite.distill import StepBatch
+    from pagkd_lite.method.distill import StepBatch
 
     wli, nbi = sets
     wi, ni = [0, 1, 2, 3], [0, 1, 2, 4, 5]

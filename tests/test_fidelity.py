@@ -14,17 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pagkd_lite import cam as cam_module
-from pagkd_lite import train as train_module
-from pagkd_lite.cam import cam_token_labels, par_refine
+from pagkd_lite.apps.diagnose import REFINEMENTS, diagnose_token_labels
 from pagkd_lite.config import get_preset, method_config, override, smoke
-from pagkd_lite.diagnose import REFINEMENTS, diagnose_token_labels
-from pagkd_lite.distill import AUTHORS_SETTINGS, StepBatch, build_distiller
-from pagkd_lite.gkd_den import GKDDenConfig
-from pagkd_lite.models import Classifier, ModelConfig
-from pagkd_lite.synthendo import SynthEndoConfig, generate
-from pagkd_lite.train import fit, nbi_training_set
-from pagkd_lite.transforms import prepare
+from pagkd_lite.data.synthendo import SynthEndoConfig, generate
+from pagkd_lite.data.transforms import prepare
+from pagkd_lite.method import cam as cam_module
+from pagkd_lite.method.cam import cam_token_labels, par_refine
+from pagkd_lite.method.distill import AUTHORS_SETTINGS, StepBatch, build_distiller
+from pagkd_lite.method.gkd_den import GKDDenConfig
+from pagkd_lite.models.classifier import Classifier, ModelConfig
+from pagkd_lite.training import train as train_module
+from pagkd_lite.training.train import fit, nbi_training_set
 
 SMALL = dict(image_size=64, n_wli_train=12, n_nbi_train=12, n_wli_val=6, n_nbi_val=6,
              n_wli_test=6, n_nbi_test=6)
@@ -240,7 +240,7 @@ def test_authors_preset_and_method_set_every_switch():
 
 
 def test_pagkd_authors_trains_with_its_own_teacher(sets):
-    from pagkd_lite.pipeline import train_student, train_teacher
+    from pagkd_lite.training.pipeline import train_student, train_teacher
 
     cfg = override(_tiny_cfg(), ["train.epochs=1", "teacher.epochs=1", "train.warmup_epochs=0"])
     data = dict(sets)

@@ -1,8 +1,15 @@
-"""The views of benchmark rows (pagkd_lite.figures): valid SVG, no method named in the code."""
+"""The views of benchmark rows (pagkd_lite.apps.figures): valid SVG, no method named in the code."""
 
 import xml.etree.ElementTree as ET
 
-from pagkd_lite.figures import Svg, figure, summarize, svg_gain_plot, svg_heatmap, write_outputs
+from pagkd_lite.apps.figures import (
+    Svg,
+    figure,
+    summarize,
+    svg_gain_plot,
+    svg_heatmap,
+    write_outputs,
+)
 
 NS = "{http://www.w3.org/2000/svg}"
 

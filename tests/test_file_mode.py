@@ -14,9 +14,9 @@ import pytest
 import torch
 from test_decode_cache import write_jpegs
 
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
+from pagkd_lite.data.realdata import FileImages, RealDataConfig, load_dataset
 from pagkd_lite.errors import ConfigError, ImageLoadError
-from pagkd_lite.realdata import FileImages, RealDataConfig, load_dataset
 
 SIZE = 16
 

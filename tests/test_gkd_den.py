@@ -1,5 +1,5 @@
 """GKD-Den: relation maps, relation attention and L_Den vs the loop reference
-(:mod:`pagkd_lite.reference`), values and gradients; golden values, masked rows; a 200-step
+(:mod:`pagkd_lite.method.reference`), values and gradients; golden values, masked rows; a 200-step
 random stress test of both group losses."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from pagkd_lite import reference
-from pagkd_lite.gkd_den import (
+from pagkd_lite.method import reference
+from pagkd_lite.method.gkd_den import (
     GKDDen,
     GKDDenConfig,
     pair_loss,
     relation_attention,
     relation_maps,
 )
-from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
+from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 DROP = GKDDenConfig(masked_rows="drop")  # the kit's earlier default: masked rows leave the loss
@@ -275,7 +275,7 @@ def test_200_random_steps_are_finite():
 # ------------------------------------------------------------------ 16 x 16 tokens, chunks
 def _den16_reference():
     """Inputs and loop-reference results at 16 x 16 tokens (``tests/make_den_reference16.py``
-    computed them with :func:`pagkd_lite.reference.gkd_den_loss`: minutes, hence stored)."""
+    computed them with :func:`pagkd_lite.method.reference.gkd_den_loss`: minutes, hence stored)."""
     path = Path(__file__).parent / "fixtures" / "den_reference16.npz"
     with np.load(path) as f:
         return {k: f[k] for k in f.files}

@@ -1,4 +1,5 @@
-"""GKD-Pro: batched implementation vs the loop reference (:mod:`pagkd_lite.reference`), values
+"""GKD-Pro: batched implementation vs the loop reference (:mod:`pagkd_lite.method.reference`),
+values
 and gradients; golden values."""
 
 from __future__ import annotations
@@ -6,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pagkd_lite import reference
-from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
+from pagkd_lite.method import reference
+from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -215,7 +216,7 @@ def test_channel_similarity_is_the_sum_of_channel_cosines_over_20():
     """The authors' similarity is not the slot similarity rescaled: for sets whose slots are
     permuted, the slot cosines change while every channel's cosine over slots does too, and
     the channel form reaches d / 20 for identical sets (6.4 at d = 128)."""
-    from pagkd_lite.gkd_pro import set_similarity
+    from pagkd_lite.method.gkd_pro import set_similarity
     a = torch.randn(1, 12, 128, dtype=torch.float64)
     cfg = GKDProConfig(dim=128, num_queries=12, num_heads=16, similarity="channel")
     torch.testing.assert_close(set_similarity(a, a, cfg)[0, 0],

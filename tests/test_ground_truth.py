@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from pagkd_lite import synth_render, synthendo
-from pagkd_lite.config import override, smoke
-from pagkd_lite.diagnose import (
+from pagkd_lite.apps.diagnose import (
     REFINEMENTS,
     diagnose_labels,
     label_quality,
     relation_quality,
     true_token_labels,
 )
-from pagkd_lite.distill import StepBatch, build_distiller
-from pagkd_lite.models import Classifier, ModelConfig
-from pagkd_lite.synthendo import SynthEndoConfig, generate
-from pagkd_lite.transforms import prepare
+from pagkd_lite.config import override, smoke
+from pagkd_lite.data import synth_render, synthendo
+from pagkd_lite.data.synthendo import SynthEndoConfig, generate
+from pagkd_lite.data.transforms import prepare
+from pagkd_lite.method.distill import StepBatch, build_distiller
+from pagkd_lite.models.classifier import Classifier, ModelConfig
 
 
 @pytest.fixture
@@ -179,8 +179,7 @@ def test_oracle_masks_uses_the_true_masks_not_the_cam(tiny_pagkd_parts):
 
 def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
         tiny_pagkd_parts, monkeypatch):
-    from pagkd_lite import cam as cam_module
-
+    from pagkd_lite.method import cam as cam_module
     cfg, teacher, student = tiny_pagkd_parts
     sets = generate(SynthEndoConfig(**SMALL))
     cfg = override(cfg, ["den.par_dilations=1,2", "den.par_iters=3", "den.par_scale=4"])
@@ -214,7 +213,7 @@ def test_diagnose_summary_averages_records_over_seeds(tmp_path):
     import importlib.util
     import json
 
-    from pagkd_lite.diagnose import write_diagnosis
+    from pagkd_lite.apps.diagnose import write_diagnosis
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "diagnose_summary.py"
     spec = importlib.util.spec_from_file_location("diagnose_summary", path)
@@ -263,7 +262,7 @@ def test_paired_hint_pulls_tokens_to_the_twin(tiny_pagkd_parts):
 
 
 def test_common_share_of_constant_and_varied_maps():
-    from pagkd_lite.diagnose import common_share
+    from pagkd_lite.apps.diagnose import common_share
 
     const = torch.ones(2, 16, 8) * torch.randn(2, 1, 8)
     assert common_share(const) == pytest.approx(1.0)

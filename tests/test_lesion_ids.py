@@ -1,4 +1,4 @@
-"""Lesion identity: a lesion id never carries two classes (``pagkd_lite.lesion_ids``).
+"""Lesion identity: a lesion id never carries two classes (``pagkd_lite.data.lesion_ids``).
 
 The layout under test is the common real one that numbers the files ``001.jpg, 002.jpg,
 ...`` inside every class folder, in both the WLI and the NBI folder.
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
+from pagkd_lite.data.splits import lesion_folds
 from pagkd_lite.errors import DataLayoutError
-from pagkd_lite.realdata import RealDataConfig, load_dataset
-from pagkd_lite.splits import lesion_folds
 
 CLASSES = ("adenoma", "hyperplastic", "serrated")
 STEMS = ("001", "002", "003", "004")

@@ -14,10 +14,10 @@ import pytest
 import torch
 from test_realdata import make_tree
 
-from pagkd_lite.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
+from pagkd_lite.data.realdata import MANIFEST_COLUMNS, RealDataConfig, load_dataset
 from pagkd_lite.errors import ConfigError, DataLayoutError
-from pagkd_lite.realdata import MANIFEST_COLUMNS, RealDataConfig, load_dataset
+from pagkd_lite.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 FAST = ["--preset", "smoke", "--device", "cpu", "--quiet"]
 
@@ -290,8 +290,8 @@ def test_loader_settings_in_python_also_give_the_command_line_spelling(tmp_path,
 def test_no_message_advises_a_python_only_spelling():
     """A loader message that shows a Python spelling (``... in Python``) shows the flag in
     the lines just before it: read from the source, string literals only."""
-    import pagkd_lite.lesion_ids as lesion_ids
-    import pagkd_lite.realdata as realdata
+    import pagkd_lite.data.lesion_ids as lesion_ids
+    import pagkd_lite.data.realdata as realdata
 
     for mod in (realdata, lesion_ids):
         lines = Path(mod.__file__).read_text(encoding="utf-8").splitlines()
@@ -321,7 +321,7 @@ def test_loader_settings_are_named_by_their_flag(tmp_path, capsys, argv, match):
 
 
 def test_new_cv_flags_reach_the_loader(tmp_path, capsys, monkeypatch):
-    import pagkd_lite.realdata as realdata
+    import pagkd_lite.data.realdata as realdata
 
     seen = {}
 
@@ -348,7 +348,7 @@ def test_new_cv_flags_reach_the_loader(tmp_path, capsys, monkeypatch):
 
 
 def test_threads_apply_during_the_command_and_are_restored(tmp_path, monkeypatch):
-    import pagkd_lite.pipeline as pipeline
+    import pagkd_lite.training.pipeline as pipeline
 
     seen = {}
 

@@ -24,18 +24,18 @@ import torch
 from PIL import Image
 from test_cv import ID_REGEX, TINY, export_tree
 
-from pagkd_lite.checkpoint import (
+from pagkd_lite.apps.cli import main
+from pagkd_lite.config import TrainConfig, override, smoke, to_dict
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
+from pagkd_lite.data.splits import lesion_folds
+from pagkd_lite.errors import ConfigError, DataLayoutError, KitError
+from pagkd_lite.files import atomic_write, check_out_dir, readable
+from pagkd_lite.training.checkpoint import (
     CheckpointError,
     check_provenance,
     load_checkpoint,
     save_checkpoint,
 )
-from pagkd_lite.cli import main
-from pagkd_lite.config import TrainConfig, override, smoke, to_dict
-from pagkd_lite.errors import ConfigError, DataLayoutError, KitError
-from pagkd_lite.files import atomic_write, check_out_dir, readable
-from pagkd_lite.realdata import RealDataConfig, load_dataset
-from pagkd_lite.splits import lesion_folds
 
 E_ACUTE = b"\xe9"  # Latin-1 'é': not valid UTF-8 on its own (zips made on Windows)
 
@@ -418,7 +418,7 @@ def test_cv_load_failure_writes_and_prints_the_load_report(tree, tmp_path, capsy
 
 def test_internal_error_keeps_its_traceback_and_asks_for_a_report(monkeypatch, tmp_path,
                                                                    capsys):
-    import pagkd_lite.pipeline as pipeline
+    import pagkd_lite.training.pipeline as pipeline
 
     def boom(cfg):
         raise ZeroDivisionError("kit bug")
@@ -432,7 +432,7 @@ def test_internal_error_keeps_its_traceback_and_asks_for_a_report(monkeypatch, t
 def test_warnings_print_as_one_line(monkeypatch, tmp_path, capsys):
     import warnings
 
-    import pagkd_lite.pipeline as pipeline
+    import pagkd_lite.training.pipeline as pipeline
 
     def warn(cfg):
         warnings.warn("something odd", UserWarning, stacklevel=1)
@@ -568,9 +568,9 @@ def test_cv_on_a_folder_with_many_kinds_of_damage(tree, tmp_path, capsys):
 ])
 def test_resume_with_another_class_count_is_refused(tiny_sets, tmp_path, with_provenance,
                                                     match):
-    from pagkd_lite.distill import Distiller
-    from pagkd_lite.models import Classifier, ModelConfig
-    from pagkd_lite.train import fit
+    from pagkd_lite.method.distill import Distiller
+    from pagkd_lite.models.classifier import Classifier, ModelConfig
+    from pagkd_lite.training.train import fit
 
     cfg = TrainConfig(epochs=1, batch_size=6, lr=1e-3, warmup_epochs=0)
     model = ModelConfig(backbone="test_resnet", dim=8, feature_index=-2)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from pagkd_lite.metrics import (
+from pagkd_lite.training.metrics import (
     bootstrap_metrics,
     compute_metrics,
     macro_specificity,
@@ -88,6 +88,6 @@ def test_mean_interval_t():
 
 
 def test_estimate_signed_shows_every_sign():
-    from pagkd_lite.metrics import Estimate
+    from pagkd_lite.training.metrics import Estimate
 
     assert Estimate(0.031, -0.002, 0.064).signed() == "+0.031 [-0.002, +0.064]"

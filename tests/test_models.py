@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from pagkd_lite.models import Classifier, ModelConfig, freeze
+from pagkd_lite.models.classifier import Classifier, ModelConfig, freeze
 
 # Three timm families (ResNet, ConvNeXt, EfficientNet) plus a ViT: timm's tiny test models.
 BACKBONES = ["test_resnet", "test_convnext", "test_efficientnet", "test_vit"]
@@ -49,7 +49,7 @@ def test_bad_config_is_named():
 def test_pretrained_without_hub_fails_clearly():
     """Real loading path with the hub switched off (a fresh process reads HF_HUB_OFFLINE)."""
     code = (
-        "from pagkd_lite.models import Classifier, ModelConfig\n"
+        "from pagkd_lite.models.classifier import Classifier, ModelConfig\n"
         "Classifier(ModelConfig(backbone='test_resnet', pretrained=True), 2)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

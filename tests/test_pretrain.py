@@ -1,4 +1,4 @@
-"""SimCLR pretraining (pagkd_lite.pretrain), its cached checkpoint and ``model.init=ssl``,
+"""SimCLR pretraining (pagkd_lite.models.pretrain), its cached checkpoint and ``model.init=ssl``,
 on the smoke preset."""
 
 import dataclasses
@@ -7,13 +7,14 @@ import shutil
 import pytest
 import torch
 
-from pagkd_lite import pipeline, pretrain
-from pagkd_lite.checkpoint import load_checkpoint
-from pagkd_lite.cli import main
+from pagkd_lite.apps.cli import main
 from pagkd_lite.config import key_dict, override, smoke
 from pagkd_lite.errors import CheckpointError
-from pagkd_lite.pretrain import PretrainConfig, augment, nt_xent
-from pagkd_lite.reference import nt_xent_loop
+from pagkd_lite.method.reference import nt_xent_loop
+from pagkd_lite.models import pretrain
+from pagkd_lite.models.pretrain import PretrainConfig, augment, nt_xent
+from pagkd_lite.training import pipeline
+from pagkd_lite.training.checkpoint import load_checkpoint
 
 TRAIN_KEYS = ("wli_train", "nbi_train")
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pagkd_lite.realdata import (
+from pagkd_lite.data.realdata import (
     DataLayoutError,
     ImageLoadError,
     LoadReport,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pagkd_lite.config import override, smoke
-from pagkd_lite.pipeline import make_data, train_student, train_teacher
+from pagkd_lite.training.pipeline import make_data, train_student, train_teacher
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pagkd_lite.sampler import GroupSampler
+from pagkd_lite.data.sampler import GroupSampler
 
 
 def labels_of(counts):

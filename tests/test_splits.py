@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pagkd_lite.data import ImageSet
-from pagkd_lite.realdata import RealDataConfig, load_dataset
-from pagkd_lite.splits import (
+from pagkd_lite.data.imageset import ImageSet
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
+from pagkd_lite.data.splits import (
     FOLD_KEYS,
     LeakageError,
     check_disjoint,

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import pytest
 
-from pagkd_lite.static import choices_figure
+from pagkd_lite.course.static import choices_figure
 
 
 def _fig(n: int, title: str = "") -> go.Figure:

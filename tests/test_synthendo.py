@@ -19,9 +19,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pagkd_lite.cards import REQUIRED_FIELDS, load_card, missing_fields
-from pagkd_lite.data import ImageSet
-from pagkd_lite.synthendo import (
+from pagkd_lite.data.cards import REQUIRED_FIELDS, load_card, missing_fields
+from pagkd_lite.data.imageset import ImageSet
+from pagkd_lite.data.synthendo import (
     SPLITS,
     SynthEndoConfig,
     export_folder,

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pagkd_lite.checkpoint import load_checkpoint
 from pagkd_lite.config import TrainConfig
-from pagkd_lite.distill import Distiller
-from pagkd_lite.models import Classifier, ModelConfig
-from pagkd_lite.train import NBI_TRAIN_SPLIT, fit, nbi_role, nbi_training_set
+from pagkd_lite.method.distill import Distiller
+from pagkd_lite.models.classifier import Classifier, ModelConfig
+from pagkd_lite.training.checkpoint import load_checkpoint
+from pagkd_lite.training.train import NBI_TRAIN_SPLIT, fit, nbi_role, nbi_training_set
 
 CFG = TrainConfig(epochs=3, batch_size=6, lr=1e-3, warmup_epochs=0)
 MODEL = ModelConfig(backbone="test_resnet", dim=8, feature_index=-2)
@@ -72,7 +72,7 @@ def test_one_function_decides_the_nbi_images_of_every_method(tiny_sets):
     """nbi_role: none, the twins (paired methods) or an unpaired same-class batch; the set
     pipeline.train_student hands to fit comes from it; fit refuses a missing NBI set."""
     from pagkd_lite.config import smoke
-    from pagkd_lite.distill import METHODS, build_distiller
+    from pagkd_lite.method.distill import METHODS, build_distiller
 
     cfg = smoke()
     sets = {**tiny_sets, "paired_nbi": tiny_sets["nbi_train"]}

@@ -13,12 +13,14 @@ import math
 import pytest
 import torch
 
-from pagkd_lite import reference
-from pagkd_lite.cam import grad_cam
 from pagkd_lite.config import method_config, override, smoke
-from pagkd_lite.distill import METHODS, VARIANTS, LogitKD, StepBatch, build_distiller
-from pagkd_lite.gkd_den import GKDDen, GKDDenConfig, group_den, pair_loss
-from pagkd_lite.mechanism import (
+from pagkd_lite.data.synthendo import SynthEndoConfig, generate
+from pagkd_lite.method import reference
+from pagkd_lite.method.cam import grad_cam
+from pagkd_lite.method.distill import METHODS, VARIANTS, LogitKD, StepBatch, build_distiller
+from pagkd_lite.method.gkd_den import GKDDen, GKDDenConfig, group_den, pair_loss
+from pagkd_lite.models.classifier import Classifier, ModelConfig, eval_mode
+from pagkd_lite.training.mechanism import (
     _common_share,
     beats_chance,
     make_probe,
@@ -26,9 +28,7 @@ from pagkd_lite.mechanism import (
     nbi_twins,
     probe_metrics,
 )
-from pagkd_lite.models import Classifier, ModelConfig, eval_mode
-from pagkd_lite.synthendo import SynthEndoConfig, generate
-from pagkd_lite.train import fit
+from pagkd_lite.training.train import fit
 
 SMALL = dict(image_size=64, n_wli_train=12, n_nbi_train=12, n_wli_val=9, n_nbi_val=9,
              n_wli_test=6, n_nbi_test=6)
@@ -168,7 +168,7 @@ def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, mo
     assert "gate_open" in d.trainable_state_dict()
     _, lab_w, _, _ = d.den_inputs(batch, out, t)
     assert bool((lab_w == -1).all())
-    import pagkd_lite.mechanism as mech
+    import pagkd_lite.training.mechanism as mech
 
     monkeypatch.setattr(mech, "beats_chance", lambda *a: False)
     assert d.after_epoch(0, batch)["wli_gate"] == 0.0
@@ -379,7 +379,7 @@ def test_fit_logs_the_pair_mechanism_without_changing_the_training(sets, method)
 
 
 def test_train_student_gives_a_paired_distiller_a_paired_probe(sets, monkeypatch):
-    import pagkd_lite.pipeline as pipeline
+    import pagkd_lite.training.pipeline as pipeline
 
     seen = {}
 
@@ -399,7 +399,7 @@ def test_train_student_gives_a_paired_distiller_a_paired_probe(sets, monkeypatch
 
 
 def test_mechanism_means_average_over_seeds_and_skip_missing_epochs():
-    from pagkd_lite.report import mechanism_figure, mechanism_means
+    from pagkd_lite.training.report import mechanism_figure, mechanism_means
 
     recs = [{"method": "pagkd", "seed": 0, "history": [{"val_auc": 0.5}, {"val_auc": 0.7,
                                                                           "common_share": 0.9}]},

@@ -5,10 +5,10 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from pagkd_lite import viz
-from pagkd_lite.gkd_pro import GKDPro, GKDProConfig
-from pagkd_lite.metrics import bootstrap_metrics
-from pagkd_lite.sampler import GroupSampler
+from pagkd_lite.course import viz
+from pagkd_lite.data.sampler import GroupSampler
+from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
+from pagkd_lite.training.metrics import bootstrap_metrics
 
 
 def _types(fig: go.Figure) -> list[str]:

@@ -1,0 +1,155 @@
+"""The method registry: every training method by name, and how to build its distiller.
+
+Methods: ``wli_only``; ``pagkd`` and its ablations ``pagkd_no_pro``, ``pagkd_no_den``,
+``pagkd_no_mask`` (plain cross-attention), ``pagkd_one_way`` (WLI queries NBI only); the
+image-level baselines ``pseudo_pair`` (random same-class pairs, dense loss per pair) and
+``logit_kd`` (each WLI image toward the teacher's mean softened prediction over the
+same-class NBI images of the step); ``paired_oracle`` (dense loss on TRUE pairs); the
+references ``paired_hint`` (a token hint on true pairs), ``class_hint`` (the same hint on
+same-class pairs of different lesions) and ``oracle_masks``; ``pagkd_authors`` (PaGKD with
+:data:`AUTHORS_SETTINGS`); the pre-registered variants (:data:`VARIANTS`). The list lives
+once, in :data:`METHODS`: a new method is one class and one entry there.
+
+The distiller classes live in :mod:`pagkd_lite.method.distiller` (the contract, the teacher side,
+PaGKD) and :mod:`pagkd_lite.method.baselines`; the ones the notebooks and tests import by this
+module's name are listed in ``__all__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..models.classifier import Classifier
+from .baselines import (
+    ClassHint,
+    LogitKD,
+    OracleMasks,
+    PaGKDLogit,
+    PairedHint,
+    PairedOracle,
+    PseudoPair,
+    same_class_partners,
+    unpaired_logit_kd,
+)
+from .distiller import Distiller, PaGKD, StepBatch, TeacherPass, TeacherSide, WLIOnly
+
+__all__ = [
+    "AUTHORS_SETTINGS", "METHODS", "VARIANTS", "ClassHint", "Distiller", "LogitKD", "Method",
+    "OracleMasks", "PaGKD", "PaGKDLogit", "PairedHint", "PairedOracle", "PseudoPair",
+    "StepBatch", "TeacherPass", "TeacherSide", "WLIOnly", "build_distiller", "get_method",
+    "method_help", "same_class_partners", "unpaired_logit_kd",
+]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of :data:`METHODS`: a distiller class, its keyword options, one line of help.
+
+    ``Method(...)(student, teacher, cfg, num_classes)`` builds the distiller; every
+    distiller class takes ``(student, teacher, cfg, num_classes, **options)``.
+    """
+
+    cls: type[Distiller]
+    help: str
+    options: dict = field(default_factory=dict)
+    config: tuple[str, ...] = ()  # ``section.field=value`` settings the method runs with
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.cls.needs_nbi
+
+    @property
+    def paired(self) -> bool:
+        """Needs the NBI twin of every WLI training image (true pairs)."""
+        return self.cls.paired
+
+    @property
+    def needs_masks(self) -> bool:
+        """Needs ground-truth lesion masks (SynthEndo's; real data has none)."""
+        return self.cls.needs_masks
+
+    def __call__(self, student: Classifier, teacher: Classifier | None, cfg,
+                 num_classes: int) -> Distiller:
+        return self.cls(student, teacher, cfg, num_classes, **self.options)
+
+
+#: The authors' behaviour where the kit's default differs (``docs/fidelity.md``): their
+#: classifier head and bias-free token maps, GKD-Pro's channel similarity summed over anchors,
+#: GKD-Den's per-class sum and uniform rows, their CAM -> label rule with the paper's PAR.
+#: The ``authors`` preset and the ``pagkd_authors`` method apply them.
+AUTHORS_SETTINGS: tuple[str, ...] = (
+    "model.head_input=backbone", "model.token_bias=false",
+    "pro.similarity=channel", "pro.channel_scale=20", "pro.tau=1", "pro.con_reduction=sum",
+    "pro.plus_one=true", "den.reduction=per_class_sum", "den.masked_rows=uniform",
+    "den.scale=false", "den.label_rule=authors", "den.par_iters=10", "den.par_scale=2",
+    "den.par_dilations=1,2,4,8", "den.high=0.7", "den.low=0.3",
+)
+
+#: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``
+#: take their choices and help text from here; a new method is one class and one entry.
+METHODS: dict[str, Method] = {
+    "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)"),
+    "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups"),
+    "pagkd_authors": Method(PaGKD, "PaGKD with every authors' setting of docs/fidelity.md "
+                                   "(their head, similarity, reductions, label rule, PAR)",
+                            config=AUTHORS_SETTINGS),
+    "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro (ablation)", {"use_pro": False}),
+    "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den (ablation)", {"use_den": False}),
+    "pagkd_no_mask": Method(PaGKD, "PaGKD with plain cross-attention in GKD-Den (no relation "
+                                   "mask)", {"use_mask": False}),
+    "pagkd_one_way": Method(PaGKD, "PaGKD with GKD-Den one way: WLI queries NBI only",
+                            {"two_way": False}),
+    "pseudo_pair": Method(PseudoPair, "dense loss on random same-class WLI/NBI pairs "
+                                      "(image-level baseline)"),
+    "logit_kd": Method(LogitKD, "each WLI image toward the teacher's mean soft prediction of "
+                                "its class (unpaired logit KD)"),
+    "paired_oracle": Method(PairedOracle, "dense loss on TRUE WLI/NBI pairs (SynthEndo only; "
+                                          "the upper reference)"),
+    "paired_hint": Method(PairedHint, "FitNets hint on TRUE pixel-aligned pairs: student token "
+                                      "-> teacher token at the same place (SynthEndo only)"),
+    "class_hint": Method(ClassHint, "the paired_hint loss on random same-class, different-lesion "
+                                    "WLI/NBI pairs (control: pairing vs class-level hint)"),
+    "oracle_masks": Method(OracleMasks, "PaGKD with token labels from the TRUE lesion masks "
+                                        "instead of CAM + PAR (SynthEndo only)"),
+    # the pre-registered variants of benchmarks/PREREGISTERED.md
+    "pagkd_frozen_target": Method(PaGKD, "variant (a): GKD-Den toward the frozen teacher's own "
+                                         "tokens, bias-free student projector",
+                                  config=("den.target=teacher",)),
+    "pagkd_centred": Method(PaGKD, "variant (b): GKD-Den on tokens centred per image",
+                            config=("den.center=true",)),
+    "pagkd_token_cos": Method(PaGKD, "variant (c): GKD-Den with a per-token cosine on centred "
+                                     "tokens", config=("den.center=true", "den.cosine=token")),
+    "pagkd_log_prior": Method(PaGKD, "variant (d): GKD-Den scores S / sqrt(d) + log R",
+                              config=("den.scale=true", "den.relation=log_prior")),
+    "pagkd_scheduled": Method(PaGKD, "variant (e): WLI token labels once the student beats "
+                                     "chance; group losses ramped over 5 epochs",
+                              config=("den.wli_gate=true", "train.lambda_ramp_epochs=5")),
+    "pagkd_logit": Method(PaGKDLogit, "variant (f): pagkd + the logit_kd term"),
+}
+
+#: The pre-registered variants (``benchmarks/PREREGISTERED.md``), in the order of its table.
+VARIANTS: tuple[str, ...] = ("pagkd_frozen_target", "pagkd_centred", "pagkd_token_cos",
+                             "pagkd_log_prior", "pagkd_scheduled", "pagkd_logit")
+
+
+def method_help(names=None) -> str:
+    """One line per method, ``name: help``, for ``--help`` texts."""
+    names = list(METHODS) if names is None else names
+    width = max(len(n) for n in names)
+    return "\n".join(f"  {n:{width}s}  {METHODS[n].help}" for n in names)
+
+
+def get_method(method: str) -> Method:
+    """The registry entry of ``method``; an unknown name raises ``ValueError``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    return METHODS[method]
+
+
+def build_distiller(method: str, student: Classifier, teacher: Classifier | None, cfg,
+                    num_classes: int) -> Distiller:
+    """The distiller for a method name (see :data:`METHODS`)."""
+    entry = get_method(method)
+    if entry.needs_teacher and teacher is None:
+        raise ValueError(f"method {method!r} needs a trained teacher")
+    return entry(student, teacher if entry.needs_teacher else None, cfg, num_classes)

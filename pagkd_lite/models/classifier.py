@@ -1,0 +1,164 @@
+"""Teacher and student classifiers: any timm backbone + 1x1 embed + pool + linear.
+
+The architecture of docs/method.md, Stage 1::
+
+    x (B, 3, H, W) --backbone--> F (B, C, h, w) --embed 1x1--> E (B, d, h, w)
+      tokens T = E flattened to (B, h*w, d)
+      logits   = Linear(GAP(E))  (B, K)     head_input = "tokens" (the kit's default)
+      logits   = Linear(GAP(F))  (B, K)     head_input = "backbone" (the authors')
+
+With ``head_input="backbone"`` the tokens are a side branch, as in the authors' student
+(``models/resnet50.py``, ``_forward_impl``: ``fc`` reads the pooled backbone feature, a
+bias-free 1x1 ``conv_embedd`` makes the tokens): the distillation losses then reach the
+classifier only through the backbone. ``token_bias=False`` drops the embedding's bias (and
+the teacher adapter's, :mod:`pagkd_lite.method.distiller`), as theirs. See ``docs/fidelity.md``.
+
+The backbone is ``timm.create_model(name, features_only=True, out_indices=(i,))`` so any
+timm name works and ``feature_info`` sizes everything downstream (C and the stride).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+HEAD_INPUTS = ("tokens", "backbone")
+#: where a trained model's backbone starts: random weights, or the SSL backbone of the data
+INITS = ("scratch", "ssl")
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head settings shared by teacher and student.
+
+    Attributes:
+        backbone: any timm model name that supports ``features_only``.
+        dim: d, channels of the 1x1 embedding = token dimension (paper: 128).
+        feature_index: which feature stage feeds the head (-1 = last stage, as in the paper).
+        pretrained: load ImageNet weights through timm (needs the hub; off by default).
+        head_input: what the linear classifier reads: ``"tokens"`` (the pooled embedded map,
+            the kit's default) or ``"backbone"`` (the pooled backbone map, the authors').
+        token_bias: the 1x1 token embedding (and the teacher adapter) has a bias (kit's
+            default ``True``; the authors' have none).
+        init: how the teacher and the student start (``pipeline.build_classifier``):
+            ``"scratch"`` (the default: random weights, or ImageNet's with ``pretrained``) or
+            ``"ssl"`` (both from the SimCLR backbone of the current data's unlabelled WLI and
+            NBI training images, :mod:`pagkd_lite.models.pretrain`;
+            ``pipeline.pretrained_backbone``).
+    """
+
+    backbone: str = "resnet10t"
+    dim: int = 128
+    feature_index: int = -1
+    pretrained: bool = False
+    head_input: str = "tokens"
+    token_bias: bool = True
+    init: str = "scratch"
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"ModelConfig.dim must be >= 1, got {self.dim}")
+        if self.head_input not in HEAD_INPUTS:
+            raise ValueError(f"ModelConfig.head_input must be one of {HEAD_INPUTS}, "
+                             f"got {self.head_input!r}")
+        if self.init not in INITS:
+            raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
+        if not isinstance(self.token_bias, bool):
+            raise ValueError(f"ModelConfig.token_bias must be a bool, got {self.token_bias!r}")
+        if self.backbone not in timm.list_models() and not timm.is_model(self.backbone):
+            raise ValueError(f"ModelConfig.backbone: timm has no model named {self.backbone!r}")
+
+
+@dataclass
+class ClassifierOutput:
+    """What a forward pass returns.
+
+    logits (B, K); features F (B, C, h, w), the backbone's map before the embedding;
+    tokens T (B, h*w, d), the embedded map flattened.
+    """
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    tokens: torch.Tensor
+
+
+def create_backbone(cfg: ModelConfig) -> nn.Module:
+    """timm backbone returning one feature map; a clear error when weights can't be fetched."""
+    try:
+        return timm.create_model(
+            cfg.backbone,
+            pretrained=cfg.pretrained,
+            features_only=True,
+            out_indices=(cfg.feature_index,),
+        )
+    except Exception as err:  # network, hub or missing-weights errors all land here
+        if not cfg.pretrained:
+            raise
+        raise RuntimeError(
+            f"Could not load pretrained weights for {cfg.backbone!r} "
+            f"({type(err).__name__}: {err}). "
+            "The weights come from the Hugging Face hub; where it is not reachable, "
+            "use pretrained=False (the default) or pre-populate the hub cache."
+        ) from err
+
+
+class Classifier(nn.Module):
+    """Backbone + 1x1 embed to d + global average pool + linear head (docs/method.md, Stage 1)."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"Classifier: num_classes must be >= 2, got {num_classes}")
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.backbone = create_backbone(cfg)
+        info = self.backbone.feature_info
+        self.feature_channels: int = info.channels()[-1]
+        self.reduction: int = info.reduction()[-1]
+        self.embed = nn.Conv2d(self.feature_channels, cfg.dim, kernel_size=1,
+                               bias=cfg.token_bias)
+        width = cfg.dim if cfg.head_input == "tokens" else self.feature_channels
+        self.fc = nn.Linear(width, num_classes)
+
+    def head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """F (B, C, h, w) -> (logits (B, K), tokens (B, h*w, d)). Used again by Grad-CAM.
+
+        logits = fc(GAP(E)) with ``head_input="tokens"``, fc(GAP(F)) with ``"backbone"``."""
+        embedded = self.embed(features)
+        pooled = embedded if self.cfg.head_input == "tokens" else features
+        logits = self.fc(pooled.mean(dim=(2, 3)))
+        return logits, embedded.flatten(2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> ClassifierOutput:
+        features = self.backbone(x)[-1]
+        logits, tokens = self.head(features)
+        return ClassifierOutput(logits=logits, features=features, tokens=tokens)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Freeze a trained teacher: eval mode, no gradients; returns the model for chaining.
+
+    Keep calling ``model.eval()`` after any ``.train()`` of a parent module: the distillers
+    do this in their ``train()`` override.
+    """
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+        p.grad = None  # gradients left from the teacher's own training are dead weight
+    return model
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """``with eval_mode(model) as m:`` the model in eval mode; its train/eval mode is restored
+    on exit, also after an error. (It does not move the model: callers do that.)"""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -1,0 +1,3 @@
+"""Training: the loop shared by the teacher and every student, metrics with intervals,
+checkpoints, what a run ran on, and the pipeline (data -> teacher -> students -> evaluation).
+"""
