@@ -290,15 +290,24 @@ def test_loader_settings_in_python_also_give_the_command_line_spelling(tmp_path,
 def test_no_message_advises_a_python_only_spelling():
     """A loader message that shows a Python spelling (``... in Python``) shows the flag in
     the lines just before it: read from the source, string literals only."""
+    import pagkd_lite.data.decode as decode
+    import pagkd_lite.data.file_images as file_images
+    import pagkd_lite.data.layouts as layouts
     import pagkd_lite.data.lesion_ids as lesion_ids
+    import pagkd_lite.data.load_report as load_report
+    import pagkd_lite.data.loader_config as loader_config
     import pagkd_lite.data.realdata as realdata
 
-    for mod in (realdata, lesion_ids):
+    modules = (realdata, loader_config, load_report, layouts, decode, file_images, lesion_ids)
+    hits = 0
+    for mod in modules:
         lines = Path(mod.__file__).read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
             if "in Python" in line and line.strip().startswith(('f"', '"')):
+                hits += 1
                 assert any("--" in x for x in lines[max(0, i - 3):i + 1]), \
                     f"{mod.__name__} line {i + 1}: {line.strip()}"
+    assert hits >= 5, f"only {hits} 'in Python' message lines found: did a module move?"
 
 
 def test_other_messages_give_the_flag(tmp_path):
