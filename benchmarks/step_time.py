@@ -229,7 +229,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print a profile of one full step")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                     help="override a config field, e.g. model.feature_index=-4 (16 x 16 tokens "
-                         "at the demo preset) or den.par_scale=4 (repeatable)")
+                         "at the demo preset) or labels.par_scale=4 (repeatable)")
     ap.add_argument("--no-rss", action="store_true",
                     help="skip the peak-RSS measurement (two fresh processes)")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)

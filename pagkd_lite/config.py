@@ -20,9 +20,10 @@ import typing
 from dataclasses import dataclass, field
 
 from .data.synthendo import SynthEndoConfig
+from .method.cam import TokenLabelConfig
 from .method.distill import AUTHORS_SETTINGS, get_method
 from .method.gkd_den import GKDDenConfig
-from .method.gkd_pro import GKDProConfig
+from .method.gkd_pro import GKDProConfig, check_heads
 from .models.accel import RuntimeConfig
 from .models.classifier import ModelConfig
 from .models.pretrain import PretrainConfig
@@ -78,6 +79,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pro: GKDProConfig = field(default_factory=GKDProConfig)
     den: GKDDenConfig = field(default_factory=GKDDenConfig)
+    labels: TokenLabelConfig = field(default_factory=TokenLabelConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 0
@@ -87,11 +89,7 @@ class Config:
 
     def __post_init__(self) -> None:
         """Constraints across sections (each section checks its own fields)."""
-        if self.model.dim != self.pro.dim:
-            raise ValueError(
-                f"Config: model.dim ({self.model.dim}) and pro.dim ({self.pro.dim}) must be "
-                f"equal: GKD-Pro reads the student's d-dimensional tokens. Set both, e.g. "
-                f"--set model.dim={self.model.dim} --set pro.dim={self.model.dim}")
+        check_heads(self.model.dim, self.pro.num_heads)
 
 
 def smoke() -> Config:
@@ -103,7 +101,7 @@ def smoke() -> Config:
         model=ModelConfig(backbone="test_resnet", dim=32, feature_index=-2),
         teacher=TrainConfig(epochs=1, batch_size=12, warmup_epochs=0),
         train=TrainConfig(epochs=2, batch_size=12, warmup_epochs=1),
-        pro=GKDProConfig(dim=32, num_queries=4, num_heads=4),
+        pro=GKDProConfig(num_queries=4, num_heads=4),
         pretrain=PretrainConfig(epochs=1, batch_size=16, steps_per_epoch=2),
         bootstrap=200,
     )
@@ -123,7 +121,7 @@ def demo() -> Config:
     the budget) with the group losses on after 3 (the paper: 5 of 200), lambda_den = 1 and
     lambda_pro = 0.001 as in the paper. The NBI teacher trains on 240 NBI images.
 
-    GKD-Den's token labels come from the raw Grad-CAM (``den.par_iters = 0``: the CAM, which
+    GKD-Den's token labels come from the raw Grad-CAM (``labels.par_iters = 0``: the CAM, which
     sits on the token grid, is cut at the thresholds; nothing is resampled or propagated).
     Chosen on validation seeds 100-102 against SynthEndo's true lesion masks
     (``pagkd-lite diagnose``; README, "The diagnostic chain"), by the teacher's
@@ -147,8 +145,8 @@ def demo() -> Config:
         model=ModelConfig(backbone="resnet10t", dim=64, feature_index=-2),
         teacher=TrainConfig(epochs=15, batch_size=24, warmup_epochs=0),
         train=TrainConfig(epochs=20, batch_size=24, warmup_epochs=3, steps_per_epoch=10),
-        pro=GKDProConfig(dim=64, num_queries=12, num_heads=8),
-        den=GKDDenConfig(par_iters=0),
+        pro=GKDProConfig(num_queries=12, num_heads=8),
+        labels=TokenLabelConfig(par_iters=0),
         pretrain=PretrainConfig(epochs=8, batch_size=32),
     )
 
@@ -163,7 +161,7 @@ def paper() -> Config:
                             warmup_epochs=0),
         train=TrainConfig(epochs=200, batch_size=24, lr=1e-4, weight_decay=1e-8,
                           warmup_epochs=5, lambda_den=1.0, lambda_pro=0.001),
-        pro=GKDProConfig(dim=128, num_queries=12, num_heads=16),
+        pro=GKDProConfig(num_queries=12, num_heads=16),
     )
 
 
@@ -187,6 +185,13 @@ def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+#: fields that moved (2026-12-03): the ``den.*`` token-label settings to the ``labels``
+#: section; ``pro.dim`` is ``model.dim`` (GKD-Pro reads the student's tokens)
+MOVED = {"pro.dim": "model.dim", "den.high": "labels.high", "den.low": "labels.low",
+         "den.par_scale": "labels.par_scale", "den.par_iters": "labels.par_iters",
+         "den.par_dilations": "labels.par_dilations", "den.label_rule": "labels.rule"}
 
 
 def _parse(value: str, kind, where: str):
@@ -224,6 +229,11 @@ def override(cfg: Config, assignments: list[str]) -> Config:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected NAME=VALUE, e.g. train.epochs=3")
         key, value = item.split("=", 1)
+        if key.strip() in MOVED:
+            why = ("GKD-Pro's width is the student's token width" if key.startswith("pro.")
+                   else "token-label settings have their own section")
+            raise ValueError(f"override {item!r}: {why}; write "
+                             f"{MOVED[key.strip()]}={value.strip()}")
         parts = key.strip().split(".")
         target = cfg
         for p in parts[:-1]:
@@ -279,16 +289,34 @@ def to_dict(cfg: Config) -> dict:
 def key_dict(cfg: Config) -> dict:
     """:func:`to_dict` as the cache keys hash it: with ``model.init = "scratch"`` the SSL
     settings (``model.init`` and the ``pretrain`` section) change nothing about a run, so
-    they are left out, and a scratch run keeps the cache key it had before they existed."""
+    they are left out, and a scratch run keeps the cache key it had before they existed.
+    The ``labels`` section is hashed inside ``den`` under its earlier names, and ``model.dim``
+    once more as ``pro.dim`` (:data:`MOVED`), as they were stored until 2026-12-03, so the
+    move changed no run's key.
+    """
     d = to_dict(cfg)
     if cfg.model.init == "scratch":
         d.pop("pretrain")
         d["model"].pop("init")
+    labels = d.pop("labels")
+    for old, new in MOVED.items():
+        section, name = old.split(".")
+        source = d["model"] if new.startswith("model.") else labels
+        d[section][name] = source[new.split(".")[1]]
     return d
 
 
 def from_dict(d: dict) -> Config:
-    """Inverse of :func:`to_dict` (tuples restored from lists)."""
+    """Inverse of :func:`to_dict` (tuples restored from lists). A dict written before the
+    ``labels`` section existed (its fields inside ``den``, and ``pro.dim``: :data:`MOVED`) is
+    read as well."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    d.get("pro", {}).pop("dim", None)  # always model.dim (checked equal when it was stored)
+    if "labels" not in d:
+        d["labels"] = {new.split(".")[1]: d["den"].pop(old.split(".")[1])
+                       for old, new in MOVED.items()
+                       if old.startswith("den.") and old.split(".")[1] in d.get("den", {})}
+
     def build(cls, values):
         hints = typing.get_type_hints(cls)
         kwargs = {}

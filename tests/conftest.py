@@ -101,7 +101,7 @@ def distiller():
     cfg = smoke()
     cfg = dataclasses.replace(cfg, model=ModelConfig(backbone="test_resnet", dim=16,
                                                      feature_index=-2),
-                              pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3,
+                              pro=dataclasses.replace(cfg.pro, num_queries=3,
                                                       num_heads=2))
     student = Classifier(cfg.model, 3)
     teacher = Classifier(cfg.model, 3)

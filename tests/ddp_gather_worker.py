@@ -12,7 +12,7 @@ import torch
 
 from pagkd_lite.method.gkd_pro import GKDPro, GKDProConfig
 
-CFG = GKDProConfig(dim=16, num_queries=4, num_heads=4, gather=True, similarity="slot",
+CFG = GKDProConfig(num_queries=4, num_heads=4, gather=True, similarity="slot",
                    con_reduction="mean")  # the reference in tests/test_ddp.py is written so
 LABELS = {0: ([0, 0, 1, 2, 2], [0, 1, 1, 2]), 1: ([0, 1, 1, 2], [0, 1])}
 
@@ -27,7 +27,7 @@ def rank_inputs(r: int):
 
 def build() -> GKDPro:
     torch.manual_seed(0)
-    return GKDPro(CFG, num_classes=3)
+    return GKDPro(CFG, num_classes=3, dim=16)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def compute_golden() -> dict[str, float]:
         k, d, tw, lw, tlw, tn, ln, tln = _inputs(seed)
         for tag, kw in (("", {}), ("_plain_tau05", {"plus_one": False, "tau": 0.5})):
             torch.manual_seed(1234)
-            pro = GKDPro(GKDProConfig(dim=d, num_queries=4, num_heads=4, **kw), k).double()
+            pro = GKDPro(GKDProConfig(num_queries=4, num_heads=4, **kw), k, d).double()
             res = pro(tw, lw, tn, ln)
             out[f"seed{seed}/con{tag}"] = res["con"].item()
             out[f"seed{seed}/pcls{tag}"] = res["pcls"].item()

@@ -67,7 +67,7 @@ def test_losses_compute_in_float32_under_autocast():
     """Under bf16 autocast the group losses switch autocast off: same numbers as fp32
     (a bf16 MultiheadAttention or bf16 cosines would move them by ~1e-3)."""
     torch.manual_seed(0)
-    pro = GKDPro(GKDProConfig(dim=16, num_queries=4, num_heads=4), num_classes=3)
+    pro = GKDPro(GKDProConfig(num_queries=4, num_heads=4), 3, 16)
     tw, lw = _tokens(0)
     tn, ln = _tokens(1)
     ref = pro(tw, lw, tn, ln)
@@ -101,7 +101,7 @@ def test_grad_cam_maps_are_float32_under_autocast():
 
 @pytest.mark.parametrize("method", ["pagkd", "pseudo_pair", "logit_kd"])
 def test_bf16_training_runs_and_keeps_float32_weights(tiny_sets, method, tmp_path):
-    cfg = override(smoke(), ["model.dim=8", "pro.dim=8", "pro.num_heads=4"])
+    cfg = override(smoke(), ["model.dim=8", "pro.num_heads=4"])
     cfg = dataclasses.replace(cfg, model=MODEL)
     torch.manual_seed(0)
     teacher = Classifier(MODEL, 3)

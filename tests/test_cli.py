@@ -84,9 +84,9 @@ def test_evaluate_honours_device_and_set(tmp_path, capsys, monkeypatch):
                  "--set", "bootstrap=17"]) == 0
     assert seen == {"device": torch.device("cpu"), "n_boot": 17, "param": torch.device("cpu")}
     assert "| wli_only | wli_test |" in capsys.readouterr().out
-    # --set reaches the checkpoint config: its dim check fires
-    assert main(["evaluate", "--method", "wli_only", *args, "--set", "model.dim=8"]) == 2
-    assert "model.dim (8) and pro.dim (32) must be equal" in capsys.readouterr().err
+    # --set reaches the checkpoint config: its width check fires
+    assert main(["evaluate", "--method", "wli_only", *args, "--set", "model.dim=6"]) == 2
+    assert "pro.num_heads=4 must divide the token width model.dim=6" in capsys.readouterr().err
 
 
 def test_help_lists_the_registry_and_only_real_presets(monkeypatch, capsys):

@@ -40,21 +40,42 @@ def test_bad_values_are_named(item, message):
         override(get_preset("smoke"), [item])
 
 
-def test_model_and_pro_dim_mismatch_fails_at_construction():
+def test_token_label_settings_have_their_own_section():
+    """labels.* is where the CAM -> token-label settings live; the names they had inside den
+    give an error that says where they went, and a config written before (a checkpoint's,
+    with them inside den) still reads, with its values."""
+    cfg = override(get_preset("smoke"), ["labels.par_iters=3", "labels.rule=authors"])
+    assert (cfg.labels.par_iters, cfg.labels.rule) == (3, "authors")
+    with pytest.raises(ValueError, match=r"own section; write labels.par_iters=0"):
+        override(get_preset("smoke"), ["den.par_iters=0"])
+    with pytest.raises(ValueError, match=r"write labels.rule=authors"):
+        override(get_preset("smoke"), ["den.label_rule=authors"])
+    old = to_dict(get_preset("demo"))
+    labels = old.pop("labels")
+    old["den"].update(high=0.6, low=labels["low"], par_iters=labels["par_iters"],
+                      par_scale=labels["par_scale"], par_dilations=[1, 2],
+                      label_rule=labels["rule"])
+    read = from_dict(old)
+    assert read.labels.high == 0.6 and read.labels.par_dilations == (1, 2)
+    assert read.labels.par_iters == get_preset("demo").labels.par_iters == 0
+
+
+def test_token_width_is_set_once_and_checked_against_the_heads():
+    """GKD-Pro's width is the student's token width, model.dim; pro.dim is gone, and a
+    width that pro.num_heads does not divide fails when the config is built."""
     from pagkd_lite.config import Config
     from pagkd_lite.method.gkd_pro import GKDProConfig
     from pagkd_lite.models.classifier import ModelConfig
 
-    with pytest.raises(ValueError, match=r"model.dim \(64\) and pro.dim \(32\) must be equal"):
-        Config(model=ModelConfig(dim=64), pro=GKDProConfig(dim=32, num_heads=4))
-
-
-def test_override_checks_the_dims_together():
-    with pytest.raises(ValueError, match=r"--set model.dim=16 --set pro.dim=16"):
-        override(get_preset("smoke"), ["model.dim=16"])
-    # both changed (in any order, with other fields between) is fine
-    cfg = override(get_preset("smoke"), ["model.dim=16", "seed=2", "pro.dim=16"])
-    assert cfg.model.dim == cfg.pro.dim == 16
+    with pytest.raises(ValueError, match=r"pro.num_heads=4 must divide the token width "
+                                         r"model.dim=18"):
+        Config(model=ModelConfig(dim=18), pro=GKDProConfig(num_heads=4))
+    assert override(get_preset("smoke"), ["model.dim=16", "seed=2"]).model.dim == 16
+    with pytest.raises(ValueError, match=r"token width; write model.dim=16"):
+        override(get_preset("smoke"), ["pro.dim=16"])
+    old = to_dict(get_preset("smoke"))
+    old["pro"]["dim"] = old["model"]["dim"]  # as configs were stored before 2026-12-03
+    assert from_dict(old) == get_preset("smoke")
 
 
 def test_build_config_applies_seed_device_and_overrides_to_a_preset_or_config():

@@ -11,7 +11,7 @@ from conftest import random_set
 from pagkd_lite.config import smoke
 from pagkd_lite.course import explore
 from pagkd_lite.data.transforms import prepare
-from pagkd_lite.method.cam import par_refine, token_labels
+from pagkd_lite.method.cam import TokenLabelConfig, par_refine, token_labels
 from pagkd_lite.method.distill import build_distiller
 from pagkd_lite.method.gkd_den import GKDDenConfig, relation_attention, relation_maps
 from pagkd_lite.models.classifier import Classifier, ModelConfig
@@ -41,7 +41,7 @@ def hand_step(lab_w, lab_n, d: int = 4, seed: int = 0, hw=(2, 2),
         refined_w=torch.rand(bw, 8, 8, generator=g), refined_n=torch.rand(bn, 8, 8, generator=g),
         lab_w=lab_w, lab_n=lab_n, tokens_w=torch.randn(bw, n, d, generator=g),
         tokens_n=torch.randn(bn, n, d, generator=g), token_hw=hw, cfg=cfg or GKDDenConfig(),
-        class_names=["a", "b"],
+        labels=TokenLabelConfig(), class_names=["a", "b"],
     )
 
 

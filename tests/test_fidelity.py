@@ -19,9 +19,8 @@ from pagkd_lite.config import get_preset, method_config, override, smoke
 from pagkd_lite.data.synthendo import SynthEndoConfig, generate
 from pagkd_lite.data.transforms import prepare
 from pagkd_lite.method import cam as cam_module
-from pagkd_lite.method.cam import cam_token_labels, par_refine
+from pagkd_lite.method.cam import TokenLabelConfig, cam_token_labels, par_refine
 from pagkd_lite.method.distill import AUTHORS_SETTINGS, StepBatch, build_distiller
-from pagkd_lite.method.gkd_den import GKDDenConfig
 from pagkd_lite.models.classifier import Classifier, ModelConfig
 from pagkd_lite.training import train as train_module
 from pagkd_lite.training.train import fit, nbi_training_set
@@ -39,7 +38,7 @@ def _tiny_cfg(*settings):
     cfg = smoke()
     cfg = dataclasses.replace(
         cfg, model=ModelConfig(backbone="test_resnet", dim=16, feature_index=-2),
-        pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2))
+        pro=dataclasses.replace(cfg.pro, num_queries=3, num_heads=2))
     return override(cfg, list(settings))
 
 
@@ -111,7 +110,7 @@ def test_authors_label_rule_matches_a_slow_version(iters):
     g = torch.Generator().manual_seed(iters)
     image = torch.rand(3, 3, 32, 32, generator=g)
     cam = torch.rand(3, 4, 4, generator=g)
-    cfg = GKDDenConfig(label_rule="authors", par_iters=iters, par_dilations=(1, 2))
+    cfg = TokenLabelConfig(rule="authors", par_iters=iters, par_dilations=(1, 2))
     labels, _ = cam_token_labels(image, cam, (4, 4), cfg)
     assert torch.equal(labels, _authors_labels_slowly(image, cam, (4, 4), cfg))
     assert set(labels.unique().tolist()) <= {-1, 0, 1}
@@ -130,14 +129,14 @@ def test_zero_iterations_do_no_neighbour_work_and_no_resampling(monkeypatch):
     monkeypatch.setattr(cam_module.F, "adaptive_avg_pool2d", forbidden)
     cam = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
     labels, shown = cam_token_labels(torch.rand(2, 3, 32, 32), cam, (4, 4),
-                                     GKDDenConfig(par_iters=0))
+                                     TokenLabelConfig(par_iters=0))
     assert shown is cam
     flat = cam.flatten(1)
     assert torch.equal(labels, torch.where(flat > 0.7, 1, torch.where(flat < 0.3, 0, -1)))
 
 
-@pytest.mark.parametrize("settings", [("den.par_iters=0",), ("den.par_iters=2",),
-                                      ("den.label_rule=authors", "den.par_iters=2")])
+@pytest.mark.parametrize("settings", [("labels.par_iters=0",), ("labels.par_iters=2",),
+                                      ("labels.rule=authors", "labels.par_iters=2")])
 def test_diagnose_labels_equal_the_labels_of_a_training_step(sets, settings):
     """The same images (no augmentation), the same models in eval mode, the same settings:
     diagnose and a training step's cam_labels give the same token labels."""
@@ -154,10 +153,10 @@ def test_diagnose_labels_equal_the_labels_of_a_training_step(sets, settings):
     out = d.student(batch.x_w)
     _, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
     step = d.cam_labels(batch, out, cam_n)
-    diag = diagnose_token_labels(teacher, student, sets["nbi_test"], sets["wli_test"], cfg.den,
+    diag = diagnose_token_labels(teacher, student, sets["nbi_test"], sets["wli_test"], cfg.labels,
                                  n_images=6)
     assert torch.equal(diag["NBI"], step["lab_n"]) and torch.equal(diag["WLI"], step["lab_w"])
-    assert any(r.label_rule == "authors" for r in REFINEMENTS)
+    assert any(r.rule == "authors" for r in REFINEMENTS)
 
 
 # ------------------------------------------------------------------ pairs and references
@@ -231,7 +230,7 @@ def test_authors_preset_and_method_set_every_switch():
     a = get_preset("authors")
     assert (a.model.head_input, a.model.token_bias) == ("backbone", False)
     assert (a.pro.similarity, a.pro.channel_scale, a.pro.con_reduction) == ("channel", 20.0, "sum")
-    assert (a.den.reduction, a.den.masked_rows, a.den.label_rule, a.den.par_iters) == (
+    assert (a.den.reduction, a.den.masked_rows, a.labels.rule, a.labels.par_iters) == (
         "per_class_sum", "uniform", "authors", 10)
     demo = get_preset("demo")
     assert method_config(demo, "pagkd_authors") == override(demo, list(AUTHORS_SETTINGS))
@@ -249,5 +248,5 @@ def test_pagkd_authors_trains_with_its_own_teacher(sets):
         train_student(cfg, data, "pagkd_authors", plain, progress=False)
     teacher, _ = train_teacher(method_config(cfg, "pagkd_authors"), data, progress=False)
     d, result = train_student(cfg, data, "pagkd_authors", teacher, progress=False)
-    assert d.student.cfg.head_input == "backbone" and d.den.cfg.label_rule == "authors"
+    assert d.student.cfg.head_input == "backbone" and d.label_cfg.rule == "authors"
     assert d.pro.cfg.similarity == "channel" and result.history

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pagkd_lite.method import reference
+from pagkd_lite.method.cam import TokenLabelConfig
 from pagkd_lite.method.gkd_den import (
     GKDDen,
     GKDDenConfig,
@@ -219,11 +220,17 @@ def test_no_pairs_gives_zero_with_graph():
     assert torch.isfinite(tw.grad).all()
 
 
+def test_config_validation():
+    with pytest.raises(ValueError, match="scale"):
+        GKDDenConfig(scale=1)
+
+
 @pytest.mark.parametrize("kwargs", [{"high": 0.3, "low": 0.3}, {"high": 0.2, "low": 0.5},
-                                    {"high": 1.5}, {"low": -0.1}, {"scale": 1}])
-def test_config_validation(kwargs):
-    with pytest.raises(ValueError):
-        GKDDenConfig(**kwargs)
+                                    {"high": 1.5}, {"low": -0.1}, {"rule": "mine"},
+                                    {"par_iters": -1}, {"par_dilations": (0, 2)}])
+def test_token_label_config_validation(kwargs):
+    with pytest.raises(ValueError, match="TokenLabelConfig"):
+        TokenLabelConfig(**kwargs)
 
 
 def test_input_validation():
@@ -241,8 +248,8 @@ def test_200_random_steps_are_finite():
     gen = torch.Generator().manual_seed(0)
     d = 4
     torch.manual_seed(0)
-    pros = {k: GKDPro(GKDProConfig(dim=d, num_queries=2, num_heads=2, max_group_size=6,
-                                   plus_one=k % 2 == 0), k) for k in range(2, 6)}
+    pros = {k: GKDPro(GKDProConfig(num_queries=2, num_heads=2, max_group_size=6,
+                                   plus_one=k % 2 == 0), k, d) for k in range(2, 6)}
     dens = [GKDDen(GKDDenConfig()), GKDDen(GKDDenConfig(scale=True, two_way=False))]
     for step in range(200):
         k = rng.randint(2, 5)

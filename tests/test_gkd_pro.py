@@ -44,10 +44,10 @@ def test_matches_loop_reference(counts_w, counts_n, hw_w, hw_n, plus_one, tau, i
     gen = torch.Generator().manual_seed(sum(counts_w) * 31 + hw_n)
     torch.manual_seed(0)
     k, d = len(counts_w), 8
-    cfg = GKDProConfig(dim=d, num_queries=3, num_heads=2, tau=tau, plus_one=plus_one,
+    cfg = GKDProConfig(num_queries=3, num_heads=2, tau=tau, plus_one=plus_one,
                        identity=identity, max_group_size=8, similarity=similarity,
                        con_reduction=reduction, channel_scale=2.0)
-    model = GKDPro(cfg, k).double()
+    model = GKDPro(cfg, k, d).double()
     lw, ln = labels_from_counts(counts_w, gen), labels_from_counts(counts_n, gen)
     tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64)
     tn = torch.randn(len(ln), hw_n, d, generator=gen, dtype=torch.float64)
@@ -76,9 +76,9 @@ def test_gradients_match_loop_reference(counts_w, counts_n, hw_w, hw_n, identity
     gen = torch.Generator().manual_seed(5 * sum(counts_w) + hw_w)
     torch.manual_seed(1)
     k, d = len(counts_w), 8
-    model = GKDPro(GKDProConfig(dim=d, num_queries=3, num_heads=2, identity=identity,
+    model = GKDPro(GKDProConfig(num_queries=3, num_heads=2, identity=identity,
                                 max_group_size=8, similarity=similarity,
-                                con_reduction=reduction), k).double()
+                                con_reduction=reduction), k, d).double()
     lw, ln = labels_from_counts(counts_w, gen), labels_from_counts(counts_n, gen)
     tw = torch.randn(len(lw), hw_w, d, generator=gen, dtype=torch.float64, requires_grad=True)
     tn = torch.randn(len(ln), hw_n, d, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -100,7 +100,7 @@ def test_gradients_match_loop_reference(counts_w, counts_n, hw_w, hw_n, identity
 
 def test_prototypes_single_modality_matches_reference():
     torch.manual_seed(1)
-    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=4), 3).double()
+    model = GKDPro(GKDProConfig(num_queries=2, num_heads=4), 3, 8).double()
     lab = torch.tensor([2, 0, 2, 2, 0])
     tok = torch.randn(5, 3, 8, dtype=torch.float64)
     protos, cls, present = model.prototypes(tok, lab, 3)
@@ -111,7 +111,7 @@ def test_prototypes_single_modality_matches_reference():
 
 def test_sinusoidal_table_and_identity_matter():
     torch.manual_seed(0)
-    model = GKDPro(GKDProConfig(dim=6, num_queries=2, num_heads=2), 2).double()
+    model = GKDPro(GKDProConfig(num_queries=2, num_heads=2), 2, 6).double()
     for pos in (0, 1, 5):
         torch.testing.assert_close(model.identity[pos].double(),
                                    reference.identity_vector(model, pos),
@@ -126,7 +126,7 @@ def test_sinusoidal_table_and_identity_matter():
 
 def test_no_class_in_both_modalities_gives_zero_with_graph():
     torch.manual_seed(0)
-    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=2), 3)
+    model = GKDPro(GKDProConfig(num_queries=2, num_heads=2), 3, 8)
     tw = torch.randn(2, 4, 8, requires_grad=True)
     tn = torch.randn(3, 4, 8, requires_grad=True)
     out = model(tw, torch.tensor([0, 0]), tn, torch.tensor([1, 2, 2]))
@@ -145,7 +145,7 @@ def test_golden_values(golden):
 
 def test_gradients_reach_every_trainable_part():
     torch.manual_seed(0)
-    model = GKDPro(GKDProConfig(dim=8, num_queries=3, num_heads=2), 3)
+    model = GKDPro(GKDProConfig(num_queries=3, num_heads=2), 3, 8)
     tw = torch.randn(6, 4, 8, requires_grad=True)
     tn = torch.randn(5, 4, 8, requires_grad=True)
     out = model(tw, torch.tensor([0, 1, 2, 0, 1, 1]), tn, torch.tensor([2, 1, 0, 0, 2]))
@@ -162,7 +162,7 @@ def test_gradients_reach_every_trainable_part():
 
 def test_groups_of_size_one_are_finite():
     torch.manual_seed(0)
-    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=2, plus_one=False), 2)
+    model = GKDPro(GKDProConfig(num_queries=2, num_heads=2, plus_one=False), 2, 8)
     tw = torch.randn(2, 1, 8, requires_grad=True)
     tn = torch.randn(2, 1, 8, requires_grad=True)
     out = model(tw, torch.tensor([0, 1]), tn, torch.tensor([1, 0]))
@@ -172,7 +172,6 @@ def test_groups_of_size_one_are_finite():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"dim": 10, "num_heads": 4}, "must divide"),
     ({"tau": 0.0}, "tau"),
     ({"tau": -1.0}, "tau"),
     ({"tau": float("nan")}, "tau"),
@@ -186,10 +185,12 @@ def test_config_validation(kwargs, match):
 
 
 def test_input_validation():
-    model = GKDPro(GKDProConfig(dim=8, num_queries=2, num_heads=2, max_group_size=2), 2)
+    model = GKDPro(GKDProConfig(num_queries=2, num_heads=2, max_group_size=2), 2, 8)
     tok = torch.randn(3, 4, 8)
     with pytest.raises(ValueError, match="num_classes"):
-        GKDPro(GKDProConfig(dim=8, num_heads=2), 1)
+        GKDPro(GKDProConfig(num_heads=2), 1, 8)
+    with pytest.raises(ValueError, match="pro.num_heads=4 must divide the token width"):
+        GKDPro(GKDProConfig(num_heads=4), 2, 10)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         model(tok, torch.tensor([0, 1, 2]), tok, torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="tokens must be"):
@@ -201,7 +202,7 @@ def test_input_validation():
 def test_eval_mode_matches_train_mode():
     """nn.MultiheadAttention may take its fast path in eval / no_grad: same numbers."""
     torch.manual_seed(0)
-    model = GKDPro(GKDProConfig(dim=8, num_queries=3, num_heads=2), 3)
+    model = GKDPro(GKDProConfig(num_queries=3, num_heads=2), 3, 8)
     tw, tn = torch.randn(5, 4, 8), torch.randn(4, 4, 8)
     lw, ln = torch.tensor([0, 1, 2, 0, 0]), torch.tensor([2, 1, 1, 0])
     train = model(tw, lw, tn, ln)
@@ -218,10 +219,10 @@ def test_channel_similarity_is_the_sum_of_channel_cosines_over_20():
     the channel form reaches d / 20 for identical sets (6.4 at d = 128)."""
     from pagkd_lite.method.gkd_pro import set_similarity
     a = torch.randn(1, 12, 128, dtype=torch.float64)
-    cfg = GKDProConfig(dim=128, num_queries=12, num_heads=16, similarity="channel")
+    cfg = GKDProConfig(num_queries=12, num_heads=16, similarity="channel")
     torch.testing.assert_close(set_similarity(a, a, cfg)[0, 0],
                                torch.tensor(128 / 20, dtype=torch.float64))
-    slot_cfg = GKDProConfig(dim=128, num_queries=12, num_heads=16, similarity="slot")
+    slot_cfg = GKDProConfig(num_queries=12, num_heads=16, similarity="slot")
     slot = set_similarity(a, a, slot_cfg)[0, 0]
     torch.testing.assert_close(slot, torch.tensor(1.0, dtype=torch.float64))
     b = torch.randn(3, 12, 128, dtype=torch.float64)

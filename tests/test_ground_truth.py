@@ -29,7 +29,7 @@ def tiny_pagkd_parts():
     cfg = smoke()
     cfg = dataclasses.replace(
         cfg, model=ModelConfig(backbone="test_resnet", dim=16, feature_index=-2),
-        pro=dataclasses.replace(cfg.pro, dim=16, num_queries=3, num_heads=2))
+        pro=dataclasses.replace(cfg.pro, num_queries=3, num_heads=2))
     return cfg, Classifier(cfg.model, 3), Classifier(cfg.model, 3)
 
 
@@ -182,7 +182,7 @@ def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
     from pagkd_lite.method import cam as cam_module
     cfg, teacher, student = tiny_pagkd_parts
     sets = generate(SynthEndoConfig(**SMALL))
-    cfg = override(cfg, ["den.par_dilations=1,2", "den.par_iters=3", "den.par_scale=4"])
+    cfg = override(cfg, ["labels.par_dilations=1,2", "labels.par_iters=3", "labels.par_scale=4"])
     seen = []
 
     def spy(image, cam, dilations, num_iter, scale):
@@ -196,7 +196,7 @@ def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
     assert seen == [((1, 2), 3, 4)]
     # par_iters = 0: the labels come from the raw CAM at the token grid (no PAR call)
     seen.clear()
-    d = build_distiller("pagkd", student, teacher, override(cfg, ["den.par_iters=0"]), 3)
+    d = build_distiller("pagkd", student, teacher, override(cfg, ["labels.par_iters=0"]), 3)
     batch = _paired_batch(sets)
     out = d.student(batch.x_w)
     _, _, cam_n = d.teacher_forward(batch.x_n, batch.y_n, want_cam=True)
@@ -204,7 +204,7 @@ def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
     assert seen == []
     assert torch.equal(parts["refined"], torch.cat([parts["cam_w"], cam_n]))
     with pytest.raises(ValueError, match="par_dilations"):
-        override(cfg, ["den.par_dilations=0,2"])
+        override(cfg, ["labels.par_dilations=0,2"])
 
 
 def test_diagnose_summary_averages_records_over_seeds(tmp_path):

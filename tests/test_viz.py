@@ -88,7 +88,7 @@ def test_cam_overlay_and_grid():
 
 def _group_attention():
     torch.manual_seed(0)
-    pro = GKDPro(GKDProConfig(dim=8, num_queries=3, num_heads=2), num_classes=2)
+    pro = GKDPro(GKDProConfig(num_queries=3, num_heads=2), 2, 8)
     tokens, labels = torch.randn(5, 4, 8), torch.tensor([0, 0, 0, 1, 1])
     out = pro(tokens, labels, tokens, labels, return_details=True)
     return out["attn"][0, :, : 3 * 4]  # WLI group of class 0: 3 images x 2 x 2 tokens

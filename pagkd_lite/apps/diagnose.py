@@ -33,9 +33,8 @@ from torch import Tensor
 from ..data.imageset import ImageSet
 from ..data.transforms import prepare
 from ..files import atomic_write_text
-from ..method.cam import cam_token_labels, grad_cam
+from ..method.cam import TokenLabelConfig, cam_token_labels, grad_cam
 from ..method.distiller import TeacherSide
-from ..method.gkd_den import GKDDenConfig
 
 
 def true_token_labels(masks: Tensor, token_hw: tuple[int, int]) -> Tensor:
@@ -96,7 +95,7 @@ def common_share(tokens: Tensor) -> float:
 
 @dataclass
 class Refinement:
-    """One way of turning a CAM into token labels, as :class:`GKDDenConfig` fields for
+    """One way of turning a CAM into token labels, as :class:`TokenLabelConfig` fields for
     :func:`pagkd_lite.method.cam.cam_token_labels` (the chain training uses): ``par_iters = 0``
     means no PAR (the raw CAM, already at the token grid, is cut at the thresholds)."""
 
@@ -104,18 +103,18 @@ class Refinement:
     par_scale: int = 2
     par_iters: int = 10
     dilations: tuple[int, ...] = (1, 2, 4, 8)
-    label_rule: str = "kit"
+    rule: str = "kit"
 
-    def den_config(self, base: GKDDenConfig) -> GKDDenConfig:
+    def label_config(self, base: TokenLabelConfig) -> TokenLabelConfig:
         """``base`` (thresholds) with this refinement's PAR settings and label rule."""
         return dataclasses.replace(base, par_scale=self.par_scale, par_iters=self.par_iters,
-                                   par_dilations=self.dilations, label_rule=self.label_rule)
+                                   par_dilations=self.dilations, rule=self.rule)
 
 
 REFINEMENTS = (
     Refinement("raw CAM (no PAR)", 2, 0),
-    Refinement("authors' rule, no PAR", 2, 0, label_rule="authors"),
-    Refinement("authors' rule, PAR half res, 10 it", 2, 10, label_rule="authors"),
+    Refinement("authors' rule, no PAR", 2, 0, rule="authors"),
+    Refinement("authors' rule, PAR half res, 10 it", 2, 10, rule="authors"),
     Refinement("PAR, half res, 10 it (paper)", 2, 10),
     Refinement("PAR, half res, 3 it", 2, 3),
     Refinement("PAR, quarter res, 10 it", 4, 10),
@@ -142,18 +141,19 @@ def _cams(model, images: ImageSet, index: Tensor, device) -> tuple[Tensor, Tenso
     return _cam(model, x, images.labels[index].to(device)), img, masks
 
 
-def diagnose_token_labels(teacher, student, nbi: ImageSet, wli: ImageSet, den: GKDDenConfig,
-                          n_images: int = 96, device="cpu") -> dict[str, Tensor]:
+def diagnose_token_labels(teacher, student, nbi: ImageSet, wli: ImageSet,
+                          labels: TokenLabelConfig, n_images: int = 96,
+                          device="cpu") -> dict[str, Tensor]:
     """``{"NBI": (B, h*w), "WLI": (B, h*w)}``: the token labels of the teacher's CAM on the
     first ``n_images`` NBI images and the student's on the WLI ones (no augmentation), by
-    the chain training uses (:func:`pagkd_lite.method.cam.cam_token_labels` with ``den``)."""
+    the chain training uses (:func:`pagkd_lite.method.cam.cam_token_labels` with ``labels``)."""
     device = torch.device(device)
     out = {}
     for name, model, s in (("NBI", teacher, nbi), ("WLI", student, wli)):
         idx = torch.arange(min(n_images, len(s)))
         x, img = prepare(s.images[idx], device)
         cam = _cam(model, x, s.labels[idx].to(device))
-        out[name], _ = cam_token_labels(img, cam, tuple(cam.shape[-2:]), den)
+        out[name], _ = cam_token_labels(img, cam, tuple(cam.shape[-2:]), labels)
     return out
 
 
@@ -181,12 +181,12 @@ def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float 
         idx = torch.arange(min(n_images, len(s)))
         cams[name] = (*_cams(model, s, idx, device), s.labels[idx].to(device))
     hw = None
-    base = GKDDenConfig(high=high, low=low)
+    base = TokenLabelConfig(high=high, low=low)
     for ref in refinements:
         labs, truths = {}, {}
         for name, (cam, img, masks, _) in cams.items():
             hw = tuple(cam.shape[-2:])
-            labs[name], _ = cam_token_labels(img, cam, hw, ref.den_config(base))
+            labs[name], _ = cam_token_labels(img, cam, hw, ref.label_config(base))
             truths[name] = true_token_labels(masks, hw)
         rel = relation_quality(labs["WLI"], labs["NBI"], truths["WLI"], truths["NBI"],
                                cams["WLI"][3], cams["NBI"][3])
@@ -275,7 +275,7 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
 
     Trains (or loads from ``out_dir``'s cache) the NBI teacher, trains a ``method`` student,
     and measures token labels of both CAMs for every refinement in :data:`REFINEMENTS` at
-    ``cfg.den``'s thresholds, and the paper's PAR at every pair in :data:`THRESHOLDS`.
+    ``cfg.labels``' thresholds, and the paper's PAR at every pair in :data:`THRESHOLDS`.
     Also the :func:`common_share` of the student's tokens and of the adapted teacher tokens.
     Returns the diagnosis as data (a record: :func:`write_diagnosis` stores it as JSON,
     :func:`render_diagnosis` shows it as Markdown): ``{"preset", "seed", "method",
@@ -299,7 +299,7 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
             x_n = prepare(sets["nbi_test"].images[:n_images], device)[0]
             common["adapted teacher tokens (NBI)"] = common_share(distiller.teacher_tokens(x_n))
     labels = diagnose_labels(teacher, student, sets["nbi_test"], sets["wli_test"],
-                             cfg.den.high, cfg.den.low, n_images, device)
+                             cfg.labels.high, cfg.labels.low, n_images, device)
     paper = [r for r in REFINEMENTS if "paper" in r.name]
     thresholds = []
     for high, low in THRESHOLDS:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..data.imageset import ImageSet
 from ..data.transforms import prepare
+from ..method.cam import TokenLabelConfig
 from ..method.distiller import StepBatch, TeacherSide
 from ..method.gkd_den import GKDDenConfig, relation_attention, relation_maps
 from ..models.classifier import eval_mode
@@ -49,12 +50,13 @@ class DenStep:
         cam_w, cam_n: ``(B, h, w)`` Grad-CAM of the true class (student on WLI, teacher on NBI).
         refined_w, refined_n: the maps the token labels were read from
             (:func:`pagkd_lite.method.cam.cam_token_labels`): ``(B, H/2, W/2)`` PAR-refined CAMs, or
-            the raw ``(B, h, w)`` CAMs when ``cfg.par_iters == 0``.
+            the raw ``(B, h, w)`` CAMs when ``labels.par_iters == 0``.
         lab_w, lab_n: ``(B, h*w)`` token labels in ``{1, 0, -1}`` (fg, bg, uncertain).
         tokens_w: ``(B_w, h*w, d)`` student tokens; tokens_n: ``(B_n, h*w, d)`` teacher tokens
             through the trainable adapter.
         token_hw: ``(h, w)``.
-        cfg: the :class:`GKDDenConfig` (thresholds, mask, scaling).
+        cfg: the :class:`GKDDenConfig` (mask, scaling); labels: the
+            :class:`~pagkd_lite.method.cam.TokenLabelConfig` (thresholds, PAR).
         class_names: label names.
     """
 
@@ -72,6 +74,7 @@ class DenStep:
     tokens_n: Tensor
     token_hw: tuple[int, int]
     cfg: GKDDenConfig
+    labels: TokenLabelConfig
     class_names: list[str]
 
     def same_group(self, wli_index: int) -> list[int]:
@@ -131,7 +134,7 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
         cam_w=cpu(cam_w), cam_n=cpu(cam_n), refined_w=cpu(refined[:b]),
         refined_n=cpu(refined[b:]), lab_w=cpu(parts["lab_w"]), lab_n=cpu(parts["lab_n"]),
         tokens_w=cpu(out.tokens), tokens_n=cpu(tokens_n), token_hw=hw, cfg=cfg,
-        class_names=list(wli.class_names),
+        labels=distiller.label_cfg, class_names=list(wli.class_names),
     )
 
 
@@ -195,7 +198,7 @@ def cam_figure(step: DenStep, wli_index: int, nbi_index: int) -> go.Figure:
 
     Grad-CAM lives on the token grid (coarse, blocky once upsampled); PAR spreads it over
     regions of similar colour at half resolution; the token labels are the refined map
-    pooled back to the grid and thresholded at ``cfg.high`` / ``cfg.low``.
+    pooled back to the grid and thresholded at ``labels.high`` / ``labels.low``.
     """
     panels, titles = [], []
     for mod, idx, img, cam, ref, lab in (
@@ -206,9 +209,10 @@ def cam_figure(step: DenStep, wli_index: int, nbi_index: int) -> go.Figure:
         panels.append([rgb, heat_overlay(rgb, cam[idx]), heat_overlay(rgb, ref[idx]),
                        label_overlay(rgb, lab[idx], step.token_hw)])
         name = step.describe(mod, idx)
-        titles += [name, "Grad-CAM",
-                   "PAR-refined" if step.cfg.par_iters else "raw CAM (no PAR: den.par_iters=0)",
-                   f"tokens (yellow > {step.cfg.high}, blue < {step.cfg.low})"]
+        refined = ("PAR-refined" if step.labels.par_iters
+                   else "raw CAM (no PAR: labels.par_iters=0)")
+        titles += [name, "Grad-CAM", refined,
+                   f"tokens (yellow > {step.labels.high}, blue < {step.labels.low})"]
     return _image_grid(panels, titles, height=520,
                        title="Activation maps: student on WLI, teacher on NBI")
 

@@ -27,14 +27,15 @@ class OracleMasks(PaGKD):
     """Reference, not a method: PaGKD with token labels from SynthEndo's ground-truth lesion
     masks instead of Grad-CAM + PAR. The mask, under the batch's augmentation, is
     average-pooled to the token grid and thresholded exactly like a refined CAM
-    (``den.high`` / ``den.low``). Everything else is ``pagkd``'s, so ``oracle_masks - pagkd``
+    (``labels.high`` / ``labels.low``). Everything else is ``pagkd``'s, so ``oracle_masks - pagkd``
     measures what perfect token labels would add."""
 
     needs_masks = True
 
     def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor | None):
         hw = tuple(out.features.shape[-2:])
-        lab = [token_labels(m[:, 0], hw, high=self.den_cfg.high, low=self.den_cfg.low)
+        lab = [token_labels(m[:, 0], hw, high=self.label_cfg.high,
+                            low=self.label_cfg.low)
                for m in (batch.mask_w, batch.mask_n)]
         return lab[0], lab[1]
 
@@ -114,7 +115,7 @@ class PseudoPair(TeacherSide):
     probe_seed = 0
 
     def __init__(self, student, teacher, cfg, num_classes: int) -> None:
-        super().__init__(student, teacher, cfg.den)
+        super().__init__(student, teacher, cfg.den, cfg.labels)
         self.lambda_den = cfg.train.lambda_den
         self.warmup_epochs = cfg.train.warmup_epochs
         self.ramp_epochs = cfg.train.lambda_ramp_epochs

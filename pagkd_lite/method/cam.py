@@ -16,19 +16,18 @@ Choices that differ from the authors' research code (see ``docs/method.md``):
   its working resolution with ``align_corners=False`` (authors: ``True``).
 
 :func:`cam_token_labels` is the ONE chain from a CAM to token labels: training
-(:mod:`pagkd_lite.method.distill`), :mod:`pagkd_lite.apps.diagnose`, the notebooks and the site all
-call
-it. Two rules (``GKDDenConfig.label_rule``): the kit's (PAR on the CAM, average-pooled to
-the token grid, cut at ``high`` / ``low``) and the authors' (``utils/camutils.py``,
-``refine_cams_with_bkg_v3``: PAR on the two-channel softmax of [background score, CAM],
-bilinear to the token grid, argmax; see :func:`authors_token_labels`). ``par_iters = 0``
-means no refinement at all: the CAM is already at the token grid, so nothing is resampled
-and no neighbour is visited.
+(:mod:`pagkd_lite.method.distill`), :mod:`pagkd_lite.apps.diagnose`, the notebooks and the
+site all call it, configured by :class:`TokenLabelConfig` (a run's ``labels`` section). Two
+rules (``labels.rule``): the kit's (PAR on the CAM, average-pooled to the token grid, cut at
+``high`` / ``low``) and the authors' (``utils/camutils.py``, ``refine_cams_with_bkg_v3``:
+PAR on the two-channel softmax of [background score, CAM], bilinear to the token grid,
+argmax; see :func:`authors_token_labels`). ``par_iters = 0`` means no refinement at all: the
+CAM is already at the token grid, so nothing is resampled and no neighbour is visited.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +35,56 @@ from torch import Tensor
 
 from ..models.accel import at_least_float32, float32_region
 
-if TYPE_CHECKING:
-    from .gkd_den import GKDDenConfig
+LABEL_RULES = ("kit", "authors")
+
+
+@dataclass
+class TokenLabelConfig:
+    """How a Grad-CAM becomes GKD-Den's token labels (:func:`cam_token_labels`); the
+    ``labels`` section of a run's config.
+
+    Attributes:
+        high, low: thresholds on the (refined) CAM, ``0 <= low < high <= 1``: a token is
+            foreground above ``high``, background below ``low``, uncertain between
+            (:func:`token_labels`).
+        par_scale: PAR's working resolution is the image size / ``par_scale`` (2 = half
+            resolution, the paper's PAR; 4 is about 4x cheaper).
+        par_iters: PAR propagation steps (paper: 10). 0 = no refinement at all: the raw
+            CAM, which is already at the token grid, is cut at the thresholds (no
+            resampling, no neighbour work).
+        par_dilations: PAR's neighbour distances in pixels of its working resolution
+            (paper: ``1, 2, 4, 8``, made for 448-px images, 14 x 14 tokens of 16 px at half
+            resolution). ``1, 2, 4`` keeps the same reach per token at 64 px and 4 x 4 tokens
+            (8 px each); see docs/results.md, "The diagnostic chain".
+        rule: ``"kit"`` (refined CAM average-pooled to the token grid, then ``> high`` /
+            ``< low``) or ``"authors"`` (PAR on the two-channel softmax of [background
+            score, CAM], bilinear to the token grid, argmax; once with ``high`` and once with
+            ``low`` as the background score: :func:`authors_token_labels`).
+    """
+
+    high: float = 0.7
+    low: float = 0.3
+    par_scale: int = 2
+    par_iters: int = 10
+    par_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    rule: str = "kit"
+
+    def __post_init__(self) -> None:
+        if self.rule not in LABEL_RULES:
+            raise ValueError(f"TokenLabelConfig.rule must be one of {LABEL_RULES}, "
+                             f"got {self.rule!r}")
+        if self.par_scale < 1 or self.par_iters < 0:
+            raise ValueError(f"TokenLabelConfig: need par_scale >= 1 and par_iters >= 0, got "
+                             f"par_scale={self.par_scale}, par_iters={self.par_iters}")
+        dil = tuple(self.par_dilations)
+        if not dil or not all(isinstance(d, int) and d >= 1 for d in dil):
+            raise ValueError(f"TokenLabelConfig: par_dilations must be positive ints, e.g. "
+                             f"1,2,4,8; got {self.par_dilations!r}")
+        self.par_dilations = dil
+        if not (0.0 <= self.low < self.high <= 1.0):
+            raise ValueError(f"TokenLabelConfig: need 0 <= low < high <= 1, got "
+                             f"low={self.low}, high={self.high}")
+
 
 # the 8 neighbours of a 3 x 3 window, as (dy, dx) in units of the dilation
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -223,7 +270,7 @@ def token_labels(
 
 
 def authors_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
-                         cfg: GKDDenConfig) -> tuple[Tensor, Tensor]:
+                         cfg: TokenLabelConfig) -> tuple[Tensor, Tensor]:
     """Token labels by the authors' rule (``utils/camutils.py``, ``refine_cams_with_bkg_v3``).
 
     For each background score ``t`` in (``high``, ``low``)::
@@ -262,10 +309,10 @@ def authors_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
 
 
 def cam_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
-                     cfg: GKDDenConfig) -> tuple[Tensor, Tensor]:
+                     cfg: TokenLabelConfig) -> tuple[Tensor, Tensor]:
     """The one CAM -> token-label chain of the kit (training, diagnose, notebooks).
 
-    ``cfg.label_rule == "kit"``: ``M = PAR(image, CAM)`` (or ``M = CAM`` when
+    ``cfg.rule == "kit"``: ``M = PAR(image, CAM)`` (or ``M = CAM`` when
     ``cfg.par_iters == 0``: no resampling, no neighbour work), then
     :func:`token_labels` at ``cfg.high`` / ``cfg.low``. ``"authors"``:
     :func:`authors_token_labels`.
@@ -274,14 +321,14 @@ def cam_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
         image: ``(B, 3, H, W)`` in [0, 1], the augmented images the CAM was taken on.
         cam: ``(B, h, w)`` Grad-CAMs in [0, 1] at the token grid.
         token_hw: ``(h, w)``.
-        cfg: a :class:`~pagkd_lite.method.gkd_den.GKDDenConfig` (thresholds, PAR, label rule).
+        cfg: a :class:`TokenLabelConfig` (thresholds, PAR, rule).
 
     Returns:
         ``(labels (B, h*w) long in {1, 0, -1}, map (B, H', W'))``: the map the labels were
         read from (the raw CAM when nothing is refined).
     """
     with torch.no_grad():
-        if cfg.label_rule == "authors":
+        if cfg.rule == "authors":
             return authors_token_labels(image, cam, token_hw, cfg)
         refined = cam if cfg.par_iters == 0 else par_refine(
             image, cam, cfg.par_dilations, num_iter=cfg.par_iters, scale=cfg.par_scale)

@@ -20,7 +20,6 @@ from ..models.accel import float32
 
 MASKED_ROWS = ("drop", "uniform")
 REDUCTIONS = ("mean_all", "per_class_sum")
-LABEL_RULES = ("kit", "authors")
 TARGETS = ("adapted", "teacher")
 COSINES = ("map", "token")
 RELATIONS = ("multiply", "log_prior")
@@ -31,7 +30,10 @@ _NORM_EPS = 1e-16  # floor of a squared norm in the cosine (norm >= 1e-8), keeps
 
 @dataclass
 class GKDDenConfig:
-    """Configuration of :class:`~pagkd_lite.method.gkd_den.GKDDen`.
+    """Configuration of :class:`~pagkd_lite.method.gkd_den.GKDDen`: the loss.
+
+    The token labels it reads are configured apart (:class:`pagkd_lite.method.cam.
+    TokenLabelConfig`, the ``labels`` section of a run's config).
 
     Attributes:
         scale: divide scores by ``sqrt(d)`` (authors: no scaling; default ``False``).
@@ -39,13 +41,6 @@ class GKDDenConfig:
             ignored (ablation ``pagkd_no_mask``).
         two_way: add the NBI-queries-WLI direction; ``False`` keeps only WLI queries NBI
             (ablation ``pagkd_one_way``).
-        high, low: token-label thresholds on the refined CAM, ``0 <= low < high <= 1``
-            (used by :func:`pagkd_lite.method.cam.token_labels`).
-        par_scale: PAR's working resolution is the image size / ``par_scale`` (2 = half
-            resolution, the paper's PAR; 4 is about 4x cheaper).
-        par_iters: PAR propagation steps (paper: 10). 0 = no refinement at all: the raw
-            CAM, which is already at the token grid, is cut at the thresholds (no
-            resampling, no neighbour work).
         masked_rows: ``"uniform"`` (the authors'; default) or ``"drop"`` (the kit's earlier
             default) for a relation row with nothing to attend to
             (:mod:`pagkd_lite.method.gkd_den`).
@@ -53,28 +48,13 @@ class GKDDenConfig:
             over classes; default) or ``"mean_all"`` (mean over every pair).
             The defaults of ``masked_rows`` and ``reduction`` were chosen on validation
             seeds 100-104 by a pre-registered rule (docs/fidelity.md, "Chosen defaults").
-        label_rule: how a CAM becomes token labels (:func:`pagkd_lite.method.cam.cam_token_labels`):
-            ``"kit"`` (refined CAM average-pooled to the token grid, then ``> high`` /
-            ``< low``) or ``"authors"`` (PAR on the two-channel softmax of [background
-            score, CAM], bilinear to the token grid, argmax; once with ``high`` and once with
-            ``low`` as the background score).
-        par_dilations: PAR's neighbour distances in pixels of its working resolution
-            (paper: ``1, 2, 4, 8``, made for 448-px images, 14 x 14 tokens of 16 px at half
-            resolution). ``1, 2, 4`` keeps the same reach per token at 64 px and 4 x 4 tokens
-            (8 px each); see README, "diagnostic chain".
     """
 
     scale: bool = False
     use_mask: bool = True
     two_way: bool = True
-    high: float = 0.7
-    low: float = 0.3
-    par_scale: int = 2
-    par_iters: int = 10
-    par_dilations: tuple[int, ...] = (1, 2, 4, 8)
     masked_rows: str = "uniform"  # chosen on validation seeds (docs/fidelity.md)
     reduction: str = "per_class_sum"  # chosen on validation seeds (docs/fidelity.md)
-    label_rule: str = "kit"
     target: str = "adapted"
     center: bool = False
     cosine: str = "map"
@@ -83,26 +63,14 @@ class GKDDenConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (("masked_rows", MASKED_ROWS), ("reduction", REDUCTIONS),
-                              ("label_rule", LABEL_RULES), ("target", TARGETS),
-                              ("cosine", COSINES), ("relation", RELATIONS)):
+                              ("target", TARGETS), ("cosine", COSINES),
+                              ("relation", RELATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GKDDenConfig.{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
-        if self.par_scale < 1 or self.par_iters < 0:
-            raise ValueError(f"GKDDenConfig: need par_scale >= 1 and par_iters >= 0, got "
-                             f"par_scale={self.par_scale}, par_iters={self.par_iters}")
-        dil = tuple(self.par_dilations)
-        if not dil or not all(isinstance(d, int) and d >= 1 for d in dil):
-            raise ValueError(f"GKDDenConfig: par_dilations must be positive ints, e.g. 1,2,4,8; "
-                             f"got {self.par_dilations!r}")
-        self.par_dilations = dil
         for name in ("scale", "use_mask", "two_way", "center", "wli_gate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GKDDenConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if not (0.0 <= self.low < self.high <= 1.0):
-            raise ValueError(
-                f"GKDDenConfig: need 0 <= low < high <= 1, got low={self.low}, high={self.high}"
-            )
 
 
 def _check_toklab(name: str, lab: Tensor) -> None:

@@ -81,8 +81,8 @@ AUTHORS_SETTINGS: tuple[str, ...] = (
     "model.head_input=backbone", "model.token_bias=false",
     "pro.similarity=channel", "pro.channel_scale=20", "pro.tau=1", "pro.con_reduction=sum",
     "pro.plus_one=true", "den.reduction=per_class_sum", "den.masked_rows=uniform",
-    "den.scale=false", "den.label_rule=authors", "den.par_iters=10", "den.par_scale=2",
-    "den.par_dilations=1,2,4,8", "den.high=0.7", "den.low=0.3",
+    "den.scale=false", "labels.rule=authors", "labels.par_iters=10", "labels.par_scale=2",
+    "labels.par_dilations=1,2,4,8", "labels.high=0.7", "labels.low=0.3",
 )
 
 #: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``

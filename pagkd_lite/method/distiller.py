@@ -27,7 +27,7 @@ from torch import nn
 
 from ..models.accel import at_least_float32
 from ..models.classifier import Classifier, freeze
-from .cam import cam_token_labels, grad_cam
+from .cam import TokenLabelConfig, cam_token_labels, grad_cam
 from .gkd_den import GKDDen, GKDDenConfig
 from .gkd_pro import GKDPro
 
@@ -162,16 +162,18 @@ class TeacherPass:
 class TeacherSide(Distiller):
     """The distillers that use the frozen teacher's feature map and the trainable 1x1
     ``adapter``: :meth:`teacher_pass` / :meth:`teacher_forward` (teacher tokens, logits,
-    Grad-CAM), :meth:`teacher_tokens`, :meth:`cam_labels` and :meth:`token_labels`, and
-    ``den_cfg``. ``pagkd`` and its ablations and variants, ``oracle_masks``, ``pseudo_pair``
-    and ``paired_oracle`` are TeacherSide; the tools that need these parts (explore, embedding,
-    diagnose) test ``isinstance(distiller, TeacherSide)``."""
+    Grad-CAM), :meth:`teacher_tokens`, :meth:`cam_labels` and :meth:`token_labels`, the loss
+    settings ``den_cfg`` and the token-label settings ``label_cfg``. ``pagkd`` and its
+    ablations and variants, ``oracle_masks``, ``pseudo_pair`` and ``paired_oracle`` are
+    TeacherSide; the tools that need these parts (explore, embedding, diagnose) test
+    ``isinstance(distiller, TeacherSide)``."""
 
     needs_nbi = True
 
-    def __init__(self, student: Classifier, teacher: Classifier, den: GKDDenConfig) -> None:
+    def __init__(self, student: Classifier, teacher: Classifier, den: GKDDenConfig,
+                 labels: TokenLabelConfig) -> None:
         super().__init__(student, teacher)
-        self.den_cfg = den
+        self.den_cfg, self.label_cfg = den, labels
         # Trainable 1x1 adapter on the detached teacher map -> the student's token space.
         self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1,
                                  bias=student.cfg.token_bias)
@@ -212,11 +214,11 @@ class TeacherSide(Distiller):
         :func:`pagkd_lite.method.cam.cam_token_labels` (one batched call), with every
         intermediate: ``cam_w (B_w, h, w)``, ``refined (B_w + B_n, H', W')`` (WLI rows first;
         the map the labels were read from: the PAR-refined map, or the raw CAM when
-        ``den.par_iters == 0``), ``lab_w (B_w, h*w)``, ``lab_n (B_n, h*w)`` in {1, 0, -1}."""
+        ``labels.par_iters == 0``), ``lab_w (B_w, h*w)``, ``lab_n (B_n, h*w)`` in {1, 0, -1}."""
         cam_w = grad_cam(out.logits, out.features, batch.y_w)
         hw = tuple(out.features.shape[-2:])
         labels, refined = cam_token_labels(torch.cat([batch.img_w, batch.img_n]),
-                                           torch.cat([cam_w, cam_n]), hw, self.den_cfg)
+                                           torch.cat([cam_w, cam_n]), hw, self.label_cfg)
         b = len(cam_w)
         return {"cam_w": cam_w, "refined": refined, "lab_w": labels[:b], "lab_n": labels[b:]}
 
@@ -242,12 +244,12 @@ class PaGKD(TeacherSide):
             den = dataclasses.replace(den, use_mask=use_mask)
         if two_way is not None:
             den = dataclasses.replace(den, two_way=two_way)
-        super().__init__(student, teacher, den)
+        super().__init__(student, teacher, den, cfg.labels)
         self.use_pro, self.use_den = use_pro, use_den
         self.lambda_den, self.lambda_pro = cfg.train.lambda_den, cfg.train.lambda_pro
         self.warmup_epochs = cfg.train.warmup_epochs
         self.ramp_epochs = cfg.train.lambda_ramp_epochs
-        self.pro = GKDPro(cfg.pro, num_classes) if use_pro else None
+        self.pro = GKDPro(cfg.pro, num_classes, cfg.model.dim) if use_pro else None
         self.den = GKDDen(den) if use_den else None
         self.num_classes = num_classes
         if use_den and den.target == "teacher":

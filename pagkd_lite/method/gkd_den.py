@@ -46,7 +46,6 @@ from torch import Tensor, nn
 from .den_groups import CHUNK_ELEMS, chunk_elems_for, group_den
 from .den_pairs import (
     COSINES,
-    LABEL_RULES,
     MASKED_ROWS,
     REDUCTIONS,
     RELATIONS,
@@ -63,7 +62,7 @@ from .den_pairs import (
 
 #: the names the notebooks, tests and the rest of the kit import from ``pagkd_lite.method.gkd_den``
 __all__ = [
-    "CHUNK_ELEMS", "COSINES", "LABEL_RULES", "MASKED_ROWS", "REDUCTIONS", "RELATIONS",
+    "CHUNK_ELEMS", "COSINES", "MASKED_ROWS", "REDUCTIONS", "RELATIONS",
     "TARGETS", "GKDDen", "GKDDenConfig", "center_tokens", "chunk_elems_for", "gathered_den",
     "group_den", "masked_cosine", "masked_token_cosine", "pair_loss", "relation_attention",
     "relation_maps",

@@ -58,9 +58,9 @@ class GKDProConfig:
     """Configuration of :class:`GKDPro`.
 
     Attributes:
-        dim: token / prototype width ``d`` (paper: 128).
         num_queries: number of learnable queries ``N_q`` (paper: 12).
-        num_heads: heads of the cross-attention (paper: 16); must divide ``dim``.
+        num_heads: heads of the cross-attention (paper: 16); must divide the token width
+            ``d`` (``model.dim``, given to :class:`GKDPro`).
         tau: similarity temperature, ``> 0`` (logits = ``s / tau``; authors: 1).
         similarity: ``"channel"`` (sum of channel-wise cosines across slots /
             ``channel_scale``, the authors'; default) or ``"slot"`` (mean of slot-wise
@@ -84,7 +84,6 @@ class GKDProConfig:
             ``L_pcls`` is always local. No effect outside torchrun.
     """
 
-    dim: int = 128
     num_queries: int = 12
     num_heads: int = 16
     tau: float = 1.0
@@ -99,15 +98,10 @@ class GKDProConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.gather, bool):
             raise ValueError(f"GKDProConfig.gather must be a bool, got {self.gather!r}")
-        for name in ("dim", "num_queries", "num_heads", "max_group_size"):
+        for name in ("num_queries", "num_heads", "max_group_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"GKDProConfig.{name} must be a positive int, got {value!r}")
-        if self.dim % self.num_heads != 0:
-            raise ValueError(
-                f"GKDProConfig: num_heads={self.num_heads} must divide dim={self.dim} "
-                f"(each head gets dim / num_heads channels)"
-            )
         if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"GKDProConfig.tau must be a finite number > 0, got {self.tau!r}")
         if self.similarity not in SIMILARITIES:
@@ -123,6 +117,17 @@ class GKDProConfig:
             raise ValueError(
                 f"GKDProConfig.identity must be one of {IDENTITIES}, got {self.identity!r}"
             )
+
+
+def check_heads(dim: int, num_heads: int) -> None:
+    """``num_heads`` must divide the token width ``dim``: each head gets ``dim / num_heads``
+    channels."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"GKDPro: the token width (model.dim) must be a positive int, "
+                         f"got {dim!r}")
+    if dim % num_heads != 0:
+        raise ValueError(f"GKD-Pro: pro.num_heads={num_heads} must divide the token width "
+                         f"model.dim={dim} (each head gets dim / num_heads channels)")
 
 
 def sinusoidal_table(n: int, dim: int) -> Tensor:
@@ -281,15 +286,18 @@ class GKDPro(nn.Module):
     Args:
         cfg: :class:`GKDProConfig`.
         num_classes: number of classes ``K`` (``>= 2``).
+        dim: the token and prototype width ``d``: the width of the student's tokens
+            (``model.dim``; paper: 128); ``cfg.num_heads`` must divide it.
     """
 
-    def __init__(self, cfg: GKDProConfig, num_classes: int) -> None:
+    def __init__(self, cfg: GKDProConfig, num_classes: int, dim: int) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"GKDPro: num_classes must be an int >= 2, got {num_classes!r}")
+        check_heads(dim, cfg.num_heads)
         self.cfg = cfg
-        self.num_classes = num_classes
-        d = cfg.dim
+        self.num_classes, self.dim = num_classes, dim
+        d = dim
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * d**-0.5)
         self.mha = nn.MultiheadAttention(d, cfg.num_heads, batch_first=True)
         self.classifier = nn.Linear(d, num_classes)
@@ -332,7 +340,7 @@ class GKDPro(nn.Module):
             ``group_class (G,)`` long, ``present (K,)`` bool.
         """
         k = self.num_classes if num_classes is None else num_classes
-        _check_tokens("tokens", tokens, labels, self.cfg.dim, k)
+        _check_tokens("tokens", tokens, labels, self.dim, k)
         seq, pad, group_class, present = self._pack(tokens, labels, k)
         protos, _ = self._attend(seq, pad, need_weights=False)
         return protos, group_class, present
@@ -376,8 +384,8 @@ class GKDPro(nn.Module):
             ``attn (G, N_q, L_max * hw_max)`` (head-averaged) and ``key_padding_mask``.
         """
         k = self.num_classes
-        _check_tokens("WLI", tokens_w, labels_w, self.cfg.dim, k)
-        _check_tokens("NBI", tokens_n, labels_n, self.cfg.dim, k)
+        _check_tokens("WLI", tokens_w, labels_w, self.dim, k)
+        _check_tokens("NBI", tokens_n, labels_n, self.dim, k)
         seq_w, pad_w, cls_w, pres_w = self._pack(tokens_w, labels_w, k)
         seq_n, pad_n, cls_n, pres_n = self._pack(tokens_n, labels_n, k)
         length = max(seq_w.shape[1], seq_n.shape[1])

@@ -50,7 +50,7 @@ from .gkd_pro import GKDPro
 # ------------------------------------------------------------------------------- GKD-Pro
 def identity_vector(model: GKDPro, pos: int) -> Tensor:
     """``e_pos`` (d,): the identity of the image at place ``pos`` of its group."""
-    d = model.cfg.dim
+    d = model.dim
     if model.cfg.identity == "learned":
         return model.identity[pos]
     if model.cfg.identity == "none":

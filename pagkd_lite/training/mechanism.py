@@ -146,7 +146,7 @@ def _common_share(h: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> floa
     return float(common.sum() / total.sum()) if float(total.sum()) != 0 else float("nan")
 
 
-def probe_metrics(cfg, probe: StepBatch, tok_w: torch.Tensor, lab_w: torch.Tensor,
+def probe_metrics(cfg, labels, probe: StepBatch, tok_w: torch.Tensor, lab_w: torch.Tensor,
                   tok_n: torch.Tensor, lab_n: torch.Tensor, iw: torch.Tensor, inb: torch.Tensor,
                   attn: torch.Tensor, valid: torch.Tensor,
                   cam_w: torch.Tensor) -> dict[str, float]:
@@ -156,7 +156,8 @@ def probe_metrics(cfg, probe: StepBatch, tok_w: torch.Tensor, lab_w: torch.Tenso
     ``lab_w (B_w, hw)``, ``lab_n (B_n, hw)``, the loss's pairs (WLI positions ``iw (P,)``,
     NBI positions ``inb (P,)``), the attention of each pair's WLI queries over its NBI
     tokens ``attn (P, hw_w, hw_n)`` with its valid rows ``valid (P, hw_w)``, and the student's
-    raw Grad-CAM ``cam_w (B_w, h, w)`` at the token grid. ``cfg``: the ``den`` settings."""
+    raw Grad-CAM ``cam_w (B_w, h, w)`` at the token grid. ``cfg``: the ``den`` settings;
+    ``labels``: the token-label settings (the thresholds the true masks are cut at)."""
     tok_w, tok_n = tok_w.detach().float(), tok_n.detach().float()
     attn = attn.detach().float()
     if cfg.center:
@@ -169,8 +170,8 @@ def probe_metrics(cfg, probe: StepBatch, tok_w: torch.Tensor, lab_w: torch.Tenso
     if probe.mask_w is None or probe.mask_n is None:
         return record
     hw = tuple(cam_w.shape[-2:])
-    true_w = token_labels(probe.mask_w[:, 0], hw, high=cfg.high, low=cfg.low)
-    true_n = token_labels(probe.mask_n[:, 0], hw, high=cfg.high, low=cfg.low)
+    true_w = token_labels(probe.mask_w[:, 0], hw, high=labels.high, low=labels.low)
+    true_n = token_labels(probe.mask_n[:, 0], hw, high=labels.high, low=labels.low)
     r_used = relation_maps(lab_w[iw], lab_n[inb])
     r_true = relation_maps(true_w[iw], true_n[inb])
     lesion = F.adaptive_avg_pool2d(probe.mask_w, hw)[:, 0].flatten() >= 0.5
@@ -197,8 +198,8 @@ def mechanism_metrics(distiller, probe: StepBatch) -> dict[str, float]:
         tok_w, tok_d = tok_w.detach().float(), tok_d.detach().float()
         det = distiller.den(tok_w, probe.y_w, lab_w, tok_d, probe.y_n, lab_n,
                             return_details=True)
-        return probe_metrics(distiller.den_cfg, probe, tok_w, lab_w, tok_d, lab_n,
-                             det["pairs"][:, 0], det["pairs"][:, 1], det["attn_w"],
+        return probe_metrics(distiller.den_cfg, distiller.label_cfg, probe, tok_w, lab_w, tok_d,
+                             lab_n, det["pairs"][:, 0], det["pairs"][:, 1], det["attn_w"],
                              det["valid_rows_w"], cam_w)
 
 
@@ -219,5 +220,5 @@ def pair_mechanism_metrics(distiller, probe: StepBatch) -> dict[str, float]:
             return {}
         det = pair_loss(tok_w[iw], lab_w[iw], tok_n[inb], lab_n[inb], distiller.den_cfg,
                         return_details=True)
-        return probe_metrics(distiller.den_cfg, probe, tok_w, lab_w, tok_n, lab_n, iw, inb,
-                             det["attn_w"], det["valid_rows_w"], cam_w)
+        return probe_metrics(distiller.den_cfg, distiller.label_cfg, probe, tok_w, lab_w, tok_n,
+                             lab_n, iw, inb, det["attn_w"], det["valid_rows_w"], cam_w)
