@@ -110,10 +110,11 @@ def smoke() -> Config:
 def demo() -> Config:
     """The CPU demo and the SynthEndo benchmark setting (see README for timings).
 
-    Chosen by the premise check, not by PaGKD's result (README, "The premise check"): among
-    the cells of the regime map (WLI training budget x token grid) measured on validation
-    seeds 100-102, the one where distilling from TRUE pairs helps most clearly (largest
-    lower bound of the best pair oracle's seed-paired gain over ``wli_only``). That cell:
+    Chosen by the premise check, not by PaGKD's result (docs/results.md, "The premise
+    check"): among the cells of the regime map (WLI training budget x token grid) measured
+    on validation seeds 100-102, the one where distilling from TRUE pairs helps most clearly
+    (largest lower bound of the best pair oracle's seed-paired gain over ``wli_only``). That
+    cell:
     72 WLI training images (24 per class), tokens from the stride-16 stage (4 x 4 tokens).
 
     64 px images, ResNet-10t from scratch, d = 64. Adam at 1e-3 (random init; the paper's
@@ -124,7 +125,7 @@ def demo() -> Config:
     GKD-Den's token labels come from the raw Grad-CAM (``labels.par_iters = 0``: the CAM, which
     sits on the token grid, is cut at the thresholds; nothing is resampled or propagated).
     Chosen on validation seeds 100-102 against SynthEndo's true lesion masks
-    (``pagkd-lite diagnose``; README, "The diagnostic chain"), by the teacher's
+    (``pagkd-lite diagnose``; docs/results.md, "the diagnostic chain"), by the teacher's
     foreground-token recall at foreground precision >= 0.9: at 4 x 4 tokens the paper's PAR
     leaves almost no foreground token (mean recall 0.001), the raw CAM about half of them
     (0.512) at precision 0.962. Those raw-CAM figures were measured at the token grid, which

@@ -163,12 +163,12 @@ def diagnose_labels(teacher, student, nbi: ImageSet, wli: ImageSet, high: float 
     """Token-label and relation-map quality of the teacher's CAM on NBI images and the
     student's CAM on WLI images, for each refinement, against the true masks.
 
-    ``teacher``, ``student``: :class:`~pagkd_lite.models.classifier.Classifier` (eval mode is set
-    and
-    restored by the caller; no gradient reaches them). ``nbi``, ``wli``: ImageSets WITH masks
-    (SynthEndo). The first ``n_images`` of each are used. Returns one row per (refinement,
-    modality) with :func:`label_quality`'s keys, plus ``r1_correct`` / ``r1_share`` (the same
-    for both rows of a refinement: R is built from both modalities' labels).
+    ``teacher``, ``student``: :class:`~pagkd_lite.models.classifier.Classifier` (eval mode is
+    set and restored by the caller; no gradient reaches them). ``nbi``, ``wli``: ImageSets
+    WITH masks (SynthEndo). The first ``n_images`` of each are used. Returns one row per
+    (refinement, modality) with :func:`label_quality`'s keys, plus ``r1_correct`` /
+    ``r1_share`` (the same for both rows of a refinement: R is built from both modalities'
+    labels).
     """
     for s in (nbi, wli):
         if s.masks is None:

@@ -293,10 +293,9 @@ def fit(
     ``provenance`` (``pipeline.provenance``) is saved in ``last.pt``; ``resume=True``
     refuses a ``last.pt`` trained on other data or another model (``CheckpointError``).
 
-    ``probe`` (:func:`pagkd_lite.training.mechanism.make_probe`), a fixed held-out batch, is handed
-    to
-    ``distiller.after_epoch`` after every epoch's steps; what it returns (e.g. the mechanism
-    curves of GKD-Den) joins the epoch's record in ``history``.
+    ``probe`` (:func:`pagkd_lite.training.mechanism.make_probe`), a fixed held-out batch, is
+    handed to ``distiller.after_epoch`` after every epoch's steps; what it returns (e.g. the
+    mechanism curves of GKD-Den) joins the epoch's record in ``history``.
     """
     _check_sets(distiller, train_w, train_n)
     accel.setup(runtime, device)
