@@ -114,8 +114,7 @@ def demo() -> Config:
     check"): among the cells of the regime map (WLI training budget x token grid) measured
     on validation seeds 100-102, the one where distilling from TRUE pairs helps most clearly
     (largest lower bound of the best pair oracle's seed-paired gain over ``wli_only``). That
-    cell:
-    72 WLI training images (24 per class), tokens from the stride-16 stage (4 x 4 tokens).
+    cell: 72 WLI training images (24 per class), tokens from the stride-16 stage (4 x 4 tokens).
 
     64 px images, ResNet-10t from scratch, d = 64. Adam at 1e-3 (random init; the paper's
     1e-4 is for ImageNet-pretrained weights), 20 student epochs of 10 steps (fixed, whatever
