@@ -69,3 +69,39 @@ def test_cli_cache(tmp_path, capsys):
     # the SSL backbone of the data (for --set model.init=ssl) sits at the root, once
     assert out.count("ssl backbone: trained") == 1 and out.count("ssl backbone: loaded") == 1
     assert len(list(tmp_path.glob("ssl-*.pt"))) == 1
+
+
+def test_an_interrupted_student_resumes_and_ends_as_an_uninterrupted_one(cfg, tmp_path,
+                                                                         monkeypatch):
+    """make cache stopped mid-student (Ctrl-C after its first epoch) continues from that
+    student's last.pt, and ends with the weights of a run that was never stopped."""
+    from pagkd_lite.training import train as train_module
+
+    cfg = override(cfg, ["train.epochs=2", "train.warmup_epochs=0"])
+    whole, _ = class_mode.open_course(cfg, tmp_path / "whole", progress=False).student(
+        "wli_only")
+    real = train_module._train_epoch
+
+    def stop_at_second_epoch(*args, **kwargs):
+        if args[7] == 1:  # the epoch argument
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", stop_at_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        class_mode.open_course(cfg, tmp_path / "cut", progress=False).student("wli_only")
+    trained_epochs = []
+
+    def count(*args, **kwargs):
+        trained_epochs.append(args[7])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", count)
+    again = class_mode.open_course(cfg, tmp_path / "cut", progress=False)
+    resumed, result = again.student("wli_only")
+    assert again.log[1].startswith("wli_only: resumed")
+    assert trained_epochs == [1]  # the first epoch came from last.pt, not trained again
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    for a, b in zip(whole.trainable_state_dict().values(),
+                    resumed.trainable_state_dict().values(), strict=True):
+        assert torch.equal(a, b)
