@@ -192,6 +192,8 @@ def get_preset(name: str) -> Config:
 MOVED = {"pro.dim": "model.dim", "den.high": "labels.high", "den.low": "labels.low",
          "den.par_scale": "labels.par_scale", "den.par_iters": "labels.par_iters",
          "den.par_dilations": "labels.par_dilations", "den.label_rule": "labels.rule"}
+#: :data:`MOVED` as ((section, field) before, (section, field) now)
+_MOVED_PATHS = [(tuple(old.split(".")), tuple(new.split("."))) for old, new in MOVED.items()]
 
 
 def _parse(value: str, kind, where: str):
@@ -298,11 +300,9 @@ def key_dict(cfg: Config) -> dict:
     if cfg.model.init == "scratch":
         d.pop("pretrain")
         d["model"].pop("init")
-    labels = d.pop("labels")
-    for old, new in MOVED.items():
-        section, name = old.split(".")
-        source = d["model"] if new.startswith("model.") else labels
-        d[section][name] = source[new.split(".")[1]]
+    now = {**d, "labels": d.pop("labels")}
+    for (section, name), (new_section, new_name) in _MOVED_PATHS:
+        d[section][name] = now[new_section][new_name]
     return d
 
 
@@ -313,9 +313,9 @@ def from_dict(d: dict) -> Config:
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     d.get("pro", {}).pop("dim", None)  # always model.dim (checked equal when it was stored)
     if "labels" not in d:
-        d["labels"] = {new.split(".")[1]: d["den"].pop(old.split(".")[1])
-                       for old, new in MOVED.items()
-                       if old.startswith("den.") and old.split(".")[1] in d.get("den", {})}
+        den = d.get("den", {})
+        d["labels"] = {new_name: den.pop(name) for (section, name), (_, new_name) in _MOVED_PATHS
+                       if section == "den" and name in den}
 
     def build(cls, values):
         hints = typing.get_type_hints(cls)
