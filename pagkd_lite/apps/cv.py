@@ -68,8 +68,7 @@ class CVResult:
         class_names: the label space (index = label).
         folds: one dict per fold: ``fold``, ``n_test``, each metric of
             :data:`pagkd_lite.training.metrics.METRICS` (NaN where a class is missing from the
-            fold's
-            test images), ``n_wli_train``, ``n_nbi_train``, ``n_wli_val``, ``n_nbi_val``,
+            fold's test images), ``n_wli_train``, ``n_nbi_train``, ``n_wli_val``, ``n_nbi_val``,
             ``best_epoch``, ``val_auc``, ``teacher_nbi_auc`` (NaN for ``wli_only``),
             ``seconds``.
         pooled: each metric on the pooled predictions, with its bootstrap 95% interval.

@@ -42,8 +42,7 @@ def image_embeddings(model_or_distiller, images: ImageSet, device: torch.device 
 
     Args:
         model_or_distiller: a :class:`~pagkd_lite.models.classifier.Classifier` (teacher or
-        student) or a
-            distiller (its ``student`` is used for ``side="student"``).
+            student) or a distiller (its ``student`` is used for ``side="student"``).
         images: the images to embed (any modality: a WLI student's view of NBI images is a
             legitimate cross-modal probe).
         device: where to compute.

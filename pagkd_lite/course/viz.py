@@ -289,8 +289,7 @@ def cam_overlay(image: torch.Tensor | np.ndarray, cam: torch.Tensor | np.ndarray
     Args:
         image: ``(3, H, W)``.
         cam: ``(h, w)`` map in [0, 1] (e.g. one row of ``pagkd_lite.method.cam.grad_cam``),
-        upsampled
-            bilinearly to ``H x W``.
+            upsampled bilinearly to ``H x W``.
         opacity: of the map.
 
     Returns:

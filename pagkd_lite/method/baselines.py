@@ -53,9 +53,9 @@ def same_class_partners(y_w: torch.Tensor, y_n: torch.Tensor,
 class PairedHint(Distiller):
     """Reference, not a method: a FitNets-style hint (Romero et al., ICLR 2015) on TRUE,
     pixel-aligned pairs, the strongest dense signal pairs can give. x_n[i] is the NBI
-    rendering of x_w[i] under the SAME rotation and flip (:func:`pagkd_lite.training.train.fit`
-    gives
-    the twins one geometric draw), so token p of one is token p of the other::
+    rendering of x_w[i] under the SAME rotation and flip
+    (:func:`pagkd_lite.training.train.fit` gives the twins one geometric draw), so token p of
+    one is token p of the other::
 
         L_hint = mean_{i, p} ( 1 - cos( r(T^S_i[p]), T^T_i[p] ) )
 
@@ -130,9 +130,8 @@ class PseudoPair(TeacherSide):
                                    torch.Generator().manual_seed(self.probe_seed))
 
     def after_epoch(self, epoch: int, probe: StepBatch | None) -> dict[str, float]:
-        """The mechanism numbers (:mod:`pagkd_lite.training.mechanism`) of the dense loss on the
-        probe's
-        :meth:`probe_pairs`; nothing without a probe. Changes no weight."""
+        """The mechanism numbers (:mod:`pagkd_lite.training.mechanism`) of the dense loss on
+        the probe's :meth:`probe_pairs`; nothing without a probe. Changes no weight."""
         if probe is None:
             return {}
         from ..training.mechanism import pair_mechanism_metrics

@@ -68,8 +68,8 @@ class Distiller(nn.Module):
     warmup_epochs = 0  # distillation terms join the loss from this epoch on
     ramp_epochs = 0  # ... and ramp up linearly over this many epochs (0: at once)
     #: the stream of the distiller's own random draws (pseudo pairs):
-    #: :func:`~pagkd_lite.training.train.fit`
-    #: seeds it every epoch; None (outside ``fit``): torch's global stream
+    #: :func:`~pagkd_lite.training.train.fit` seeds it every epoch; None (outside ``fit``):
+    #: torch's global stream
     generator: torch.Generator | None = None
 
     def __init__(self, student: Classifier, teacher: Classifier | None = None) -> None:

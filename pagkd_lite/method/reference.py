@@ -1,12 +1,11 @@
 """The slow, obvious versions of GKD-Pro and GKD-Den: one group, one pair, one token at a time.
 
 :mod:`pagkd_lite.method.gkd_pro` and :mod:`pagkd_lite.method.gkd_den` pack every group and every
-pair of a
-step into a few batched tensor calls, which is fast but hard to read. The functions here
-compute the same losses with plain Python loops in the paper's notation (``docs/method.md``),
-so a reader can check one against the other and the tests can compare values AND gradients
-(``tests/test_gkd_pro.py``, ``tests/test_gkd_den.py``). Use them to learn and to test; they
-are far too slow to train with.
+pair of a step into a few batched tensor calls, which is fast but hard to read. The functions
+here compute the same losses with plain Python loops in the paper's notation
+(``docs/method.md``), so a reader can check one against the other and the tests can compare
+values AND gradients (``tests/test_gkd_pro.py``, ``tests/test_gkd_den.py``). Use them to learn
+and to test; they are far too slow to train with.
 
 GKD-Pro, for the groups ``G_c^m`` (class ``c``, modality ``m`` in {W, N}) of one step::
 

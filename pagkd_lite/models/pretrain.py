@@ -172,10 +172,9 @@ def augment(x: Tensor, cfg: PretrainConfig, generator: torch.Generator | None = 
 
 # ------------------------------------------------------------------------------- the model
 class SimCLR(nn.Module):
-    """The backbone of ``model_cfg`` (:func:`pagkd_lite.models.classifier.create_backbone`, the same
-    module a :class:`~pagkd_lite.models.classifier.Classifier` holds, so its state dict loads
-    there) and
-    a 2-layer projection head: x (B, 3, H, W) -> z (B, proj_dim)."""
+    """The backbone of ``model_cfg`` (:func:`pagkd_lite.models.classifier.create_backbone`,
+    the same module a :class:`~pagkd_lite.models.classifier.Classifier` holds, so its state
+    dict loads there) and a 2-layer projection head: x (B, 3, H, W) -> z (B, proj_dim)."""
 
     def __init__(self, model_cfg: ModelConfig, proj_dim: int) -> None:
         super().__init__()

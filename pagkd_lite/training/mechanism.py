@@ -1,20 +1,18 @@
 """The mechanism in view: what GKD-Den sees and does, measured once per epoch on a probe.
 
 A probe is a fixed held-out batch (:func:`make_probe`: validation WLI and NBI images, no
-augmentation, with SynthEndo's lesion masks where the data has them; for a paired distiller
-the NBI half is the NBI twins of the WLI half, :func:`nbi_twins`, so its pairs are true
-ones). After every epoch :func:`pagkd_lite.training.train.fit` hands it to
-``distiller.after_epoch``:
-PaGKD and its variants report :func:`mechanism_metrics` (GKD-Den over all same-class
-pairs), the image-level dense baselines ``pseudo_pair`` and ``paired_oracle``
-:func:`pair_mechanism_metrics` (``pair_loss`` on the pairs they use: fixed pseudo pairs, or
-the twins); both go through ONE implementation of the numbers, :func:`probe_metrics`. The
-numbers join the epoch's log (``history``), so a learner can plot, epoch by epoch, why a
-method transfers or does not:
+augmentation, with SynthEndo's lesion masks where the data has them; for a paired distiller the
+NBI half is the NBI twins of the WLI half, :func:`nbi_twins`, so its pairs are true ones). After
+every epoch :func:`pagkd_lite.training.train.fit` hands it to ``distiller.after_epoch``: PaGKD
+and its variants report :func:`mechanism_metrics` (GKD-Den over all same-class pairs), the
+image-level dense baselines ``pseudo_pair`` and ``paired_oracle`` :func:`pair_mechanism_metrics`
+(``pair_loss`` on the pairs they use: fixed pseudo pairs, or the twins); both go through ONE
+implementation of the numbers, :func:`probe_metrics`. The numbers join the epoch's log
+(``history``), so a learner can plot, epoch by epoch, why a method transfers or does not:
 
 * ``label_acc_w``, ``label_acc_n``: token-label accuracy against the labels that the TRUE
-  masks give (the same pooling and thresholds, :func:`pagkd_lite.method.cam.token_labels`), over the
-  tokens whose true label is certain; an uncertain prediction counts as wrong.
+  masks give (the same pooling and thresholds, :func:`pagkd_lite.method.cam.token_labels`),
+  over the tokens whose true label is certain; an uncertain prediction counts as wrong.
 * ``relation_agree``: ``1 - mean |R - R*|`` over the pairs the loss compares (PaGKD: the
   probe's same-class pairs), ``R`` from the labels the loss uses, ``R*`` from the true ones
   (1 = the relation maps are the true ones).
