@@ -12,6 +12,7 @@ libraries, which the OS shares between processes). Writes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -38,8 +39,6 @@ _READ = ("import json\nd = {}\nfor line in open('/proc/self/status'):\n"
 
 def measure(code: str) -> dict[str, float]:
     """VmHWM, RssAnon and RssFile in MB of a fresh process that runs ``code``."""
-    import json
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-c", code + "\n" + _READ], capture_output=True,
                          text=True, env=env, check=True, timeout=600)
