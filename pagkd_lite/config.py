@@ -288,18 +288,27 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+#: model fields added after runs were cached (2026-12-07), with their defaults: a run at the
+#: default keeps the key it had before the field existed
+KEY_DEFAULTS = (("embed_init", "default"), ("student_init", "scratch"))
+
+
 def key_dict(cfg: Config) -> dict:
     """:func:`to_dict` as the cache keys hash it: with ``model.init = "scratch"`` the SSL
     settings (``model.init`` and the ``pretrain`` section) change nothing about a run, so
     they are left out, and a scratch run keeps the cache key it had before they existed.
     The ``labels`` section is hashed inside ``den`` under its earlier names, and ``model.dim``
     once more as ``pro.dim`` (:data:`MOVED`), as they were stored until 2026-12-03, so the
-    move changed no run's key.
+    move changed no run's key. The model fields of :data:`KEY_DEFAULTS` are hashed only when
+    they differ from their default, for the same reason.
     """
     d = to_dict(cfg)
     if cfg.model.init == "scratch":
         d.pop("pretrain")
         d["model"].pop("init")
+    for name, default in KEY_DEFAULTS:  # settings added later: keyed only when set
+        if d["model"][name] == default:
+            d["model"].pop(name)
     now = {**d, "labels": d.pop("labels")}
     for (section, name), (new_section, new_name) in _MOVED_PATHS:
         d[section][name] = now[new_section][new_name]

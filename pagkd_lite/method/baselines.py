@@ -1,16 +1,18 @@
 """The references and baselines PaGKD is measured against, and its variant with logit KD.
 
-References (not methods: they use what real data does not have): ``oracle_masks`` (PaGKD with
-token labels from the true lesion masks), ``paired_hint`` (a FitNets token hint on TRUE,
-pixel-aligned pairs), ``class_hint`` (the same hint on same-class pairs of different lesions)
-and ``paired_oracle`` (GKD-Den's loss on true pairs). Image-level baselines: ``pseudo_pair``
-(GKD-Den's loss on random same-class pairs) and ``logit_kd`` (each WLI image toward the
-teacher's mean soft prediction of its class). ``pagkd_logit``: PaGKD plus the ``logit_kd``
-term (variant (f) of ``benchmarks/PREREGISTERED.md``). Every class follows the
+References (not methods: they use what real data does not have): ``paired_hint`` (a FitNets
+token hint on TRUE, pixel-aligned pairs), ``class_hint`` (the same hint on same-class pairs of
+different lesions) and ``paired_oracle`` (GKD-Den's loss on true pairs); ``oracle_masks`` is
+PaGKD with ``labels.source=mask`` (:class:`OracleMasks`). Image-level baselines:
+``pseudo_pair`` (GKD-Den's loss on random same-class pairs) and ``logit_kd`` (each WLI image
+toward the teacher's mean soft prediction of its class). ``pagkd_logit``: PaGKD plus the
+``logit_kd`` term (variant (f) of ``benchmarks/PREREGISTERED.md``). Every class follows the
 :class:`~pagkd_lite.method.distiller.Distiller` contract.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -18,26 +20,24 @@ from torch import nn
 
 from ..models.accel import at_least_float32, float32_region
 from ..models.classifier import Classifier
-from .cam import token_labels
 from .distiller import Distiller, PaGKD, StepBatch, TeacherSide
 from .gkd_den import pair_loss
 
 
 class OracleMasks(PaGKD):
-    """Reference, not a method: PaGKD with token labels from SynthEndo's ground-truth lesion
-    masks instead of Grad-CAM + PAR. The mask, under the batch's augmentation, is
-    average-pooled to the token grid and thresholded exactly like a refined CAM
-    (``labels.high`` / ``labels.low``). Everything else is ``pagkd``'s, so ``oracle_masks - pagkd``
-    measures what perfect token labels would add."""
+    """Reference, not a method: PaGKD with ``labels.source = "mask"``, token labels from
+    SynthEndo's ground-truth lesion masks instead of Grad-CAM + PAR
+    (:meth:`~pagkd_lite.method.distiller.TeacherSide.token_labels`: the mask, under the
+    batch's augmentation, average-pooled to the token grid and cut at ``labels.high`` /
+    ``labels.low`` like a refined CAM). Everything else is ``pagkd``'s, so
+    ``oracle_masks - pagkd`` measures what perfect token labels would add;
+    ``labels.flip_rate`` still applies (the label dose-response corrupts these labels)."""
 
     needs_masks = True
 
-    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor | None):
-        hw = tuple(out.features.shape[-2:])
-        lab = [token_labels(m[:, 0], hw, high=self.label_cfg.high,
-                            low=self.label_cfg.low)
-               for m in (batch.mask_w, batch.mask_n)]
-        return lab[0], lab[1]
+    def __init__(self, student, teacher, cfg, num_classes: int, **options) -> None:
+        cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, source="mask"))
+        super().__init__(student, teacher, cfg, num_classes, **options)
 
 
 def same_class_partners(y_w: torch.Tensor, y_n: torch.Tensor,

@@ -36,6 +36,9 @@ from torch import Tensor
 from ..models.accel import at_least_float32, float32_region
 
 LABEL_RULES = ("kit", "authors")
+#: where GKD-Den's token labels come from: the Grad-CAM chain (the method), or SynthEndo's
+#: true lesion masks (a reference: ``oracle_masks``, and the label dose-response)
+LABEL_SOURCES = ("cam", "mask")
 
 
 @dataclass
@@ -60,6 +63,15 @@ class TokenLabelConfig:
             ``< low``) or ``"authors"`` (PAR on the two-channel softmax of [background
             score, CAM], bilinear to the token grid, argmax; once with ``high`` and once with
             ``low`` as the background score: :func:`authors_token_labels`).
+        source: ``"cam"`` (the chain above, the method) or ``"mask"`` (the true lesion masks
+            under the batch's augmentation, average-pooled to the token grid and cut at
+            ``high`` / ``low`` like a refined CAM; SynthEndo only: a reference, never a
+            pairing-free method).
+        flip_rate: rho, the share of CERTAIN token labels flipped (foreground <->
+            background), each independently with probability rho, drawn from the step's
+            own generator (``Distiller.generator``); uncertain labels stay uncertain. 0 (the
+            default): none. With ``source="mask"`` it sets the labels' accuracy to about
+            ``1 - rho``: the label dose-response (docs/results.md).
     """
 
     high: float = 0.7
@@ -68,11 +80,19 @@ class TokenLabelConfig:
     par_iters: int = 10
     par_dilations: tuple[int, ...] = (1, 2, 4, 8)
     rule: str = "kit"
+    source: str = "cam"
+    flip_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rule not in LABEL_RULES:
             raise ValueError(f"TokenLabelConfig.rule must be one of {LABEL_RULES}, "
                              f"got {self.rule!r}")
+        if self.source not in LABEL_SOURCES:
+            raise ValueError(f"TokenLabelConfig.source must be one of {LABEL_SOURCES}, "
+                             f"got {self.source!r}")
+        if not 0.0 <= self.flip_rate <= 1.0:
+            raise ValueError(f"TokenLabelConfig.flip_rate must be in [0, 1], "
+                             f"got {self.flip_rate!r}")
         if self.par_scale < 1 or self.par_iters < 0:
             raise ValueError(f"TokenLabelConfig: need par_scale >= 1 and par_iters >= 0, got "
                              f"par_scale={self.par_scale}, par_iters={self.par_iters}")
@@ -231,6 +251,20 @@ def par_refine(
         for _ in range(num_iter):
             m = (_all_neighbours(m, dilations) * aff).sum(dim=2)
         return m[:, 0] if cam.ndim == 3 else m
+
+
+def flip_labels(labels: Tensor, rate: float, generator: torch.Generator | None) -> Tensor:
+    """Token labels with each CERTAIN one (0 or 1) flipped with probability ``rate``.
+
+    ``labels (B, hw)`` long in ``{-1, 0, 1}``; the draws are ``torch.rand`` on the CPU from
+    ``generator`` (None: torch's global stream), one per token, so the result does not
+    depend on the device. Uncertain labels (-1) are returned as they are. ``rate = 0``
+    returns ``labels`` itself and draws nothing."""
+    if rate == 0.0:
+        return labels
+    draw = torch.rand(labels.shape, generator=generator).to(labels.device)
+    flip = (draw < rate) & (labels >= 0)
+    return torch.where(flip, 1 - labels, labels)
 
 
 def token_labels(

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..models.accel import at_least_float32
 from ..models.classifier import Classifier, freeze
-from .cam import TokenLabelConfig, cam_token_labels, grad_cam
+from .cam import TokenLabelConfig, cam_token_labels, flip_labels, grad_cam, token_labels
 from .gkd_den import GKDDen, GKDDenConfig
 from .gkd_pro import GKDPro
 
@@ -174,6 +174,8 @@ class TeacherSide(Distiller):
                  labels: TokenLabelConfig) -> None:
         super().__init__(student, teacher)
         self.den_cfg, self.label_cfg = den, labels
+        # labels.source="mask" (references only): every step's batch carries the true masks
+        self.needs_masks = labels.source == "mask"
         # Trainable 1x1 adapter on the detached teacher map -> the student's token space.
         self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1,
                                  bias=student.cfg.token_bias)
@@ -222,10 +224,22 @@ class TeacherSide(Distiller):
         b = len(cam_w)
         return {"cam_w": cam_w, "refined": refined, "lab_w": labels[:b], "lab_n": labels[b:]}
 
-    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor):
-        """Token labels (B, h*w) of the WLI and the NBI images (see :meth:`cam_labels`)."""
-        parts = self.cam_labels(batch, out, cam_n)
-        return parts["lab_w"], parts["lab_n"]
+    def token_labels(self, batch: StepBatch, out, cam_n: torch.Tensor | None):
+        """Token labels (B, h*w) of the WLI and the NBI images: from the CAMs
+        (:meth:`cam_labels`), or with ``labels.source = "mask"`` from the batch's true masks
+        (average-pooled to the token grid, cut at ``labels.high`` / ``labels.low``; ``cam_n``
+        is then unused); then, with ``labels.flip_rate`` > 0, a share of the certain ones
+        flipped (:func:`~pagkd_lite.method.cam.flip_labels`, WLI draws first)."""
+        cfg = self.label_cfg
+        if cfg.source == "mask":
+            hw = tuple(out.features.shape[-2:])
+            lab_w, lab_n = (token_labels(m[:, 0], hw, high=cfg.high, low=cfg.low)
+                            for m in (batch.mask_w, batch.mask_n))
+        else:
+            parts = self.cam_labels(batch, out, cam_n)
+            lab_w, lab_n = parts["lab_w"], parts["lab_n"]
+        return (flip_labels(lab_w, cfg.flip_rate, self.generator),
+                flip_labels(lab_n, cfg.flip_rate, self.generator))
 
 
 class PaGKD(TeacherSide):

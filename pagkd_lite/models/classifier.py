@@ -29,6 +29,13 @@ from torch import nn
 HEAD_INPUTS = ("tokens", "backbone")
 #: where a trained model's backbone starts: random weights, or the SSL backbone of the data
 INITS = ("scratch", "ssl")
+#: how the 1x1 token embedding's weight is drawn: PyTorch's default for ``nn.Conv2d``, or the
+#: authors' (``models/resnet50.py``, ``ResNet.__init__``: every conv ``kaiming_normal_``,
+#: ``mode="fan_out"``, ``nonlinearity="relu"``, so ``conv_embedd`` too)
+EMBED_INITS = ("default", "kaiming_fan_out")
+#: where a distilled student starts: as the teacher does (``init``), or from the trained
+#: ``wli_only`` student of the same seed and data (the authors' "raw student")
+STUDENT_INITS = ("scratch", "wli_only")
 
 
 @dataclass
@@ -49,6 +56,17 @@ class ModelConfig:
             ``"ssl"`` (both from the SimCLR backbone of the current data's unlabelled WLI and
             NBI training images, :mod:`pagkd_lite.models.pretrain`;
             ``pipeline.pretrained_backbone``).
+        embed_init: how the token embedding's weight is drawn (:data:`EMBED_INITS`):
+            ``"default"`` (PyTorch's ``nn.Conv2d`` init, the kit's) or ``"kaiming_fan_out"``
+            (the authors': normal with std ``sqrt(2 / (d * 1 * 1))``, about 5x the default's
+            at d = 64 on a 256-channel map; bigger tokens, sharper unscaled attention).
+            Teacher and student alike, as the authors' one ResNet class does.
+        student_init: where a distilled student starts (:data:`STUDENT_INITS`; the teacher
+            ignores it): ``"scratch"`` (as ``init`` says) or ``"wli_only"`` (the weights of
+            the trained ``wli_only`` student of the same seed and data, trained once and
+            cached: ``pipeline.raw_student``; the authors' ``raw_stu_path`` in
+            ``train.py``, ``try_get_pretrained``). The other trainable modules (adapter,
+            queries, projector) start as drawn.
     """
 
     backbone: str = "resnet10t"
@@ -58,6 +76,8 @@ class ModelConfig:
     head_input: str = "tokens"
     token_bias: bool = True
     init: str = "scratch"
+    embed_init: str = "default"
+    student_init: str = "scratch"
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -67,6 +87,12 @@ class ModelConfig:
                              f"got {self.head_input!r}")
         if self.init not in INITS:
             raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
+        if self.embed_init not in EMBED_INITS:
+            raise ValueError(f"ModelConfig.embed_init must be one of {EMBED_INITS}, "
+                             f"got {self.embed_init!r}")
+        if self.student_init not in STUDENT_INITS:
+            raise ValueError(f"ModelConfig.student_init must be one of {STUDENT_INITS}, "
+                             f"got {self.student_init!r}")
         if not isinstance(self.token_bias, bool):
             raise ValueError(f"ModelConfig.token_bias must be a bool, got {self.token_bias!r}")
         if self.backbone not in timm.list_models() and not timm.is_model(self.backbone):
@@ -121,6 +147,8 @@ class Classifier(nn.Module):
         self.reduction: int = info.reduction()[-1]
         self.embed = nn.Conv2d(self.feature_channels, cfg.dim, kernel_size=1,
                                bias=cfg.token_bias)
+        if cfg.embed_init == "kaiming_fan_out":
+            nn.init.kaiming_normal_(self.embed.weight, mode="fan_out", nonlinearity="relu")
         width = cfg.dim if cfg.head_input == "tokens" else self.feature_channels
         self.fc = nn.Linear(width, num_classes)
 

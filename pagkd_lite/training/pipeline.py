@@ -207,7 +207,8 @@ def train_teacher(cfg: Config, sets: dict[str, ImageSet], out_dir: str | Path | 
     device = pick_device(cfg.device)
     # the teacher sees only the NBI splits, which do not depend on the WLI split sizes
     nbi_data = dataclasses.replace(cfg.data, n_wli_train=0, n_wli_val=0, n_wli_test=0)
-    parts = [nbi_data, key_dict(cfg)["model"], cfg.teacher, cfg.seed, GENERATOR_VERSION]
+    model = {k: v for k, v in key_dict(cfg)["model"].items() if k != "student_init"}
+    parts = [nbi_data, model, cfg.teacher, cfg.seed, GENERATOR_VERSION]
     if amp_dtype(cfg.runtime, device) is not None:
         parts.append("bf16")
     if cfg.model.init == "ssl":  # its start depends on the WLI training images too
@@ -252,6 +253,51 @@ def provenance(cfg: Config, images: ImageSet) -> dict:
             "runtime": run_info(cfg.device)}
 
 
+def _teacher_model(model) -> object:
+    """A model config as the teacher sees it: ``student_init`` concerns students only."""
+    return dataclasses.replace(model, student_init="scratch")
+
+
+def raw_student(cfg: Config, sets: dict[str, ImageSet], cache_dir: str | Path | None = None,
+                progress: bool = True) -> tuple[dict[str, torch.Tensor], float]:
+    """The start of a student with ``model.student_init = "wli_only"``: the weights (a
+    ``Classifier`` state dict) of the trained ``wli_only`` student of this seed and data (the
+    authors' "raw student"), and the seconds its training took (counted in the distilled
+    method's time, also when it was cached).
+
+    Trained once by :func:`train_student` with ``student_init = "scratch"`` and cached as
+    ``<cache_dir>/raw-student-<key>.pt``; the key hashes the data config, the model (less
+    ``student_init``), ``cfg.train``, the seed, the precision, ``GENERATOR_VERSION`` and the
+    digest of the WLI training and validation images (real data's folds are not in its
+    config), so a cached student is never reused for other data or settings (loaded with
+    ``weights_only=True``)."""
+    scratch = dataclasses.replace(cfg, model=_teacher_model(cfg.model))
+    device = pick_device(cfg.device)
+    wli = sets["wli_train"]
+    parts = [cfg.data, key_dict(scratch)["model"], cfg.train, cfg.seed, GENERATOR_VERSION,
+             _images_digest(wli, sets["wli_val"])]
+    if amp_dtype(cfg.runtime, device) is not None:
+        parts.append("bf16")
+    if cfg.model.init == "ssl":
+        parts.append({"ssl": ssl_key(cfg, sets)})
+    key = _key(*parts)
+    path = Path(cache_dir) / f"raw-student-{key}.pt" if cache_dir is not None else None
+    if path is not None and path.exists():
+        ck = load_checkpoint(path, required=("model", "seconds", "key"), what="raw student")
+        if ck["key"] != key:
+            raise CheckpointError(f"raw student {path}: made for key {ck['key']}, this run's "
+                                  f"is {key}")
+        return ck["model"], float(ck["seconds"])
+    distiller, result = train_student(scratch, sets, "wli_only", None, progress=progress,
+                                      ssl_dir=cache_dir)
+    state = distiller.student.state_dict()
+    if path is not None and rank() == 0:
+        save_checkpoint(path, {"model": state, "seconds": result.seconds, "key": key,
+                               "best_epoch": result.best_epoch,
+                               "best_val_auc": result.best_val_auc})
+    return state, result.seconds
+
+
 def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                   teacher: Classifier | None = None, out_dir: str | Path | None = None,
                   resume: bool = False, progress: bool = True,
@@ -263,15 +309,22 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
     The student starts as :func:`build_classifier` makes it (with ``model.init = "ssl"``
     its SSL checkpoint is cached in ``ssl_dir``, default ``out_dir``)."""
     cfg = method_config(cfg, method)
-    if teacher is not None and teacher.cfg != cfg.model:
+    if teacher is not None and _teacher_model(teacher.cfg) != _teacher_model(cfg.model):
         raise ValueError(f"train_student: method {method!r} runs with model {cfg.model}, but "
                          f"the teacher was built with {teacher.cfg}; train the teacher with "
                          f"config.method_config(cfg, {method!r})")
     device = pick_device(cfg.device)
     wli = sets["wli_train"]
-    student = build_classifier(cfg, sets, wli.num_classes,
-                               ssl_dir=out_dir if ssl_dir is None else ssl_dir,
+    start_dir = out_dir if ssl_dir is None else ssl_dir
+    raw_state, raw_seconds = None, 0.0
+    if cfg.model.student_init == "wli_only" and method != "wli_only":
+        raw_state, raw_seconds = raw_student(cfg, sets, start_dir, progress=progress)
+    # drawn as always (the same random stream afterwards, whether the raw student was
+    # trained now or loaded), then overwritten by the raw student's weights
+    student = build_classifier(cfg, sets, wli.num_classes, ssl_dir=start_dir,
                                progress=progress)
+    if raw_state is not None:
+        student.load_state_dict(raw_state)
     distiller = build_distiller(method, student, teacher, cfg, wli.num_classes)
     role = nbi_role(distiller)  # which NBI images it sees: decided there only
     train_n = nbi_training_set(distiller, sets)
@@ -285,6 +338,7 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
     result = fit(distiller, wli, sets["wli_val"], cfg.train, device, seed=cfg.seed,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,
                  desc=method, runtime=cfg.runtime, provenance=prov, probe=probe)
+    result.seconds += raw_seconds  # the raw student's training is part of the method's cost
     if run_dir is not None and rank() == 0:
         save_checkpoint(run_dir / "best.pt", {
             "distiller": distiller.trainable_state_dict(), "method": method,
@@ -312,7 +366,7 @@ def teacher_for(cfg: Config, method: str, teacher: Classifier, sets: dict[str, I
     own settings (``config.method_config``, e.g. ``pagkd_authors``) leave the model and the
     teacher's training unchanged, else the teacher of those settings (cached like any)."""
     mc = method_config(cfg, method)
-    if mc.model == cfg.model and mc.teacher == cfg.teacher:
+    if _teacher_model(mc.model) == _teacher_model(cfg.model) and mc.teacher == cfg.teacher:
         return teacher
     return train_teacher(mc, sets, out_dir=out_dir, progress=progress)[0]
 
