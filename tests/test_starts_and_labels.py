@@ -163,3 +163,19 @@ def test_mask_source_gives_the_true_token_labels_and_flips_them_at_the_rate(sets
     f_w, f_n = flipped.token_labels(probe, out, None)
     assert torch.equal(f_w[true_w >= 0], 1 - true_w[true_w >= 0])
     assert torch.equal(f_w[true_w < 0], true_w[true_w < 0])
+
+
+# ------------------------------------------------------------------ the mechanism log
+def test_adapter_drift_is_the_relative_move_of_the_adapter_from_its_start(sets):
+    """``adapter_drift`` = ||W - W_0|| / ||W_0||: 0 as drawn, the known value after a known
+    move, and the same start for a distiller rebuilt from the same seed."""
+    from pagkd_lite.training.mechanism import adapter_drift, mechanism_metrics
+
+    d = _distiller("pagkd")
+    assert adapter_drift(d) == 0.0
+    assert torch.equal(d.adapter_start, _distiller("pagkd").adapter_start)
+    with torch.no_grad():
+        d.adapter.weight.mul_(1.5)
+    assert adapter_drift(d) == pytest.approx(0.5, rel=1e-5)
+    probe = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
+    assert mechanism_metrics(d, probe)["adapter_drift"] == pytest.approx(0.5, rel=1e-5)

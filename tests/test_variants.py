@@ -268,7 +268,7 @@ def test_probe_without_masks_reports_the_mask_free_numbers(sets):
     d, _ = _build("pagkd")
     probe = make_probe(sets["wli_val"], sets["nbi_val"], torch.device("cpu"), per_class=2)
     probe = dataclasses.replace(probe, mask_w=None, mask_n=None)
-    assert set(mechanism_metrics(d, probe)) == {"common_share", "attn_entropy"}
+    assert set(mechanism_metrics(d, probe)) == {"common_share", "attn_entropy", "adapter_drift"}
 
 
 def test_probe_is_balanced_and_fixed(sets):

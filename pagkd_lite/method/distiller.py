@@ -179,6 +179,9 @@ class TeacherSide(Distiller):
         # Trainable 1x1 adapter on the detached teacher map -> the student's token space.
         self.adapter = nn.Conv2d(teacher.feature_channels, student.cfg.dim, kernel_size=1,
                                  bias=student.cfg.token_bias)
+        # the adapter as drawn (not state: a rebuilt distiller draws the same), for the
+        # mechanism log's adapter_drift
+        self.adapter_start = self.adapter.weight.detach().clone()
 
     def adapt(self, feats: torch.Tensor) -> torch.Tensor:
         """Teacher feature map (B, C_T, h, w) -> teacher tokens (B, h*w, d) through the

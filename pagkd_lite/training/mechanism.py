@@ -29,9 +29,13 @@ implementation of the numbers, :func:`probe_metrics`. The numbers join the epoch
   attention, 0 = one key per query).
 * ``cam_auc_w``: AUC of the student's raw Grad-CAM at the token grid against the true lesion
   tokens (pooled mask >= 0.5): 0.5 is chance.
+* ``adapter_drift``: how far the teacher-side adapter has moved from its start,
+  ``||W - W_0|| / ||W_0||`` (Frobenius norms of the 1x1 weight): with the default target
+  L_Den trains it, so the target itself moves; with ``den.target=teacher`` only GKD-Pro does.
 
-Without masks only ``common_share`` and ``attn_entropy`` are reported. Nothing here changes a
-weight: the distiller runs in eval mode and the CAM's gradients never reach ``.grad``.
+Without masks only ``common_share``, ``attn_entropy`` and ``adapter_drift`` are reported.
+Nothing here changes a weight: the distiller runs in eval mode and the CAM's gradients never
+reach ``.grad``.
 """
 
 from __future__ import annotations
@@ -183,6 +187,13 @@ def probe_metrics(cfg, labels, probe: StepBatch, tok_w: torch.Tensor, lab_w: tor
     return record
 
 
+def adapter_drift(distiller) -> float:
+    """``||W - W_0|| / ||W_0||`` of the distiller's teacher-side adapter (module docstring)."""
+    start = distiller.adapter_start
+    now = distiller.adapter.weight.detach().to(start.device, start.dtype)
+    return float((now - start).norm() / start.norm())
+
+
 def mechanism_metrics(distiller, probe: StepBatch) -> dict[str, float]:
     """The numbers of the module docstring for a distiller with GKD-Den (``distiller.den``)
     on ``probe``, over all its same-class pairs; only the mask-free ones when the probe has no
@@ -196,9 +207,10 @@ def mechanism_metrics(distiller, probe: StepBatch) -> dict[str, float]:
         tok_w, tok_d = tok_w.detach().float(), tok_d.detach().float()
         det = distiller.den(tok_w, probe.y_w, lab_w, tok_d, probe.y_n, lab_n,
                             return_details=True)
-        return probe_metrics(distiller.den_cfg, distiller.label_cfg, probe, tok_w, lab_w, tok_d,
-                             lab_n, det["pairs"][:, 0], det["pairs"][:, 1], det["attn_w"],
-                             det["valid_rows_w"], cam_w)
+        record = probe_metrics(distiller.den_cfg, distiller.label_cfg, probe, tok_w, lab_w,
+                               tok_d, lab_n, det["pairs"][:, 0], det["pairs"][:, 1],
+                               det["attn_w"], det["valid_rows_w"], cam_w)
+    return {**record, "adapter_drift": adapter_drift(distiller)}
 
 
 def pair_mechanism_metrics(distiller, probe: StepBatch) -> dict[str, float]:
