@@ -7,7 +7,10 @@ changes any field by its dotted name, parsing the value by the field's type.
 Presets:
     smoke  seconds on a laptop CPU: tiny timm test model, tiny data, one epoch.
     demo   the CPU demo and benchmark setting (minutes on 2 cores).
-    authors  demo with every authors' behaviour of docs/fidelity.md switched on.
+    authors  demo with every authors' setting of docs/fidelity.md that the kit offers
+             (:data:`~pagkd_lite.method.distill.AUTHORS_SETTINGS`), still at 64 px and 4 x 4
+             tokens with ResNet-10t; ``--preset paper --method pagkd_authors`` is the full
+             combination (the authors' settings at the paper's scale).
     paper  the paper's setting (docs/method.md): ResNet-50 ImageNet-pretrained at 448 px, d = 128,
            12 queries, 16 heads, batch 24, Adam 1e-4, weight decay 1e-8, 200 epochs,
            warm-up 5 epochs, lambda_den = 1, lambda_pro = 0.001. A GPU job.
@@ -19,9 +22,11 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
+from .data.sampler import GroupConfig
 from .data.synthendo import SynthEndoConfig
+from .errors import ConfigError
 from .method.cam import TokenLabelConfig
-from .method.distill import AUTHORS_SETTINGS, get_method
+from .method.distill import AUTHORS_SETTINGS, METHODS, get_method
 from .method.gkd_den import GKDDenConfig
 from .method.gkd_pro import GKDProConfig, check_heads
 from .models.accel import RuntimeConfig
@@ -70,7 +75,8 @@ class TrainConfig:
 @dataclass
 class Config:
     """Everything a run needs. ``teacher`` trains the NBI teacher, ``train`` the student;
-    ``pretrain`` the SimCLR backbone both start from when ``model.init = "ssl"``."""
+    ``pretrain`` the SimCLR backbone both start from when ``model.init = "ssl"``; ``groups``
+    which training images the unpaired groups are drawn from."""
 
     name: str = "custom"
     data: SynthEndoConfig = field(default_factory=SynthEndoConfig)
@@ -80,6 +86,7 @@ class Config:
     pro: GKDProConfig = field(default_factory=GKDProConfig)
     den: GKDDenConfig = field(default_factory=GKDDenConfig)
     labels: TokenLabelConfig = field(default_factory=TokenLabelConfig)
+    groups: GroupConfig = field(default_factory=GroupConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 0
@@ -166,12 +173,18 @@ def paper() -> Config:
 
 
 def authors() -> Config:
-    """The ``demo`` setting with every authors' behaviour of ``docs/fidelity.md``
-    (:data:`pagkd_lite.method.distill.AUTHORS_SETTINGS`): the classifier reads the pooled backbone
-    map, bias-free token maps, GKD-Pro's channel similarity / 20 summed over anchors, GKD-Den
-    summed over classes with uniform attention for fully masked rows, and the authors'
-    CAM -> label rule after the paper's PAR. ``--method pagkd`` on this preset is
-    ``pagkd_authors`` on ``demo``."""
+    """The ``demo`` setting with every authors' setting of ``docs/fidelity.md`` that the kit
+    offers (:data:`pagkd_lite.method.distill.AUTHORS_SETTINGS`): the classifier reads the pooled
+    backbone map, bias-free token maps with the authors' init, [0, 1] inputs, rotations that
+    zoom out, the authors' group pool, the raw student as the start, GKD-Pro's channel
+    similarity / 20 summed over anchors, GKD-Den summed over classes with uniform attention
+    for fully masked rows, and the authors' CAM -> label rule after the paper's PAR (with its
+    ``align_corners=True``). ``--method pagkd`` on this preset is ``pagkd_authors`` on
+    ``demo``, with every field free to ``--set``.
+
+    Still the demo's scale: ResNet-10t from scratch, 64 px, 4 x 4 tokens, 20 epochs. There the
+    paper's PAR leaves almost no foreground token (docs/results.md, "The diagnostic chain").
+    The paper's scale with every authors' setting: ``--preset paper --method pagkd_authors``."""
     cfg = override(demo(), list(AUTHORS_SETTINGS))
     cfg.name = "authors"
     return cfg
@@ -278,9 +291,55 @@ def build_config(base: str | Config = "demo", overrides=(), seed: int | None = N
 def method_config(cfg: Config, method: str) -> Config:
     """``cfg`` with the settings that ``method`` runs with applied (``Method.config``;
     e.g. ``pagkd_authors``); ``cfg`` itself for every other method. A method that changes
-    ``model`` needs a teacher built with the result (``pipeline.train_teacher``)."""
+    ``model`` needs a teacher built with the result (``pipeline.train_teacher``).
+
+    The method's settings are applied OVER ``cfg``: a value ``cfg`` holds for one of those
+    fields is replaced. The command line therefore refuses such a ``--set`` or ``--sweep``
+    before anything runs (:func:`check_method_overrides`)."""
     settings = get_method(method).config
     return override(cfg, list(settings)) if settings else cfg
+
+
+def method_pins(method: str) -> dict[str, str]:
+    """The fields ``method`` fixes (``Method.config``), ``{"section.field": "value"}``."""
+    return dict(item.split("=", 1) for item in get_method(method).config)
+
+
+def _field_value(key: str, value: str):
+    """``value`` parsed by the type of the field ``key`` (``section.field``)."""
+    section, name = key.split(".", 1)
+    return _parse(value.strip(), typing.get_type_hints(
+        typing.get_type_hints(Config)[section])[name], key)
+
+
+def check_method_overrides(methods, assignments, flag: str = "--set") -> None:
+    """Refuse an assignment that gives a field one of ``methods`` fixes another value.
+
+    :func:`method_config` applies a method's settings over the user's, so such a value would
+    be replaced without a word; this raises a :class:`~pagkd_lite.errors.ConfigError` in one
+    line naming the field, the method and the value it runs with. The same value (parsed by
+    the field's type: ``true`` = ``1``, ``1e-3`` = ``0.001``) passes, and so does any field
+    the methods do not fix. Names that are not methods are left to the caller's checks.
+
+    Args:
+        methods: method names, e.g. ``["wli_only", "pagkd_authors"]`` (a bench's list).
+        assignments: ``"section.field=value"`` strings (``--set``; a sweep's cells).
+        flag: the option the assignments came from, for the message.
+    """
+    for item in assignments:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or "." not in key:
+            continue  # malformed or top-level: override() reports it; no method fixes those
+        for method in methods:
+            pinned = method_pins(method).get(key) if method in METHODS else None
+            if pinned is None or _field_value(key, value) == _field_value(key, pinned):
+                continue
+            hint = " --preset authors" if method == "pagkd_authors" else ""
+            raise ConfigError(f"{flag} {key}={value.strip()}: method {method!r} runs with "
+                              f"{key}={pinned} and would replace your value; drop it (or give "
+                              f"{pinned}), or use a method that leaves it free, e.g. "
+                              f"--method pagkd{hint}")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -288,9 +347,15 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-#: model fields added after runs were cached (2026-12-07), with their defaults: a run at the
-#: default keeps the key it had before the field existed
-KEY_DEFAULTS = (("embed_init", "default"), ("student_init", "scratch"))
+#: fields added after runs were cached, as (section, field, default): a run at the default
+#: keeps the key it had before the field existed (the first two 2026-12-07, the others with
+#: the fidelity switches of docs/fidelity.md)
+KEY_DEFAULTS = (("model", "embed_init", "default"), ("model", "student_init", "scratch"),
+                ("model", "input_norm", "imagenet"), ("model", "input_rotate", "crop"),
+                ("labels", "source", "cam"), ("labels", "flip_rate", 0.0),
+                ("labels", "par_align_corners", False))
+#: sections added after runs were cached: hashed only when one of their fields is set
+KEY_SECTIONS = (("groups", GroupConfig),)
 
 
 def key_dict(cfg: Config) -> dict:
@@ -299,19 +364,29 @@ def key_dict(cfg: Config) -> dict:
     they are left out, and a scratch run keeps the cache key it had before they existed.
     The ``labels`` section is hashed inside ``den`` under its earlier names, and ``model.dim``
     once more as ``pro.dim`` (:data:`MOVED`), as they were stored until 2026-12-03, so the
-    move changed no run's key. The model fields of :data:`KEY_DEFAULTS` are hashed only when
-    they differ from their default, for the same reason.
+    move changed no run's key. The fields of :data:`KEY_DEFAULTS` are hashed only when they
+    differ from their default (the ``labels`` ones inside ``den`` as ``label_<field>``), and
+    the sections of :data:`KEY_SECTIONS` only when they differ from theirs, for the same
+    reason.
     """
     d = to_dict(cfg)
     if cfg.model.init == "scratch":
         d.pop("pretrain")
         d["model"].pop("init")
-    for name, default in KEY_DEFAULTS:  # settings added later: keyed only when set
-        if d["model"][name] == default:
-            d["model"].pop(name)
+    for name, cls in KEY_SECTIONS:  # sections added later: keyed only when set
+        if d[name] == dataclasses.asdict(cls()):
+            d.pop(name)
+    later = {}
+    for section, name, default in KEY_DEFAULTS:  # settings added later: keyed only when set
+        value = d[section].pop(name)
+        if value != default:
+            later[(section, name)] = value
     now = {**d, "labels": d.pop("labels")}
     for (section, name), (new_section, new_name) in _MOVED_PATHS:
         d[section][name] = now[new_section][new_name]
+    for (section, name), value in later.items():
+        d[section if section != "labels" else "den"][
+            name if section != "labels" else f"label_{name}"] = value
     return d
 
 

@@ -120,3 +120,37 @@ def test_library_modules_do_not_import_the_cli():
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train-student", "--method", "pagkd_authors", "--set", "den.two_way=false"],
+     "--set den.two_way=false: method 'pagkd_authors' runs with den.two_way=true"),
+    (["bench", "--methods", "wli_only", "pagkd_authors", "--set", "train.lambda_den=0.5"],
+     "--set train.lambda_den=0.5: method 'pagkd_authors' runs with train.lambda_den=1"),
+    (["bench", "--methods", "pagkd_scheduled", "--sweep", "train.lambda_ramp_epochs=0,5"],
+     "--sweep train.lambda_ramp_epochs=0: method 'pagkd_scheduled'"),
+    (["demo", "--methods", "pagkd", "pagkd_centred", "--set", "den.center=false"],
+     "method 'pagkd_centred' runs with den.center=true"),
+])
+def test_a_set_that_the_method_would_replace_is_refused_in_one_line(tmp_path, capsys, argv,
+                                                                     match):
+    """``method_config`` applies a method's own settings over ``--set``: a value it would
+    replace is refused before anything is trained, naming the field, method and value."""
+    assert main([*argv, "--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("argv", [
+    ["train-student", "--method", "pagkd_authors", "--set", "den.two_way=true",
+     "--set", "train.epochs=3"],
+    ["bench", "--methods", "pagkd_frozen_target", "--set", "labels.source=mask",
+     "--sweep", "labels.flip_rate=0,0.1,0.3"],
+    ["bench", "--methods", "oracle_masks", "--sweep", "labels.flip_rate=0,0.1"],
+    ["train-student", "--preset", "authors", "--method", "pagkd", "--set", "den.two_way=false"],
+])
+def test_the_same_value_and_free_fields_pass_the_early_checks(tmp_path, argv):
+    from pagkd_lite.apps.cli import _check_early, build_parser
+
+    _check_early(build_parser().parse_args([*argv, "--out", str(tmp_path)]))

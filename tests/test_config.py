@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from pagkd_lite.config import PRESETS, from_dict, get_preset, override, to_dict
@@ -85,3 +87,48 @@ def test_build_config_applies_seed_device_and_overrides_to_a_preset_or_config():
     assert (cfg.train.epochs, cfg.seed, cfg.data.seed, cfg.device) == (3, 5, 5, "cpu")
     again = build_config(cfg, ["bootstrap=9"])
     assert (again.train.epochs, again.bootstrap, cfg.bootstrap) == (3, 9, 200)
+
+
+def test_new_fields_are_keyed_only_when_set():
+    """The fidelity switches leave the cache key of a run at their defaults as it was; set,
+    each is hashed (the ``labels`` ones inside ``den``, the ``groups`` section as a whole)."""
+    from pagkd_lite.config import key_dict
+
+    base = get_preset("demo")
+    d = key_dict(base)
+    assert "groups" not in d and "labels" not in d
+    assert not {"input_norm", "input_rotate"} & set(d["model"])
+    assert not {"label_source", "label_flip_rate", "label_par_align_corners"} & set(d["den"])
+    for item, where, name in (("model.input_norm=none", "model", "input_norm"),
+                              ("model.input_rotate=expand", "model", "input_rotate"),
+                              ("labels.par_align_corners=true", "den", "label_par_align_corners"),
+                              ("labels.source=mask", "den", "label_source"),
+                              ("labels.flip_rate=0.1", "den", "label_flip_rate")):
+        assert name in key_dict(override(base, [item]))[where], item
+    assert key_dict(override(base, ["groups.pool=authors"]))["groups"] == {"pool": "authors"}
+
+
+def test_a_set_that_a_method_would_replace_is_refused_naming_field_method_and_value():
+    from pagkd_lite.config import check_method_overrides
+    from pagkd_lite.errors import ConfigError
+
+    for item in ("den.two_way=false", "train.lambda_den=0.5", "den.center=true",
+                 "train.lambda_ramp_epochs=5", "model.input_norm=imagenet",
+                 "groups.pool=all", "labels.par_align_corners=false"):
+        field, value = item.split("=")
+        with pytest.raises(ConfigError, match=rf"--set {re.escape(item)}: method "
+                                              rf"'pagkd_authors' runs with {field}="):
+            check_method_overrides(["pagkd_authors"], [item])
+    # the same value, in any spelling, passes; so do the fields no method fixes
+    check_method_overrides(["pagkd_authors"], ["den.two_way=1", "train.lambda_pro=1e-3",
+                                               "labels.par_dilations=1, 2, 4, 8",
+                                               "train.epochs=3", "seed=4"])
+    # bench: one set of values for all methods; the one that fixes the field is named
+    with pytest.raises(ConfigError, match="--sweep den.target=adapted: method "
+                                          "'pagkd_frozen_target'"):
+        check_method_overrides(["wli_only", "pagkd_frozen_target"], ["den.target=adapted"],
+                               flag="--sweep")
+    # the label dose-response stays allowed
+    check_method_overrides(["pagkd_frozen_target"], ["labels.source=mask",
+                                                     "labels.flip_rate=0.2"])
+    check_method_overrides(["oracle_masks", "pagkd", "not_a_method"], ["labels.flip_rate=0.2"])

@@ -9,6 +9,7 @@ The loss switches (``pro.similarity``, ``pro.con_reduction``, ``den.reduction``,
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -88,7 +89,8 @@ def test_token_bias_off_reaches_the_adapter():
 
 # ------------------------------------------------------------------ CAM -> token labels
 def _authors_labels_slowly(image, cam, hw, cfg):
-    """The authors' rule written image by image, token by token."""
+    """The authors' rule written image by image, token by token (PAR with the config's
+    ``par_align_corners``)."""
     out = torch.empty(cam.shape[0], hw[0] * hw[1], dtype=torch.long)
     for b in range(cam.shape[0]):
         wins = []
@@ -96,7 +98,7 @@ def _authors_labels_slowly(image, cam, hw, cfg):
             two = torch.stack([torch.full_like(cam[b], score), cam[b]])[None].softmax(1)
             if cfg.par_iters:
                 two = par_refine(image[b:b + 1], two, cfg.par_dilations, cfg.par_iters,
-                                 scale=cfg.par_scale)
+                                 scale=cfg.par_scale, align_corners=cfg.par_align_corners)
             two = F.interpolate(two, size=hw, mode="bilinear", align_corners=False)[0]
             wins.append([bool(two[1, i, j] > two[0, i, j]) for i in range(hw[0])
                          for j in range(hw[1])])
@@ -174,9 +176,10 @@ def _spy_geometry(monkeypatch):
     real_prepare = train_module.prepare
 
     def prepare_spy(images, device, augment=False, max_degrees=180.0, generator=None,
-                    masks=None, geometry=None):
+                    masks=None, geometry=None, **inputs):
         seen.append(geometry)
-        return real_prepare(images, device, augment, max_degrees, generator, masks, geometry)
+        return real_prepare(images, device, augment, max_degrees, generator, masks, geometry,
+                            **inputs)
 
     monkeypatch.setattr(train_module, "prepare", prepare_spy)
     return calls, seen
@@ -250,3 +253,141 @@ def test_pagkd_authors_trains_with_its_own_teacher(sets):
     d, result = train_student(cfg, data, "pagkd_authors", teacher, progress=False)
     assert d.student.cfg.head_input == "backbone" and d.label_cfg.rule == "authors"
     assert d.pro.cfg.similarity == "channel" and result.history
+
+
+# ------------------------------------------------------------------ the fidelity switches
+def test_par_align_corners_is_the_upsampling_of_the_cam_inside_par():
+    """``par_refine`` upsamples the CAM bilinearly with ``align_corners`` as asked (the image
+    always with False); the label chain passes ``labels.par_align_corners`` to it, for the
+    authors' rule and the kit's, and it changes some labels."""
+    g = torch.Generator().manual_seed(5)
+    image, cam = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 4, 4, generator=g)
+    for corners in (False, True):
+        up = F.interpolate(cam[:, None], size=(16, 16), mode="bilinear",
+                           align_corners=corners)[:, 0]
+        torch.testing.assert_close(par_refine(image, cam, (1,), num_iter=0,
+                                              align_corners=corners), up)
+    cfg = TokenLabelConfig(rule="authors", par_iters=3, par_dilations=(1, 2),
+                           par_align_corners=True)
+    labels, _ = cam_token_labels(image, cam, (4, 4), cfg)
+    assert torch.equal(labels, _authors_labels_slowly(image, cam, (4, 4), cfg))
+    cams = torch.rand(32, 4, 4, generator=g)
+    images = torch.rand(32, 3, 32, 32, generator=g)
+    for rule in ("authors", "kit"):
+        kit, authors = (cam_token_labels(images, cams, (4, 4), dataclasses.replace(
+            cfg, rule=rule, par_align_corners=c))[0] for c in (False, True))
+        assert (kit != authors).any()
+    assert TokenLabelConfig().par_align_corners is False
+    with pytest.raises(ValueError, match="par_align_corners must be a bool"):
+        TokenLabelConfig(par_align_corners="yes")
+
+
+def test_expand_rotation_keeps_the_whole_image_and_zooms_out():
+    """``input_rotate="expand"``: at multiples of 90 degrees it is the kit's rotation; at 45
+    degrees an all-ones image covers half the canvas (a square shrunk by 1 / sqrt(2), turned),
+    against 2 (sqrt(2) - 1) = 0.83 when the corners are cut; bright corners stay in view."""
+    from pagkd_lite.data.transforms import rotate_flip
+
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    flips = torch.tensor([1.0, -1.0])
+    for a in (0.0, math.pi / 2):
+        angles = torch.full((2,), a)
+        torch.testing.assert_close(rotate_flip(x, angles, flips, "expand"),
+                                   rotate_flip(x, angles, flips))
+    ones, q = torch.ones(1, 1, 64, 64), torch.full((1,), math.pi / 4)
+    assert abs(float(rotate_flip(ones, q, torch.ones(1), "expand").mean()) - 0.5) < 0.03
+    assert abs(float(rotate_flip(ones, q, torch.ones(1)).mean()) - 0.828) < 0.03
+    corners = torch.zeros(1, 1, 64, 64)
+    for i in (slice(4, 8), slice(56, 60)):
+        for j in (slice(4, 8), slice(56, 60)):
+            corners[..., i, j] = 1.0
+    kept = rotate_flip(corners, q, torch.ones(1), "expand").sum() * 2  # area shrinks by 2
+    assert abs(float(kept / corners.sum()) - 1) < 0.1
+    assert float(rotate_flip(corners, q, torch.ones(1)).sum()) < 0.05 * float(corners.sum())
+    with pytest.raises(ValueError, match="rotate must be one of"):
+        rotate_flip(x, angles, flips, "reshape")
+
+
+def test_expand_rotation_matches_scipy_rotate_with_reshape_then_resize():
+    """The authors' ``scipy.ndimage.rotate(image, angle)`` (``reshape=True``), resized back to
+    the canvas: the same picture as ``rotate_flip(..., "expand")`` up to interpolation."""
+    from pagkd_lite.data.transforms import rotate_flip
+
+    ndimage = pytest.importorskip("scipy.ndimage")
+    g = torch.Generator().manual_seed(1)
+    img = F.interpolate(torch.rand(1, 1, 8, 8, generator=g), size=(64, 64), mode="bilinear",
+                        align_corners=False)
+    for degrees in (30.0, -60.0, 135.0):
+        ref = torch.from_numpy(ndimage.rotate(img[0, 0].numpy(), degrees, order=1)).float()
+        ref = F.interpolate(ref[None, None], size=(64, 64), mode="bilinear",
+                            align_corners=False, antialias=True)
+        angle, keep = torch.tensor([math.radians(degrees)]), torch.ones(1)
+        assert float((rotate_flip(img, angle, keep, "expand") - ref).abs().mean()) < 0.02
+        assert float((rotate_flip(img, angle, keep) - ref).abs().mean()) > 0.2  # crop: not it
+
+
+def test_input_norm_none_feeds_the_unit_images_in_training_and_prediction(sets, monkeypatch):
+    """``model.input_norm=none``: ``prepare`` hands the [0, 1] image to the network (a copy),
+    ``fit`` asks for it and for ``model.input_rotate``, and ``predict`` scores what the model
+    was trained on; the default stays ImageNet-normalised. SSL with ``none`` is refused."""
+    from pagkd_lite.data.transforms import normalize, to_float
+    from pagkd_lite.training.train import predict
+
+    images = sets["wli_test"].images[:3]
+    x, img = prepare(images, "cpu", norm="none")
+    assert torch.equal(x, img) and x is not img
+    torch.testing.assert_close(prepare(images, "cpu")[0], normalize(to_float(images)))
+    cfg = _tiny_cfg("model.input_norm=none", "model.input_rotate=expand")
+    model = Classifier(cfg.model, 3).eval()
+    with torch.no_grad():
+        expect = torch.softmax(model(to_float(sets["wli_test"].images)).logits, 1).numpy()
+    assert abs(predict(model, sets["wli_test"], torch.device("cpu")) - expect).max() < 1e-5
+    seen = []
+    real = train_module.prepare
+    monkeypatch.setattr(train_module, "prepare",
+                        lambda *a, **k: seen.append((k["norm"], k["rotate"])) or real(*a, **k))
+    _fit("pagkd", sets, cfg)
+    assert seen and set(seen) == {("none", "expand")}
+    with pytest.raises(ValueError, match="input_norm='none' with init='ssl'"):
+        ModelConfig(input_norm="none", init="ssl")
+    with pytest.raises(ValueError, match="input_rotate must be one of"):
+        ModelConfig(input_rotate="reshape")
+
+
+def test_group_pool_reaches_the_sampler_of_unpaired_methods_only(sets, monkeypatch):
+    """``groups.pool`` becomes the distiller's ``group_pool`` (``build_distiller``) and the
+    pool of its group sampler; paired methods and the teacher draw from every image."""
+    pools = []
+    real = train_module.GroupSampler
+
+    def spy(*a, **k):
+        pools.append(k["pool"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_module, "GroupSampler", spy)
+    cfg = _tiny_cfg("groups.pool=authors")
+    assert _fit("class_hint", sets, cfg).group_pool == "authors" and pools == ["authors"]
+    pools.clear()
+    _fit("paired_hint", sets, cfg)
+    assert pools == ["all"]
+    assert _fit("pagkd", sets, _tiny_cfg()).group_pool == "all"
+
+
+def test_pagkd_authors_pins_every_field_it_depends_on():
+    """``AUTHORS_SETTINGS`` fixes every den field, the loss weights and the ramp, the
+    augmentation, the label source, and sets every switch of docs/fidelity.md."""
+    from pagkd_lite.method.den_pairs import GKDDenConfig
+
+    pinned = {item.split("=", 1)[0] for item in AUTHORS_SETTINGS}
+    assert {f"den.{f.name}" for f in dataclasses.fields(GKDDenConfig)} <= pinned
+    assert {"train.lambda_den", "train.lambda_pro", "train.lambda_ramp_epochs",
+            "labels.source", "labels.flip_rate"} <= pinned
+    a = get_preset("authors")
+    assert (a.model.embed_init, a.model.student_init, a.model.input_norm,
+            a.model.input_rotate) == ("kaiming_fan_out", "wli_only", "none", "expand")
+    assert a.groups.pool == "authors" and a.labels.par_align_corners is True
+    assert (a.den.two_way, a.den.use_mask, a.den.target, a.train.lambda_den,
+            a.train.lambda_pro) == (True, True, "adapted", 1.0, 0.001)
+    paper = method_config(get_preset("paper"), "pagkd_authors")
+    assert (paper.data.image_size, paper.model.backbone, paper.model.input_norm) == (
+        448, "resnet50", "none")

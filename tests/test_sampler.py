@@ -76,3 +76,34 @@ def test_ranks_share_composition_not_images():
     r1 = GroupSampler(w, n, 8, seed=0, rank=1, world_size=2).step()
     assert torch.equal(torch.bincount(r0.labels), torch.bincount(r1.labels))
     assert r0.wli.tolist() != r1.wli.tolist()
+
+
+def test_authors_pool_keeps_min_count_images_per_class_and_modality():
+    """``pool="authors"``: each epoch draws from ``n_c = min(#WLI_c, #NBI_c)`` images of each
+    modality and class (a random subset, the same on every rank, another one next epoch);
+    ``"all"`` is the sampler it always was."""
+    from pagkd_lite.data.sampler import GroupConfig
+
+    w, n = labels_of([4, 6, 5]), labels_of([10, 3, 5])
+    s = GroupSampler(w, n, batch_size=9, steps_per_epoch=20, seed=4, pool="authors")
+    pools_w, pools_n = s.pools
+    assert [len(p) for p in pools_w] == [len(p) for p in pools_n] == [4, 3, 5]
+    used_w, used_n = set(), set()
+    for step in s.epoch():
+        assert torch.equal(w[step.wli], step.labels) and torch.equal(n[step.nbi], step.labels)
+        used_w |= set(step.wli.tolist())
+        used_n |= set(step.nbi.tolist())
+    assert used_w == set(torch.cat(pools_w).tolist())
+    assert used_n == set(torch.cat(pools_n).tolist())
+    assert len(used_w) == 12 < len(w) and len(used_n) == 12 < len(n)
+    other_rank = GroupSampler(w, n, batch_size=9, seed=4, pool="authors", rank=1, world_size=2)
+    assert all(torch.equal(a, b) for a, b in zip(other_rank.pools[0], pools_w, strict=True))
+    later = [GroupSampler(w, n, 9, seed=e, pool="authors").pools[1][0] for e in range(5, 9)]
+    assert any(not torch.equal(p, pools_n[0]) for p in later)
+    plain, default = GroupSampler(w, n, 9, seed=4), GroupSampler(w, n, 9, seed=4, pool="all")
+    for a, b in zip(plain.epoch(), default.epoch(), strict=True):
+        assert torch.equal(a.wli, b.wli) and torch.equal(a.nbi, b.nbi)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        GroupSampler(w, n, 9, pool="couples")
+    with pytest.raises(ValueError, match="GroupConfig.pool must be one of"):
+        GroupConfig(pool="couples")

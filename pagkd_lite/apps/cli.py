@@ -18,7 +18,10 @@ Every config field can be changed with ``--set section.field=value`` (repeatable
 config). Also ``python -m pagkd_lite.apps.cli``.
 
 A problem with the user's input (:class:`~pagkd_lite.errors.KitError`) ends the command
-with a one-line message naming the argument or file, and exit status 2.
+with a one-line message naming the argument or file, and exit status 2. A ``--set`` (or
+``--sweep``) that gives a field another value than a chosen method fixes (``Method.config``,
+e.g. ``pagkd_authors``'s ``den.two_way=true``) is such a problem: the method would replace
+it (:func:`pagkd_lite.config.check_method_overrides`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import warnings
 
 import torch
 
-from ..config import PRESETS, get_preset
+from ..config import PRESETS, check_method_overrides, get_preset
 from ..distributed import init_from_env, rank, shutdown
 from ..errors import ConfigError, KitError
 from ..files import check_out_dir
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_early(args: argparse.Namespace) -> None:
     """Before any data is made or any training starts: empty paths, seeds, thread count,
-    the output folder and the device."""
+    the output folder, the device, and ``--set`` / ``--sweep`` values that a chosen method
+    (``--method``, ``--methods``) would replace (:func:`check_method_overrides`)."""
     from ..training.train import pick_device
 
     for name in PATH_OPTIONS:
@@ -263,6 +267,14 @@ def _check_early(args: argparse.Namespace) -> None:
         if not 0 <= args.first_seed <= MAX_SEED - args.seeds + 1:
             raise ConfigError(f"--first-seed {args.first_seed}: seeds FIRST..FIRST+N-1 must "
                               f"lie in 0..{MAX_SEED}")
+    methods = [m for m in [getattr(args, "method", None), *(getattr(args, "methods", None) or [])]
+               if m]
+    check_method_overrides(methods, args.overrides)
+    if getattr(args, "sweep", None):
+        from .bench import parse_grid
+
+        check_method_overrides(methods, [f"{f}={v}" for cell in parse_grid(args.sweep)
+                                         for f, v in cell.items()], flag="--sweep")
     check_out_dir(args.out or get_preset(args.preset).out_dir)
     if args.device is not None:
         pick_device(args.device)

@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..config import Config, method_config, override
+from ..config import Config, check_method_overrides, method_config, override
 from ..config import build_config as _build_config
 from ..errors import ConfigError, KitError
 from ..files import check_out_dir
@@ -131,6 +131,7 @@ def cmd_evaluate(args) -> None:
                               f"({type(err).__name__}: {err})") from None
     if ck["method"] not in METHODS:
         raise CheckpointError(f"checkpoint {path}: unknown method {ck['method']!r}")
+    check_method_overrides([ck["method"]], args.overrides)  # the method trained with them
     check_provenance(path, ck, data={"source": "synthendo", "config": ck["config"]["data"]})
     cfg = build_config(args, base=base)
     sets = make_data(cfg)

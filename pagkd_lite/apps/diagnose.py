@@ -35,6 +35,7 @@ from ..data.transforms import prepare
 from ..files import atomic_write_text
 from ..method.cam import TokenLabelConfig, cam_token_labels, grad_cam
 from ..method.distiller import TeacherSide
+from ..models.classifier import input_settings
 
 
 def true_token_labels(masks: Tensor, token_hw: tuple[int, int]) -> Tensor:
@@ -136,8 +137,9 @@ def _cam(model, x: Tensor, y: Tensor) -> Tensor:
 
 def _cams(model, images: ImageSet, index: Tensor, device) -> tuple[Tensor, Tensor, Tensor]:
     """Grad-CAM of the true class for ``images[index]`` (no augmentation): (cam (B, h, w),
-    [0, 1] image (B, 3, H, W), masks (B, 1, H, W) in [0, 1])."""
-    x, img, masks = prepare(images.images[index], device, masks=images.masks[index])
+    [0, 1] image (B, 3, H, W), masks (B, 1, H, W) in [0, 1]); ``model``'s input setting."""
+    x, img, masks = prepare(images.images[index], device, masks=images.masks[index],
+                            norm=input_settings(model)[0])
     return _cam(model, x, images.labels[index].to(device)), img, masks
 
 
@@ -151,7 +153,7 @@ def diagnose_token_labels(teacher, student, nbi: ImageSet, wli: ImageSet,
     out = {}
     for name, model, s in (("NBI", teacher, nbi), ("WLI", student, wli)):
         idx = torch.arange(min(n_images, len(s)))
-        x, img = prepare(s.images[idx], device)
+        x, img = prepare(s.images[idx], device, norm=input_settings(model)[0])
         cam = _cam(model, x, s.labels[idx].to(device))
         out[name], _ = cam_token_labels(img, cam, tuple(cam.shape[-2:]), labels)
     return out
@@ -293,10 +295,11 @@ def run_diagnosis(cfg, method: str = "pagkd", out_dir=None, progress: bool = Fal
     student = distiller.student.eval()  # a throwaway student: no mode to restore
     common = {}
     with torch.no_grad():
-        x_w = prepare(sets["wli_test"].images[:n_images], device)[0]
+        norm = input_settings(student)[0]
+        x_w = prepare(sets["wli_test"].images[:n_images], device, norm=norm)[0]
         common["student tokens (WLI)"] = common_share(student(x_w).tokens)
         if isinstance(distiller, TeacherSide):
-            x_n = prepare(sets["nbi_test"].images[:n_images], device)[0]
+            x_n = prepare(sets["nbi_test"].images[:n_images], device, norm=norm)[0]
             common["adapted teacher tokens (NBI)"] = common_share(distiller.teacher_tokens(x_n))
     labels = diagnose_labels(teacher, student, sets["nbi_test"], sets["wli_test"],
                              cfg.labels.high, cfg.labels.low, n_images, device)

@@ -25,9 +25,9 @@ from plotly.subplots import make_subplots
 
 from ..data.imageset import ImageSet
 from ..data.sampler import GroupSampler
-from ..data.transforms import normalize, to_float
+from ..data.transforms import model_input, to_float
 from ..method.distiller import Distiller, PaGKD, TeacherSide
-from ..models.classifier import eval_mode
+from ..models.classifier import eval_mode, input_settings
 
 
 def _unwrap(model_or_distiller) -> torch.nn.Module:
@@ -61,10 +61,11 @@ def image_embeddings(model_or_distiller, images: ImageSet, device: torch.device 
                          f"an adapter, got {type(model_or_distiller).__name__}")
     device = torch.device(device)
     out = []
+    norm = input_settings(model_or_distiller)[0]
     model_or_distiller.to(device)
     with eval_mode(model_or_distiller):
         for i in range(0, len(images), batch_size):
-            x = normalize(to_float(images.images[i : i + batch_size].to(device)))
+            x = model_input(to_float(images.images[i : i + batch_size].to(device)), norm)
             if side == "student":
                 tokens = _unwrap(model_or_distiller)(x).tokens
             else:
@@ -136,11 +137,12 @@ def prototype_sets(distiller, wli: ImageSet, nbi: ImageSet, device: torch.device
     sampler = GroupSampler(wli.labels, nbi.labels, batch_size, num_classes=wli.num_classes,
                            steps_per_epoch=steps, seed=seed, class_names=wli.class_names)
     vecs, mods, labs, slots, stp = [], [], [], [], []
+    norm = input_settings(distiller)[0]
     distiller.to(device)
     with eval_mode(distiller):
         for s, group in enumerate(sampler):
-            x_w = normalize(to_float(wli.images[group.wli].to(device)))
-            x_n = normalize(to_float(nbi.images[group.nbi].to(device)))
+            x_w = model_input(to_float(wli.images[group.wli].to(device)), norm)
+            x_n = model_input(to_float(nbi.images[group.nbi].to(device)), norm)
             y = group.labels.to(device)
             tok_w = distiller.student(x_w).tokens
             tok_n = distiller.teacher_tokens(x_n)

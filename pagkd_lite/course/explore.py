@@ -33,7 +33,7 @@ from ..data.transforms import prepare
 from ..method.cam import TokenLabelConfig
 from ..method.distiller import StepBatch, TeacherSide
 from ..method.gkd_den import GKDDenConfig, relation_attention, relation_maps
-from ..models.classifier import eval_mode
+from ..models.classifier import eval_mode, input_settings
 from .viz import _TURBO, LABEL_RGB, heat_overlay, label_overlay  # noqa: F401 (re-exported)
 from .viz import as_hwc as to_rgb
 
@@ -113,8 +113,9 @@ def den_step(distiller, wli: ImageSet, nbi: ImageSet, wli_idx, nbi_idx,
     nbi_idx = torch.as_tensor(nbi_idx, dtype=torch.long)
     distiller.to(device)
     with eval_mode(distiller):
-        x_w, img_w = prepare(wli.images[wli_idx], device)
-        x_n, img_n = prepare(nbi.images[nbi_idx], device)
+        norm = input_settings(distiller)[0]
+        x_w, img_w = prepare(wli.images[wli_idx], device, norm=norm)
+        x_n, img_n = prepare(nbi.images[nbi_idx], device, norm=norm)
         y_w, y_n = wli.labels[wli_idx].to(device), nbi.labels[nbi_idx].to(device)
         batch = StepBatch(x_w=x_w, img_w=img_w, y_w=y_w, x_n=x_n, img_n=img_n, y_n=y_n)
         with torch.enable_grad():

@@ -7,6 +7,11 @@ images of class c; the images of class c and modality m form the group G_c^m (do
 Class imbalance is handled by resampling: each (modality, class) pool is an endless
 stream of reshuffled passes over that pool, so small classes are revisited more often and
 every step has the balanced composition.
+
+Which images form the pools (:class:`GroupConfig`, a run's ``groups`` section): every
+training image (``pool = "all"``, the kit's), or, as the authors' ``utils/loader.py``
+(``MultiModalImbalancedDataset.reset_pair_indices``) does, only ``n_c = min(#WLI_c, #NBI_c)``
+images of each modality and class c, drawn anew every epoch (``pool = "authors"``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+#: which training images an epoch's groups are drawn from (:class:`GroupConfig`)
+GROUP_POOLS = ("all", "authors")
+
+
+@dataclass
+class GroupConfig:
+    """How the unpaired groups are drawn: the ``groups`` section of a run's config.
+
+    Attributes:
+        pool: :data:`GROUP_POOLS`. ``"all"`` (the kit's): every WLI and NBI training image
+            of class c is in class c's pools. ``"authors"``: each epoch, a random subset of
+            ``n_c = min(#WLI_c, #NBI_c)`` images per modality and class c (the same subset on
+            every rank), as the authors' loader re-draws ``n_c`` couples per class each epoch;
+            the images left out wait for a later epoch. Read by the training loop for the
+            methods with unpaired NBI groups (``Distiller.group_pool``); the teacher and
+            ``wli_only`` draw no groups and ignore it.
+    """
+
+    pool: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.pool not in GROUP_POOLS:
+            raise ValueError(f"GroupConfig.pool must be one of {GROUP_POOLS}, got {self.pool!r}")
 
 
 @dataclass
@@ -68,6 +97,10 @@ class GroupSampler:
         seed: the whole stream is a function of the seed.
         rank, world_size: distributed sharding. Each rank draws from its own stream
             (seeded by seed and rank) with the same class composition on every rank.
+        pool: :data:`GROUP_POOLS` (:class:`GroupConfig`): ``"all"`` pools every image of a
+            (modality, class); ``"authors"`` keeps ``n_c = min(#WLI_c, #NBI_c)`` of each, drawn
+            from a generator seeded by ``seed`` alone (the same on every rank). With
+            ``"all"`` no draw is made for it, so the stream is the one it always was.
 
     Raises:
         ValueError: a class has images in one modality and none in the other, naming it.
@@ -84,6 +117,7 @@ class GroupSampler:
         class_names: list[str] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        pool: str = "all",
     ) -> None:
         wli_labels = torch.as_tensor(wli_labels, dtype=torch.long)
         nbi_labels = torch.as_tensor(nbi_labels, dtype=torch.long)
@@ -94,6 +128,8 @@ class GroupSampler:
                 f"GroupSampler: batch_size {batch_size} is smaller than the number of classes {k}; "
                 "every step needs at least one image per class and modality"
             )
+        if pool not in GROUP_POOLS:
+            raise ValueError(f"GroupSampler: pool must be one of {GROUP_POOLS}, got {pool!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"GroupSampler: rank {rank} outside world_size {world_size}")
         w_counts = torch.bincount(wli_labels, minlength=k)
@@ -115,8 +151,18 @@ class GroupSampler:
         gen_w = torch.Generator().manual_seed(seed * 1_000_003 + 2 * rank)
         gen_n = torch.Generator().manual_seed(seed * 1_000_003 + 2 * rank + 1)
         self.rotation = torch.Generator().manual_seed(seed)  # same on every rank
-        self.wli = [_ClassStream((wli_labels == c).nonzero().flatten(), gen_w) for c in range(k)]
-        self.nbi = [_ClassStream((nbi_labels == c).nonzero().flatten(), gen_n) for c in range(k)]
+        pools_w = [(wli_labels == c).nonzero().flatten() for c in range(k)]
+        pools_n = [(nbi_labels == c).nonzero().flatten() for c in range(k)]
+        if pool == "authors":  # n_c = min(#WLI_c, #NBI_c) of each, the same on every rank
+            pick = torch.Generator().manual_seed(seed * 1_000_003 + 1_000_002)
+            n = [min(len(w), len(v)) for w, v in zip(pools_w, pools_n, strict=True)]
+            for pools in (pools_w, pools_n):
+                for c in range(k):
+                    keep = torch.randperm(len(pools[c]), generator=pick)[:n[c]]
+                    pools[c] = pools[c][keep].sort().values
+        self.pools = (pools_w, pools_n)  # the (WLI, NBI) index pools of each class
+        self.wli = [_ClassStream(p, gen_w) for p in pools_w]
+        self.nbi = [_ClassStream(p, gen_n) for p in pools_n]
 
     def composition(self) -> list[int]:
         """Images per class for the next step: batch_size split evenly, remainder rotated."""

@@ -1,8 +1,17 @@
-"""Batched image transforms on tensors: uint8 -> normalised float, rotation and flips.
+"""Batched image transforms on tensors: uint8 -> network input, rotation and flips.
 
 The paper augments with rotations up to 180 degrees and flips. Endoscopy has no canonical
 orientation, so both are label-preserving. Everything is done on the whole batch at once
 on the training device (one ``affine_grid`` + ``grid_sample``), no per-image Python.
+
+Two settings of the model section say what the network is fed (``docs/fidelity.md``):
+``model.input_norm`` (:data:`INPUT_NORMS`): ``"imagenet"`` (the kit's: ImageNet mean and
+std) or ``"none"`` (the [0, 1] image itself, as the authors' ``utils/loader.py`` feeds
+it); ``model.input_rotate`` (:data:`ROTATES`): ``"crop"`` (the kit's: the image turns inside
+its canvas, its corners are cut) or ``"expand"`` (the authors': ``scipy.ndimage.rotate`` with
+its default ``reshape=True`` grows the canvas to hold the whole rotated image, which is then
+resized back, so a rotation by ``a`` is also a zoom-out by ``1 / (|cos a| + |sin a|)``, 0.71
+to 1, with black corners).
 """
 
 from __future__ import annotations
@@ -14,6 +23,10 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: what the network reads: ImageNet-normalised images, or the [0, 1] images themselves
+INPUT_NORMS = ("imagenet", "none")
+#: how a rotation is framed: inside the canvas (corners cut), or zoomed out to keep all of it
+ROTATES = ("crop", "expand")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -28,6 +41,16 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def model_input(x: torch.Tensor, norm: str = "imagenet") -> torch.Tensor:
+    """[0, 1] images (B, 3, H, W) -> what the network reads (same shape): :func:`normalize`d
+    for ``norm = "imagenet"``, a copy of ``x`` for ``"none"`` (:data:`INPUT_NORMS`)."""
+    if norm == "imagenet":
+        return normalize(x)
+    if norm == "none":
+        return x.clone()
+    raise ValueError(f"model_input: norm must be one of {INPUT_NORMS}, got {norm!r}")
+
+
 def draw_rotate_flip(b: int, max_degrees: float, generator: torch.Generator | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """One geometric draw per image: ``(angles (B,) in radians, uniform in
@@ -37,13 +60,23 @@ def draw_rotate_flip(b: int, max_degrees: float, generator: torch.Generator | No
     return angles, flips
 
 
-def rotate_flip(x: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+def rotate_flip(x: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor,
+                rotate: str = "crop") -> torch.Tensor:
     """Rotate image i by ``angles[i]`` after flipping it horizontally where ``flips[i] = -1``
     (a vertical flip is a horizontal flip plus a 180 degree rotation, so it is covered).
     Corners outside the rotated image become 0.
 
+    ``rotate`` (:data:`ROTATES`): ``"crop"`` samples output point p at ``R p`` (the image
+    turns inside its canvas; what leaves it is cut). ``"expand"`` samples it at ``s R p`` with
+    ``s = |cos a| + |sin a|``: the bounding square of the rotated image, resized to the canvas
+    (the authors' ``scipy.ndimage.rotate(reshape=True)`` then resize, for square images), so
+    nothing of the image is cut and it shrinks by ``1 / s`` (0.71 at 45 degrees, 1 at
+    multiples of 90).
+
     x: (B, C, H, W) float; angles, flips: (B,). Returns the same shape as x.
     """
+    if rotate not in ROTATES:
+        raise ValueError(f"rotate_flip: rotate must be one of {ROTATES}, got {rotate!r}")
     b = x.shape[0]
     cos, sin = torch.cos(angles), torch.sin(angles)
     theta = torch.zeros(b, 2, 3)
@@ -51,6 +84,8 @@ def rotate_flip(x: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor) -> t
     theta[:, 0, 1] = -sin
     theta[:, 1, 0] = sin * flips
     theta[:, 1, 1] = cos
+    if rotate == "expand":
+        theta[:, :, :2] *= (cos.abs() + sin.abs())[:, None, None]
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -71,11 +106,15 @@ def prepare(
     generator: torch.Generator | None = None,
     masks: torch.Tensor | None = None,
     geometry: tuple[torch.Tensor, torch.Tensor] | None = None,
+    norm: str = "imagenet",
+    rotate: str = "crop",
 ):
-    """uint8 batch -> (normalised input for the network, [0, 1] image for PAR).
+    """uint8 batch -> (input for the network, [0, 1] image for PAR).
 
     ``geometry`` ``(angles, flips)`` (:func:`draw_rotate_flip`) replaces the fresh draw
     from ``generator``: the NBI twins of a paired batch take the WLI batch's draw.
+    ``norm`` (``model.input_norm``): the network input is :func:`model_input` of the [0, 1]
+    image; ``rotate`` (``model.input_rotate``): how :func:`rotate_flip` frames the rotation.
 
     Both outputs see the same augmentation, so a CAM refined on the [0, 1] image lines up
     with the network input. With ``masks`` (uint8 ``(B, 1, H, W)``, e.g. SynthEndo's lesion
@@ -89,7 +128,7 @@ def prepare(
     if augment:
         if geometry is None:
             geometry = draw_rotate_flip(x.shape[0], max_degrees, generator)
-        x = rotate_flip(x, *geometry)
+        x = rotate_flip(x, *geometry, rotate=rotate)
     if masks is None:
-        return normalize(x), x
-    return normalize(x[:, :3]), x[:, :3], x[:, 3:]
+        return model_input(x, norm), x
+    return model_input(x[:, :3], norm), x[:, :3], x[:, 3:]

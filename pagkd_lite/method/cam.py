@@ -13,7 +13,9 @@ Choices that differ from the authors' research code (see ``docs/method.md``):
   labels, so a second-order graph is wasted memory and time. The output is detached.
 * PAR keeps the colour (pixel-adaptive) kernel only, as the authors' ``utils/PAR.py`` does
   (it builds the positional term of Ru et al. but never uses it). It upsamples the map to
-  its working resolution with ``align_corners=False`` (authors: ``True``).
+  its working resolution with ``align_corners=False`` by default; the authors'
+  ``PAR.forward`` uses ``True`` (``labels.par_align_corners=true``: about 11 % of token labels
+  differ on smooth random CAMs, docs/fidelity.md).
 
 :func:`cam_token_labels` is the ONE chain from a CAM to token labels: training
 (:mod:`pagkd_lite.method.distill`), :mod:`pagkd_lite.apps.diagnose`, the notebooks and the
@@ -72,6 +74,9 @@ class TokenLabelConfig:
             own generator (``Distiller.generator``); uncertain labels stay uncertain. 0 (the
             default): none. With ``source="mask"`` it sets the labels' accuracy to about
             ``1 - rho``: the label dose-response (docs/results.md).
+        par_align_corners: how PAR upsamples the CAM to its working resolution (bilinear):
+            ``False`` (the kit's default) or ``True`` (the authors' ``utils/PAR.py``,
+            ``PAR.forward``). Both rules; unused when ``par_iters == 0``.
     """
 
     high: float = 0.7
@@ -82,6 +87,7 @@ class TokenLabelConfig:
     rule: str = "kit"
     source: str = "cam"
     flip_rate: float = 0.0
+    par_align_corners: bool = False
 
     def __post_init__(self) -> None:
         if self.rule not in LABEL_RULES:
@@ -90,6 +96,9 @@ class TokenLabelConfig:
         if self.source not in LABEL_SOURCES:
             raise ValueError(f"TokenLabelConfig.source must be one of {LABEL_SOURCES}, "
                              f"got {self.source!r}")
+        if not isinstance(self.par_align_corners, bool):
+            raise ValueError(f"TokenLabelConfig.par_align_corners must be a bool, "
+                             f"got {self.par_align_corners!r}")
         if not 0.0 <= self.flip_rate <= 1.0:
             raise ValueError(f"TokenLabelConfig.flip_rate must be in [0, 1], "
                              f"got {self.flip_rate!r}")
@@ -191,7 +200,7 @@ def _all_neighbours(x: Tensor, dilations: tuple[int, ...]) -> Tensor:
 
 def par_refine(
     image: Tensor, cam: Tensor, dilations: tuple[int, ...] = (1, 2, 4, 8), num_iter: int = 10,
-    w_colour: float = 0.3, eps: float = 1e-8, scale: int = 2,
+    w_colour: float = 0.3, eps: float = 1e-8, scale: int = 2, align_corners: bool = False,
 ) -> Tensor:
     """Pixel-adaptive refinement of activation maps (PAR, Ru et al., CVPR 2022).
 
@@ -203,7 +212,8 @@ def par_refine(
         M_{t+1}(i) = sum_j a_ij M_t(j)          (num_iter times)
 
     with ``sigma_i`` the standard deviation (per channel, unbiased) of the colours of
-    ``i``'s neighbours. ``M_0`` is ``cam`` upsampled bilinearly to half resolution. Each
+    ``i``'s neighbours. ``M_0`` is ``cam`` upsampled bilinearly to the working resolution
+    (``align_corners`` as given: the kit's ``False``, the authors' ``True``). Each
     step is a convex combination, so values stay in the range of ``cam``. The positional
     kernel of Ru et al. is omitted. No gradient flows (the result only feeds labels).
 
@@ -217,6 +227,8 @@ def par_refine(
         eps: added to ``sigma``.
         scale: downsampling factor of the working resolution (2 = half resolution, the
             paper's; 4 = quarter, about 4x cheaper).
+        align_corners: of the CAM's bilinear upsampling (the image is always resampled with
+            ``False``, as in the authors' ``refine_cams_with_bkg_v3``).
 
     Returns:
         ``(B, H // scale, W // scale)`` refined maps (``(B, C, ...)`` for a ``(B, C, h, w)``
@@ -238,7 +250,8 @@ def par_refine(
         img = image.float() if not image.is_floating_point() else image
         img = F.interpolate(img.detach(), size=size, mode="bilinear", align_corners=False)
         maps = cam.detach()[:, None] if cam.ndim == 3 else cam.detach()
-        m = F.interpolate(maps.to(img.dtype), size=size, mode="bilinear", align_corners=False)
+        m = F.interpolate(maps.to(img.dtype), size=size, mode="bilinear",
+                          align_corners=align_corners)
         nb = _all_neighbours(img, dilations)  # (B, C, N, h, w)
         n = nb.shape[2]  # unbiased std over the neighbours, from two means (faster)
         mean = nb.mean(dim=2, keepdim=True)
@@ -331,7 +344,7 @@ def authors_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
                        for t in (cfg.high, cfg.low)], dim=1)
     if cfg.par_iters > 0:
         probs = par_refine(image, probs, cfg.par_dilations, num_iter=cfg.par_iters,
-                           scale=cfg.par_scale)
+                           scale=cfg.par_scale, align_corners=cfg.par_align_corners)
     shown = probs[:, 1]
     if tuple(probs.shape[-2:]) != tuple(token_hw):
         probs = F.interpolate(probs, size=token_hw, mode="bilinear", align_corners=False)
@@ -365,5 +378,6 @@ def cam_token_labels(image: Tensor, cam: Tensor, token_hw: tuple[int, int],
         if cfg.rule == "authors":
             return authors_token_labels(image, cam, token_hw, cfg)
         refined = cam if cfg.par_iters == 0 else par_refine(
-            image, cam, cfg.par_dilations, num_iter=cfg.par_iters, scale=cfg.par_scale)
+            image, cam, cfg.par_dilations, num_iter=cfg.par_iters, scale=cfg.par_scale,
+            align_corners=cfg.par_align_corners)
         return token_labels(refined, token_hw, high=cfg.high, low=cfg.low), refined

@@ -73,16 +73,32 @@ class Method:
         return self.cls(student, teacher, cfg, num_classes, **self.options)
 
 
-#: The authors' behaviour where the kit's default differs (``docs/fidelity.md``): their
-#: classifier head and bias-free token maps, GKD-Pro's channel similarity summed over anchors,
-#: GKD-Den's per-class sum and uniform rows, their CAM -> label rule with the paper's PAR.
-#: The ``authors`` preset and the ``pagkd_authors`` method apply them.
+#: The authors' settings (``docs/fidelity.md``), every field that ``pagkd_authors`` depends on
+#: pinned to the value of their released code (``train.py``, ``utils/``, ``models/``): their
+#: classifier head, bias-free token maps with the kaiming fan-out init, [0, 1] inputs,
+#: rotations that zoom out, their group pool, the raw ``wli_only`` student as the start;
+#: GKD-Pro's channel similarity summed over anchors; GKD-Den two-way, relation-masked, on the
+#: adapted teacher tokens, summed per class with uniform rows; their CAM -> label rule with
+#: the paper's PAR (upsampling with ``align_corners=True``); lambda_den = 1, lambda_pro =
+#: 0.001, no ramp; rotations up to 180 degrees and flips. The scale (backbone, image size,
+#: epochs, warm-up, lr) is the preset's: ``--preset paper`` for the paper's.
+#: The ``authors`` preset and the ``pagkd_authors`` method apply them; the command line
+#: refuses a ``--set`` that would change one under ``pagkd_authors``
+#: (``config.check_method_overrides``).
 AUTHORS_SETTINGS: tuple[str, ...] = (
-    "model.head_input=backbone", "model.token_bias=false",
+    "model.head_input=backbone", "model.token_bias=false", "model.embed_init=kaiming_fan_out",
+    "model.init=scratch", "model.student_init=wli_only", "model.input_norm=none",
+    "model.input_rotate=expand", "groups.pool=authors",
     "pro.similarity=channel", "pro.channel_scale=20", "pro.tau=1", "pro.con_reduction=sum",
-    "pro.plus_one=true", "den.reduction=per_class_sum", "den.masked_rows=uniform",
-    "den.scale=false", "labels.rule=authors", "labels.par_iters=10", "labels.par_scale=2",
-    "labels.par_dilations=1,2,4,8", "labels.high=0.7", "labels.low=0.3",
+    "pro.plus_one=true",
+    "den.scale=false", "den.use_mask=true", "den.two_way=true", "den.masked_rows=uniform",
+    "den.reduction=per_class_sum", "den.target=adapted", "den.center=false", "den.cosine=map",
+    "den.relation=multiply", "den.wli_gate=false",
+    "labels.source=cam", "labels.flip_rate=0", "labels.rule=authors", "labels.par_iters=10",
+    "labels.par_scale=2", "labels.par_dilations=1,2,4,8", "labels.par_align_corners=true",
+    "labels.high=0.7", "labels.low=0.3",
+    "train.lambda_den=1", "train.lambda_pro=0.001", "train.lambda_ramp_epochs=0",
+    "train.augment=true", "train.rotation_degrees=180",
 )
 
 #: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``
@@ -91,7 +107,8 @@ METHODS: dict[str, Method] = {
     "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)"),
     "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups"),
     "pagkd_authors": Method(PaGKD, "PaGKD with every authors' setting of docs/fidelity.md "
-                                   "(their head, similarity, reductions, label rule, PAR)",
+                                   "(head, init, inputs, groups, losses, label rule, PAR; "
+                                   "starts from the wli_only student)",
                             config=AUTHORS_SETTINGS),
     "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro (ablation)", {"use_pro": False}),
     "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den (ablation)", {"use_den": False}),
@@ -148,8 +165,11 @@ def get_method(method: str) -> Method:
 
 def build_distiller(method: str, student: Classifier, teacher: Classifier | None, cfg,
                     num_classes: int) -> Distiller:
-    """The distiller for a method name (see :data:`METHODS`)."""
+    """The distiller for a method name (see :data:`METHODS`), with its ``group_pool`` set
+    from ``cfg.groups.pool`` (the training loop's sampler reads it)."""
     entry = get_method(method)
     if entry.needs_teacher and teacher is None:
         raise ValueError(f"method {method!r} needs a trained teacher")
-    return entry(student, teacher if entry.needs_teacher else None, cfg, num_classes)
+    distiller = entry(student, teacher if entry.needs_teacher else None, cfg, num_classes)
+    distiller.group_pool = getattr(getattr(cfg, "groups", None), "pool", "all")
+    return distiller

@@ -58,8 +58,8 @@ class Distiller(nn.Module):
 
     The base class declares every capability the training loop asks about: ``needs_nbi``,
     ``paired``, ``needs_masks`` (what a step's batch must hold), ``warmup_epochs`` and
-    ``ramp_epochs``, and :attr:`generator`. Distillers that use the frozen teacher are
-    :class:`TeacherSide` subclasses.
+    ``ramp_epochs``, :attr:`generator` and :attr:`group_pool`. Distillers that use the frozen
+    teacher are :class:`TeacherSide` subclasses.
     """
 
     needs_nbi = False
@@ -71,6 +71,10 @@ class Distiller(nn.Module):
     #: :func:`~pagkd_lite.training.train.fit` seeds it every epoch; None (outside ``fit``):
     #: torch's global stream
     generator: torch.Generator | None = None
+    #: which images the unpaired groups are drawn from (``groups.pool``: ``"all"`` or
+    #: ``"authors"``, :class:`pagkd_lite.data.sampler.GroupConfig`); set from the run's config
+    #: by :func:`pagkd_lite.method.distill.build_distiller`
+    group_pool: str = "all"
 
     def __init__(self, student: Classifier, teacher: Classifier | None = None) -> None:
         super().__init__()

@@ -26,6 +26,8 @@ import timm
 import torch
 from torch import nn
 
+from ..data.transforms import INPUT_NORMS, ROTATES
+
 HEAD_INPUTS = ("tokens", "backbone")
 #: where a trained model's backbone starts: random weights, or the SSL backbone of the data
 INITS = ("scratch", "ssl")
@@ -67,6 +69,21 @@ class ModelConfig:
             cached: ``pipeline.raw_student``; the authors' ``raw_stu_path`` in
             ``train.py``, ``try_get_pretrained``). The other trainable modules (adapter,
             queries, projector) start as drawn.
+        input_norm: what the network reads (:data:`~pagkd_lite.data.transforms.INPUT_NORMS`):
+            ``"imagenet"`` (the kit's: ImageNet mean / std) or ``"none"`` (the [0, 1] image,
+            as the authors' ``utils/loader.py`` feeds their ImageNet-pretrained ResNet-50).
+            Training, prediction and the course tools read it from the model they feed.
+            ``"none"`` with ``init = "ssl"`` is refused (the SimCLR backbone is pretrained on
+            normalised views).
+        input_rotate: how a training rotation is framed
+            (:data:`~pagkd_lite.data.transforms.ROTATES`): ``"crop"`` (the kit's: corners cut)
+            or ``"expand"`` (the authors': the whole rotated image, zoomed out by ``1 / (|cos
+            a| + |sin a|)``; :func:`pagkd_lite.data.transforms.rotate_flip`).
+
+    ``input_norm`` and ``input_rotate`` concern the input pipeline, not the network, but
+    they live here because they must reach the teacher: a cached teacher's key hashes this
+    section (``pipeline.train_teacher``), and ``pipeline.teacher_for`` trains a method its own
+    teacher when the method changes this section. Teacher and student alike.
     """
 
     backbone: str = "resnet10t"
@@ -78,6 +95,8 @@ class ModelConfig:
     init: str = "scratch"
     embed_init: str = "default"
     student_init: str = "scratch"
+    input_norm: str = "imagenet"
+    input_rotate: str = "crop"
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -93,6 +112,13 @@ class ModelConfig:
         if self.student_init not in STUDENT_INITS:
             raise ValueError(f"ModelConfig.student_init must be one of {STUDENT_INITS}, "
                              f"got {self.student_init!r}")
+        for name, allowed in (("input_norm", INPUT_NORMS), ("input_rotate", ROTATES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.input_norm == "none" and self.init == "ssl":
+            raise ValueError("ModelConfig.input_norm='none' with init='ssl' is not offered: the "
+                             "SSL backbone is pretrained on ImageNet-normalised views")
         if not isinstance(self.token_bias, bool):
             raise ValueError(f"ModelConfig.token_bias must be a bool, got {self.token_bias!r}")
         if self.backbone not in timm.list_models() and not timm.is_model(self.backbone):
@@ -178,6 +204,14 @@ def freeze(model: nn.Module) -> nn.Module:
         p.requires_grad_(False)
         p.grad = None  # gradients left from the teacher's own training are dead weight
     return model
+
+
+def input_settings(model: nn.Module) -> tuple[str, str]:
+    """``(input_norm, input_rotate)`` of the model config of a :class:`Classifier` or of a
+    distiller's student: what the network is fed (:class:`ModelConfig`); the kit's
+    ``("imagenet", "crop")`` for a module without one."""
+    cfg = getattr(model, "cfg", None) or getattr(getattr(model, "student", None), "cfg", None)
+    return getattr(cfg, "input_norm", "imagenet"), getattr(cfg, "input_rotate", "crop")
 
 
 @contextmanager

@@ -7,11 +7,16 @@ weights are kept (model selection never looks at test data). Each epoch ends wit
 atomic ``last.pt``, so ``resume=True`` continues an interrupted run; the sampler and the
 augmentation are reseeded per epoch, so a resumed run gives the same numbers as an
 uninterrupted one.
+
+What the network is fed is the model's own setting (``model.input_norm``, ``model.input_rotate``:
+:func:`input_settings`); which images form the groups is the distiller's ``group_pool``
+(``groups.pool``, set by ``distill.build_distiller``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +27,13 @@ from tqdm.auto import tqdm
 
 from ..data.imageset import ImageSet
 from ..data.sampler import GroupSampler
-from ..data.transforms import draw_rotate_flip, normalize, prepare, to_float
+from ..data.transforms import draw_rotate_flip, model_input, prepare, to_float
 from ..distributed import average_gradients, broadcast_buffers, gather_rows, rank, world_size
 from ..errors import ConfigError
 from ..method.distiller import Distiller, StepBatch
 from ..models import accel
 from ..models.accel import RuntimeConfig
-from ..models.classifier import eval_mode
+from ..models.classifier import eval_mode, input_settings
 from .checkpoint import check_provenance, load_checkpoint, load_weights, save_checkpoint
 from .metrics import auc_score
 
@@ -75,16 +80,18 @@ def predict(model: torch.nn.Module, images: ImageSet, device: torch.device,
     """Class probabilities (N, K) for an ImageSet; ``model`` is a Classifier or a distiller.
 
     ``runtime`` (optional) sets bf16 autocast and the input memory format, as in training.
+    The input is what ``model`` was trained on (``model.input_norm``: :func:`input_settings`).
 
     Distributed: each rank scores every world_size-th image and the rows are gathered, so
     every rank (rank 0 included) gets all N rows.
     """
     index = torch.arange(rank(), len(images), world_size())
+    norm = input_settings(model)[0]
     out = []
     with eval_mode(model):
         for i in range(0, len(index), batch_size):
             batch = accel.host_to_device(images.images, index[i : i + batch_size], device, runtime)
-            x = accel.input_format(normalize(to_float(batch)), runtime)
+            x = accel.input_format(model_input(to_float(batch), norm), runtime)
             with accel.autocast(runtime, device):
                 logits = model(x)
             logits = getattr(logits, "logits", logits)
@@ -120,13 +127,15 @@ def nbi_training_set(distiller: Distiller, sets: dict[str, ImageSet]) -> ImageSe
 
 
 def _prepare_step(images: ImageSet, index: torch.Tensor, with_masks: bool, device, tcfg,
-                  geometry: tuple[torch.Tensor, torch.Tensor], runtime: RuntimeConfig | None):
-    """One modality's batch on the device, augmented by ``geometry`` (angles, flips): (network
-    input, [0, 1] image, lesion masks in [0, 1] under the same augmentation, or None)."""
+                  geometry: tuple[torch.Tensor, torch.Tensor], runtime: RuntimeConfig | None,
+                  inputs: tuple[str, str] = ("imagenet", "crop")):
+    """One modality's batch on the device, augmented by ``geometry`` (angles, flips) and
+    framed and scaled as ``inputs`` (:func:`input_settings`) says: (network input, [0, 1]
+    image, lesion masks in [0, 1] under the same augmentation, or None)."""
     imgs = accel.host_to_device(images.images, index, device, runtime)
     masks = accel.host_to_device(images.masks, index, device, runtime) if with_masks else None
     out = prepare(imgs, device, tcfg.augment, tcfg.rotation_degrees, masks=masks,
-                  geometry=geometry)
+                  geometry=geometry, norm=inputs[0], rotate=inputs[1])
     x, img = out[0], out[1]
     return accel.input_format(x, runtime), img, (out[2] if with_masks else None)
 
@@ -171,12 +180,14 @@ def _check_sets(distiller: Distiller, train_w: ImageSet, train_n: ImageSet | Non
 
 def _step_batch(step, train_w: ImageSet, train_n: ImageSet | None, role: str | None,
                 needs_masks: bool, tcfg, device, runtime: RuntimeConfig | None,
-                aug_w: torch.Generator, aug_n: torch.Generator) -> StepBatch:
+                aug_w: torch.Generator, aug_n: torch.Generator,
+                inputs: tuple[str, str] = ("imagenet", "crop")) -> StepBatch:
     """One sampler step's images on the device, augmented: the WLI batch and, by
-    :func:`nbi_role`, the NBI twins (under the WLI draw) or the step's own NBI batch."""
+    :func:`nbi_role`, the NBI twins (under the WLI draw) or the step's own NBI batch;
+    ``inputs``: :func:`input_settings` of the distiller."""
     geo_w = draw_rotate_flip(len(step.wli), tcfg.rotation_degrees, aug_w)
     x_w, img_w, mask_w = _prepare_step(train_w, step.wli, needs_masks, device, tcfg, geo_w,
-                                       runtime)
+                                       runtime, inputs)
     batch = StepBatch(x_w=x_w, img_w=img_w, y_w=step.labels.to(device), mask_w=mask_w)
     if role is not None:
         nbi_idx = step.wli if role == "twins" else step.nbi
@@ -185,7 +196,7 @@ def _step_batch(step, train_w: ImageSet, train_n: ImageSet | None, role: str | N
         geo_n = geo_w if role == "twins" else draw_rotate_flip(
             len(nbi_idx), tcfg.rotation_degrees, aug_n)
         batch.x_n, batch.img_n, batch.mask_n = _prepare_step(
-            train_n, nbi_idx, needs_masks, device, tcfg, geo_n, runtime)
+            train_n, nbi_idx, needs_masks, device, tcfg, geo_n, runtime, inputs)
         batch.y_n = train_n.labels[nbi_idx].to(device)
     return batch
 
@@ -195,8 +206,10 @@ def _train_epoch(distiller: Distiller, opt: torch.optim.Optimizer, train_w: Imag
                  runtime: RuntimeConfig | None, bar: dict) -> dict[str, float]:
     """One epoch's steps; returns ``{"epoch", mean of every loss}``. The sampler, the two
     augmentation streams and ``distiller.generator`` are seeded by ``(seed, epoch)`` (and the
-    rank), so a resumed run draws what an uninterrupted one would. ``bar``: tqdm options."""
+    rank), so a resumed run draws what an uninterrupted one would. ``bar``: tqdm options.
+    The unpaired groups come from ``distiller.group_pool`` (``groups.pool``)."""
     role = nbi_role(distiller)
+    inputs = input_settings(distiller)
     distiller.train()
     sampler = GroupSampler(
         train_w.labels,
@@ -208,6 +221,7 @@ def _train_epoch(distiller: Distiller, opt: torch.optim.Optimizer, train_w: Imag
         class_names=train_w.class_names,
         rank=rank(),
         world_size=world_size(),
+        pool=distiller.group_pool if role == "unpaired" else "all",
     )
     # Separate augmentation streams per modality: the WLI images of a seed are augmented
     # identically whatever the method, so methods differ only by their losses.
@@ -218,7 +232,7 @@ def _train_epoch(distiller: Distiller, opt: torch.optim.Optimizer, train_w: Imag
     progress = tqdm(sampler, leave=False, **bar)
     for step in progress:
         batch = _step_batch(step, train_w, train_n, role, distiller.needs_masks, tcfg, device,
-                            runtime, aug_w, aug_n)
+                            runtime, aug_w, aug_n, inputs)
         losses = train_step(distiller, opt, batch, epoch, runtime)
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -295,9 +309,15 @@ def fit(
 
     ``probe`` (:func:`pagkd_lite.training.mechanism.make_probe`), a fixed held-out batch, is
     handed to ``distiller.after_epoch`` after every epoch's steps; what it returns (e.g. the
-    mechanism curves of GKD-Den) joins the epoch's record in ``history``.
+    mechanism curves of GKD-Den) joins the epoch's record in ``history``; with
+    ``model.input_norm = "none"`` its network inputs are its (unaugmented) [0, 1] images.
     """
     _check_sets(distiller, train_w, train_n)
+    if probe is not None and input_settings(distiller)[0] == "none":
+        # the probe is unaugmented (pipeline, mechanism.make_probe): its network input is
+        # then its [0, 1] image itself
+        probe = dataclasses.replace(probe, x_w=probe.img_w.clone(), x_n=(
+            None if probe.img_n is None else probe.img_n.clone()))
     accel.setup(runtime, device)
     accel.place(distiller, runtime, device)
     opt = torch.optim.Adam(distiller.learnable_parameters(), lr=tcfg.lr,
