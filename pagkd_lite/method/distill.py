@@ -34,9 +34,10 @@ from .baselines import (
 from .distiller import Distiller, PaGKD, StepBatch, TeacherPass, TeacherSide, WLIOnly
 
 __all__ = [
-    "AUTHORS_SETTINGS", "METHODS", "VARIANTS", "ClassHint", "Distiller", "LogitKD", "Method",
-    "OracleMasks", "PaGKD", "PaGKDLogit", "PairedHint", "PairedOracle", "PseudoPair",
-    "StepBatch", "TeacherPass", "TeacherSide", "WLIOnly", "build_distiller", "get_method",
+    "AUTHORS_SETTINGS", "FROZEN_CANDIDATES", "METHODS", "VARIANTS", "ClassHint", "Distiller",
+    "LogitKD", "Method", "OracleMasks", "PaGKD", "PaGKDLogit", "PairedHint", "PairedOracle",
+    "PseudoPair", "StepBatch", "TeacherPass", "TeacherSide", "WLIOnly", "build_distiller",
+    "get_method",
     "method_help", "same_class_partners", "unpaired_logit_kd",
 ]
 
@@ -142,11 +143,29 @@ METHODS: dict[str, Method] = {
                                      "chance; group losses ramped over 5 epochs",
                               config=("den.wli_gate=true", "train.lambda_ramp_epochs=5")),
     "pagkd_logit": Method(PaGKDLogit, "variant (f): pagkd + the logit_kd term"),
+    # the frozen-target candidates of benchmarks/PREREGISTERED.md (amendment of 2026-12-07)
+    "pagkd_frozen_logit": Method(PaGKDLogit, "frozen target + the logit_kd term",
+                                 config=("den.target=teacher",)),
+    "pagkd_frozen_warm": Method(PaGKD, "frozen target, the student starting from the trained "
+                                       "wli_only student (its training counted)",
+                                config=("den.target=teacher", "model.student_init=wli_only")),
+    "pagkd_frozen_embed": Method(PaGKD, "frozen target with the authors' token-embedding init "
+                                        "(kaiming fan-out; teacher and student)",
+                                 config=("den.target=teacher",
+                                         "model.embed_init=kaiming_fan_out")),
+    "pagkd_frozen_warm_logit": Method(PaGKDLogit, "frozen target, warm start from the wli_only "
+                                                  "student, + the logit_kd term",
+                                      config=("den.target=teacher",
+                                              "model.student_init=wli_only")),
 }
 
 #: The pre-registered variants (``benchmarks/PREREGISTERED.md``), in the order of its table.
 VARIANTS: tuple[str, ...] = ("pagkd_frozen_target", "pagkd_centred", "pagkd_token_cos",
                              "pagkd_log_prior", "pagkd_scheduled", "pagkd_logit")
+#: The frozen-target candidates (its amendment of 2026-12-07), in the order of its table.
+FROZEN_CANDIDATES: tuple[str, ...] = ("pagkd_frozen_target", "pagkd_frozen_logit",
+                                      "pagkd_frozen_warm", "pagkd_frozen_embed",
+                                      "pagkd_frozen_warm_logit")
 
 
 def method_help(names=None) -> str:
