@@ -3,6 +3,8 @@
 Reads the study folder ``benchmarks/studies/2026-12-07-frozen-target/`` (its README gives
 the commands that wrote each CSV) and writes, beside the CSVs:
 
+* ``validation.csv`` and ``test.csv`` (with their histories): the parts that ran as
+  separate processes (``validation_part_a.csv``, ...), merged;
 * ``dose_response.md`` / ``.svg`` / ``_points.csv``: GKD-Den's seed-paired gain over
   ``wli_only`` against the MEASURED token-label accuracy (:mod:`pagkd_lite.apps.dose`), for
   true-mask labels with a share rho flipped (frozen target: rho 0-0.4; default target, i.e.
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 from pathlib import Path
 
 from select_defaults import TIE
@@ -29,7 +30,7 @@ from select_defaults import choose as largest_lower_bound
 from select_variant import targets, test_table
 
 from pagkd_lite.apps.bench import read_histories, read_rows
-from pagkd_lite.apps.dose import FLIP, dose_figure, dose_point, svg_dose, table
+from pagkd_lite.apps.dose import FLIP, dose_figure, dose_point, svg_dose, table, write_points
 from pagkd_lite.apps.gains import paired_gains
 from pagkd_lite.config import demo
 from pagkd_lite.method.distill import FROZEN_CANDIDATES
@@ -43,6 +44,27 @@ SWEEPS = (("dose_frozen", "pagkd_frozen_target", "true masks, frozen target"),
 SOURCES = (("pagkd_frozen_target", "student CAM (frozen target)"),
            ("pagkd_frozen_warm", "student CAM after the warm start"),
            ("pagkd_frozen_embed", "student CAM with the authors' embed init"))
+
+
+def merge_parts(study: Path, name: str) -> None:
+    """``<name>_part_*.csv`` (and their histories), run as separate processes, into one
+    ``<name>.csv`` and ``<name>.history.jsonl`` (rows in part order; a (method, seed) that two
+    parts hold is an error: nothing is replaced silently). Nothing to do without parts."""
+    parts = sorted(study.glob(f"{name}_part_*.csv"))
+    if not parts:
+        return
+    rows = [r for p in parts for r in read_rows(p)]
+    keys = [(r["method"], r["seed"]) for r in rows]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise SystemExit(f"{name}: rows in more than one part: {sorted(dup)}")
+    with (study / f"{name}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = [(p.with_name(p.stem + ".history.jsonl")) for p in parts]
+    (study / f"{name}.history.jsonl").write_text(
+        "".join(h.read_text() for h in lines if h.exists()))
 
 
 def dose_points(study: Path) -> list:
@@ -78,10 +100,7 @@ def write_dose(study: Path) -> list:
         "(`validation_wli_only.csv`), 95 % t-interval.\n\n" + table(points) + "\n")
     (study / "dose_response.svg").write_text(svg_dose(points))
     dose_figure(points).write_html(study / "dose_response.html", include_plotlyjs="cdn")
-    with (study / "dose_response_points.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(points[0])])
-        w.writeheader()
-        w.writerows(dataclasses.asdict(p) for p in points)
+    write_points(points, study / "dose_response_points.csv")
     return points
 
 
@@ -127,6 +146,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", type=Path, default=STUDY)
     args = p.parse_args(argv)
+    merge_parts(args.study, "validation")
+    merge_parts(args.study, "test")
     points = write_dose(args.study)
     print(table(points) if points else "no dose-response points yet")
     best = write_choice(args.study)

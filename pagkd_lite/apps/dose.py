@@ -20,6 +20,7 @@ Everything here reads bench rows (:func:`pagkd_lite.apps.bench.read_rows`) and h
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -92,6 +93,38 @@ def dose_point(rows: list[dict], histories: list[dict], method: str, label: str,
     return DosePoint(label=label, series=series, rho=rho, acc=(acc_w + acc_n) / 2,
                      acc_w=acc_w, acc_n=acc_n, gain=est.value, low=est.low, high=est.high,
                      seeds=len(gains))
+
+
+def write_points(points: list[DosePoint], path) -> None:
+    """The points as a CSV, one row each (the data the views are drawn from)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(DosePoint)])
+        w.writeheader()
+        w.writerows(dataclasses.asdict(p) for p in points)
+
+
+def read_points(path) -> list[DosePoint]:
+    """The points of :func:`write_points` (empty cells: None)."""
+    import csv
+
+    kinds = {fl.name: fl.type for fl in dataclasses.fields(DosePoint)}
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            vals = {}
+            for k, v in row.items():
+                if v == "":
+                    vals[k] = None
+                elif "float" in str(kinds[k]):
+                    vals[k] = float(v)
+                elif kinds[k] in (int, "int"):
+                    vals[k] = int(v)
+                else:
+                    vals[k] = v
+            out.append(DosePoint(**vals))
+    return out
 
 
 def table(points: list[DosePoint], baseline: str = BASELINE) -> str:
