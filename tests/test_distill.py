@@ -161,3 +161,23 @@ def test_no_nan_over_200_random_steps():
         for n, p in d.named_parameters():
             assert p.grad is None or torch.isfinite(p.grad).all(), (step, n)
         opt.step()
+
+
+def test_every_method_declares_a_kind_and_references_are_what_real_data_cannot_run():
+    """Each registry entry has a kind of ``KINDS``; the references are exactly the entries
+    that need true pairs or ground-truth masks; ``method_help`` lists every method once,
+    under its kind's heading, the kinds in ``KINDS``'s order; a bad kind is refused."""
+    from pagkd_lite.method.distill import KINDS, METHODS, Method, WLIOnly, method_help
+
+    assert {m.kind for m in METHODS.values()} <= set(KINDS)
+    refs = {n for n, m in METHODS.items() if m.kind == "reference"}
+    assert refs == {n for n, m in METHODS.items() if m.paired or m.needs_masks}
+    text = method_help()
+    headings = [line.strip().rstrip(":") for line in text.splitlines() if line.startswith(" ")
+                and not line.startswith("  ")]
+    assert headings == [h for k, h in KINDS.items() if any(m.kind == k
+                                                            for m in METHODS.values())]
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
+    assert sorted(listed) == sorted(METHODS)
+    with pytest.raises(ValueError, match="kind"):
+        Method(WLIOnly, "x", kind="oracle")

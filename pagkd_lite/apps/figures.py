@@ -2,8 +2,8 @@
 
 Everything here is rendered from rows (:func:`pagkd_lite.apps.bench.read_rows`) and the
 statistics of :mod:`pagkd_lite.apps.gains`; nothing is computed that the CSV does not hold. No
-method is named here: the baseline is a parameter (default
-:data:`~pagkd_lite.apps.gains.BASELINE`), and the teacher's row
+method is named here (a reference is marked by its registry kind): the baseline is a
+parameter (default :data:`~pagkd_lite.apps.gains.BASELINE`), and the teacher's row
 (:data:`~pagkd_lite.apps.gains.TEACHER_ROW`) is left out of every gain. The SVG files (read on
 GitHub and in the course site without JavaScript) are drawn by one small helper,
 :class:`Svg`; the interactive views are plotly's.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..method.distill import METHODS
 from ..training.metrics import mean_interval
 from .gains import (
     BASELINE,
@@ -66,9 +67,22 @@ def summarize(rows: list[dict], baseline: str = BASELINE, by=None) -> str:
                 d = mean_interval(diffs)
                 mark = " **excludes 0**" if d.low > 0 or d.high < 0 else " (not shown)"
                 dtxt = f"{d.signed()}{mark}"
-            out.append(f"| {m} | {len(rs)} | {auc} | {acc.value:.3f} | {f1.value:.3f} | {dtxt} "
-                       f"| {secs:.0f} |")
+            out.append(f"| {m}{REFERENCE_MARK if is_reference(m) else ''} | {len(rs)} | {auc} | "
+                       f"{acc.value:.3f} | {f1.value:.3f} | {dtxt} | {secs:.0f} |")
+    if any(is_reference(r["method"]) for r in rows):
+        out.append(f"\n{REFERENCE_MARK.strip()} a reference, not a method: it uses true pairs or "
+                   "SynthEndo's ground truth, which real data does not give.")
     return "\n".join(out)
+
+
+#: how the tables mark a reference (``Method.kind == "reference"``)
+REFERENCE_MARK = " (ref.)"
+
+
+def is_reference(method: str) -> bool:
+    """Whether ``method`` is a registry entry of kind ``reference`` (teacher row: no)."""
+    entry = METHODS.get(method)
+    return entry is not None and entry.kind == "reference"
 
 
 def compared_methods(rows: list[dict], baseline: str = BASELINE) -> list[str]:

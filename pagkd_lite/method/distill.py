@@ -34,17 +34,32 @@ from .baselines import (
 from .distiller import Distiller, PaGKD, StepBatch, TeacherPass, TeacherSide, WLIOnly
 
 __all__ = [
-    "AUTHORS_SETTINGS", "FROZEN_CANDIDATES", "METHODS", "VARIANTS", "ClassHint", "Distiller",
-    "LogitKD", "Method", "OracleMasks", "PaGKD", "PaGKDLogit", "PairedHint", "PairedOracle",
-    "PseudoPair", "StepBatch", "TeacherPass", "TeacherSide", "WLIOnly", "build_distiller",
-    "get_method",
+    "AUTHORS_SETTINGS", "FROZEN_CANDIDATES", "KINDS", "METHODS", "VARIANTS", "ClassHint",
+    "Distiller", "LogitKD", "Method", "OracleMasks", "PaGKD", "PaGKDLogit", "PairedHint",
+    "PairedOracle", "PseudoPair", "StepBatch", "TeacherPass", "TeacherSide", "WLIOnly",
+    "build_distiller", "get_method",
     "method_help", "same_class_partners", "unpaired_logit_kd",
 ]
 
 
+#: What a registry entry is, in the order ``--help`` lists them, with each kind's heading:
+#: the method the kit teaches, the authors' form of it, baselines that need neither pairs nor
+#: ground truth, ablations and pre-registered variants of PaGKD, and references, which need
+#: true pairs or SynthEndo's ground truth and say what is possible, not what real data gives.
+KINDS: dict[str, str] = {
+    "method": "the method",
+    "authors": "the authors' form",
+    "baseline": "baselines (no pairs, no ground truth)",
+    "ablation": "ablations of PaGKD",
+    "variant": "pre-registered variants (benchmarks/PREREGISTERED.md)",
+    "reference": "references (true pairs or SynthEndo's ground truth: not methods)",
+}
+
+
 @dataclass(frozen=True)
 class Method:
-    """One entry of :data:`METHODS`: a distiller class, its keyword options, one line of help.
+    """One entry of :data:`METHODS`: a distiller class, its keyword options, one line of help,
+    the settings it runs with and its kind (:data:`KINDS`).
 
     ``Method(...)(student, teacher, cfg, num_classes)`` builds the distiller; every
     distiller class takes ``(student, teacher, cfg, num_classes, **options)``.
@@ -54,6 +69,11 @@ class Method:
     help: str
     options: dict = field(default_factory=dict)
     config: tuple[str, ...] = ()  # ``section.field=value`` settings the method runs with
+    kind: str = "variant"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Method.kind must be one of {list(KINDS)}, got {self.kind!r}")
 
     @property
     def needs_teacher(self) -> bool:
@@ -105,30 +125,37 @@ AUTHORS_SETTINGS: tuple[str, ...] = (
 #: The method registry: name -> :class:`Method`. The CLI, ``config``, ``cv`` and ``bench``
 #: take their choices and help text from here; a new method is one class and one entry.
 METHODS: dict[str, Method] = {
-    "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)"),
-    "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups"),
+    "wli_only": Method(WLIOnly, "cross-entropy on WLI only, no teacher (the baseline)",
+                       kind="baseline"),
+    "pagkd": Method(PaGKD, "PaGKD: CE + GKD-Den + GKD-Pro on unpaired same-class groups",
+                    kind="method"),
     "pagkd_authors": Method(PaGKD, "PaGKD with every authors' setting of docs/fidelity.md "
                                    "(head, init, inputs, groups, losses, label rule, PAR; "
                                    "starts from the wli_only student)",
-                            config=AUTHORS_SETTINGS),
-    "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro (ablation)", {"use_pro": False}),
-    "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den (ablation)", {"use_den": False}),
+                            config=AUTHORS_SETTINGS, kind="authors"),
+    "pagkd_no_pro": Method(PaGKD, "PaGKD without GKD-Pro", {"use_pro": False},
+                           kind="ablation"),
+    "pagkd_no_den": Method(PaGKD, "PaGKD without GKD-Den", {"use_den": False},
+                           kind="ablation"),
     "pagkd_no_mask": Method(PaGKD, "PaGKD with plain cross-attention in GKD-Den (no relation "
-                                   "mask)", {"use_mask": False}),
+                                   "mask)", {"use_mask": False}, kind="ablation"),
     "pagkd_one_way": Method(PaGKD, "PaGKD with GKD-Den one way: WLI queries NBI only",
-                            {"two_way": False}),
+                            {"two_way": False}, kind="ablation"),
     "pseudo_pair": Method(PseudoPair, "dense loss on random same-class WLI/NBI pairs "
-                                      "(image-level baseline)"),
+                                      "(image-level baseline)", kind="baseline"),
     "logit_kd": Method(LogitKD, "each WLI image toward the teacher's mean soft prediction of "
-                                "its class (unpaired logit KD)"),
-    "paired_oracle": Method(PairedOracle, "dense loss on TRUE WLI/NBI pairs (SynthEndo only; "
-                                          "the upper reference)"),
-    "paired_hint": Method(PairedHint, "FitNets hint on TRUE pixel-aligned pairs: student token "
-                                      "-> teacher token at the same place (SynthEndo only)"),
+                                "its class (unpaired logit KD)", kind="baseline"),
     "class_hint": Method(ClassHint, "the paired_hint loss on random same-class, different-lesion "
-                                    "WLI/NBI pairs (control: pairing vs class-level hint)"),
+                                    "WLI/NBI pairs (control: pairing vs class-level hint)",
+                         kind="baseline"),
+    "paired_oracle": Method(PairedOracle, "dense loss on TRUE WLI/NBI pairs (SynthEndo only; "
+                                          "the upper reference)", kind="reference"),
+    "paired_hint": Method(PairedHint, "FitNets hint on TRUE pixel-aligned pairs: student token "
+                                      "-> teacher token at the same place (SynthEndo only)",
+                          kind="reference"),
     "oracle_masks": Method(OracleMasks, "PaGKD with token labels from the TRUE lesion masks "
-                                        "instead of CAM + PAR (SynthEndo only)"),
+                                        "instead of CAM + PAR (SynthEndo only)",
+                           kind="reference"),
     # the pre-registered variants of benchmarks/PREREGISTERED.md
     "pagkd_frozen_target": Method(PaGKD, "variant (a): GKD-Den toward the frozen teacher's own "
                                          "tokens, bias-free student projector",
@@ -169,10 +196,16 @@ FROZEN_CANDIDATES: tuple[str, ...] = ("pagkd_frozen_target", "pagkd_frozen_logit
 
 
 def method_help(names=None) -> str:
-    """One line per method, ``name: help``, for ``--help`` texts."""
+    """The methods for ``--help`` texts, grouped by kind (:data:`KINDS`, in its order): a
+    heading per kind, then one line per method, ``name  help``."""
     names = list(METHODS) if names is None else names
     width = max(len(n) for n in names)
-    return "\n".join(f"  {n:{width}s}  {METHODS[n].help}" for n in names)
+    lines = []
+    for kind, heading in KINDS.items():
+        mine = [n for n in names if METHODS[n].kind == kind]
+        if mine:
+            lines += [f" {heading}:", *(f"  {n:{width}s}  {METHODS[n].help}" for n in mine)]
+    return "\n".join(lines)
 
 
 def get_method(method: str) -> Method:
@@ -190,5 +223,5 @@ def build_distiller(method: str, student: Classifier, teacher: Classifier | None
     if entry.needs_teacher and teacher is None:
         raise ValueError(f"method {method!r} needs a trained teacher")
     distiller = entry(student, teacher if entry.needs_teacher else None, cfg, num_classes)
-    distiller.group_pool = getattr(getattr(cfg, "groups", None), "pool", "all")
+    distiller.group_pool = cfg.groups.pool
     return distiller
