@@ -47,8 +47,13 @@ CACHE_THREADS ?= $(shell $(PY) -c "import os; print(max(1, round((os.cpu_count()
 cache: $(STAMP)
 	$(BIN)/pagkd-lite cache --preset demo --threads $(CACHE_THREADS)
 
+# JupyterLab serves the repository's root, so that the notebooks' links and images into docs/
+# resolve (tests/test_lab_links.py), and opens the course index, notebooks/README.md, rendered
+# (scripts/lab_settings/overrides.json: Markdown opens as a preview; right-click, Open With,
+# Editor to edit); PAGKD_SMOKE=1 make lab for smoke mode (the kernels inherit it)
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) \
+	    --LabApp.app_settings_dir=$(CURDIR)/scripts/lab_settings notebooks/README.md
 
 bench: $(STAMP)
 	$(BIN)/pagkd-lite bench --preset demo --seeds 5

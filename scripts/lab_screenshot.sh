@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Screenshot of JupyterLab showing notebook 01, for the README: docs/lab_notebook01.png.
 #
-# Starts JupyterLab headless on notebooks/ (from the repo's .venv, port 8899, no token),
-# waits until it answers, loads the notebook in headless Chromium, writes the PNG, stops
-# the server. Needs Debian's `chromium` package:
+# Starts JupyterLab headless at the repository's root, as `make lab` does (from the repo's
+# .venv, port 8899, no token), waits until it answers, loads the notebook in headless
+# Chromium, writes the PNG, stops the server. Needs Debian's `chromium` package:
 #     apt-get update && apt-get install -y chromium
 #
 # Usage: scripts/lab_screenshot.sh [OUTPUT.png] [NOTEBOOK.ipynb]
@@ -56,7 +56,7 @@ cat >"$JUPYTERLAB_SETTINGS_DIR/@jupyterlab/apputils-extension/notification.jupyt
 {"fetchNews": "false", "checkForUpdates": false, "doNotDisturbMode": true}
 JSON
 "$JUPYTER" lab --no-browser --port "$PORT" --ServerApp.token='' --ServerApp.password='' \
-    --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$ROOT/notebooks" "${extra[@]}" \
+    --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$ROOT" "${extra[@]}" \
     --ContentsManager.hide_globs="['__pycache__', '*.pyc', '.ipynb_checkpoints', 'runs']" \
     >"$LOG" 2>&1 &
 SERVER_PID=$!
@@ -75,7 +75,7 @@ echo "lab_screenshot: rendering $NOTEBOOK (virtual time budget ${BUDGET_MS} ms) 
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$PROFILE/chromium" --window-size="$WINDOW" \
     --virtual-time-budget="$BUDGET_MS" --hide-scrollbars \
-    --screenshot="$OUT" "http://127.0.0.1:$PORT/lab/tree/$NOTEBOOK" 2>>"$LOG" \
+    --screenshot="$OUT" "http://127.0.0.1:$PORT/lab/tree/notebooks/$NOTEBOOK" 2>>"$LOG" \
     || { cat "$LOG" >&2; die "chromium failed"; }
 [ -s "$OUT" ] || die "no screenshot written"
 echo "lab_screenshot: wrote $OUT ($(du -k "$OUT" | cut -f1) KB)"
