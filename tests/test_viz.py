@@ -129,3 +129,46 @@ def test_metric_bars_and_learning_curves():
     hist = [{"epoch": 0, "ce": 1.0, "val_auc": 0.5}, {"epoch": 1, "ce": 0.8, "val_auc": 0.6}]
     curves = viz.learning_curves({"m": hist})
     assert len(curves.data) == 2  # val AUC + the ce term
+
+
+# ------------------------------------------------------------------- showing in JupyterLab
+def test_lab_renderer_leaves_the_width_to_jupyterlab():
+    """Issue 35: JupyterLab's plotly extension saves a PNG snapshot at the output area's size;
+    a figure narrower than the area came back stretched. The renderer drops the width."""
+    fig = go.Figure(go.Bar(y=[1, 2])).update_layout(width=500, height=300)
+    spec = viz.LabRenderer().to_mimebundle(fig.to_dict())["application/vnd.plotly.v1+json"]
+    assert "width" not in spec["layout"] and spec["layout"]["height"] == 300
+    assert spec["config"]["responsive"] is True
+    assert spec["data"][0]["y"] == [1, 2]
+    assert fig.layout.width == 500  # the figure itself is unchanged
+
+
+def test_use_lab_renderer_replaces_only_plotlys_jupyter_default(monkeypatch):
+    import importlib
+    import sys
+    import types
+
+    import plotly.io as pio
+
+    import pagkd_lite.course
+
+    before = pio.renderers.default
+    monkeypatch.delenv("PLOTLY_RENDERER", raising=False)
+    try:
+        # in a kernel, importing the course makes it the default
+        pio.renderers.default = "plotly_mimetype"
+        monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+        importlib.reload(pagkd_lite.course)
+        assert pio.renderers.default == viz.LAB_RENDERER
+        fig = go.Figure(go.Bar(y=[1])).update_layout(width=400)
+        bundle = pio.renderers._build_mime_bundle(fig.to_dict())
+        assert "width" not in bundle["application/vnd.plotly.v1+json"]["layout"]
+        # a renderer the user chose stays
+        pio.renderers.default = "plotly_mimetype"
+        monkeypatch.setenv("PLOTLY_RENDERER", "plotly_mimetype")
+        assert not viz.use_lab_renderer() and pio.renderers.default == "plotly_mimetype"
+        monkeypatch.delenv("PLOTLY_RENDERER")
+        pio.renderers.default = "json"
+        assert not viz.use_lab_renderer() and pio.renderers.default == "json"
+    finally:
+        pio.renderers.default = before

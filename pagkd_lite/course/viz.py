@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 import torch.nn.functional as F
 from plotly.colors import sample_colorscale, unlabel_rgb
+from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
 from ..data.imageset import ImageSet
@@ -30,6 +33,7 @@ from ..training.metrics import Estimate
 from ..training.report import learning_curves
 
 __all__ = [
+    "LabRenderer",
     "as_hwc",
     "cam_grid",
     "cam_overlay",
@@ -45,6 +49,7 @@ __all__ = [
     "query_image_mass",
     "similarity_matrix",
     "upsample_map",
+    "use_lab_renderer",
 ]
 
 MAP_COLORSCALE = "Jet"
@@ -445,3 +450,43 @@ def metric_bars(results: Mapping[str, Mapping[str, Estimate]],
     fig.update_layout(barmode="group", yaxis={"range": [0, 1.05], "title": "value [95% CI]"},
                       height=360, margin={"t": 30})
     return fig
+
+
+# ------------------------------------------------------------------- showing in JupyterLab
+LAB_RENDERER = "pagkd_lab"
+
+
+class LabRenderer(PlotlyRenderer):
+    """plotly's JupyterLab renderer (mime type ``application/vnd.plotly.v1+json``) for figures
+    that fill the output area's width: the one place where the kit decides how a notebook
+    shows a figure.
+
+    JupyterLab's plotly extension (``jupyterlab-plotly``, in the plotly package) draws a figure
+    from its JSON, then stores a PNG snapshot of it in the output (``image/png``), taken at the
+    output area's size; a saved notebook opens with those snapshots and draws the live figure
+    when the mouse enters one (plotly.py PR 1623). A figure with a fixed ``layout.width``
+    is drawn narrower than the output area, so its snapshot is laid out again at the area's
+    width: the figure comes back stretched. Here the width is left to the output area
+    (``autosize``, plotly's default, and ``config.responsive``: plotly's documented way to
+    have a figure follow its container, plotly.com/python/configuration-options), so the
+    snapshot is the figure as drawn; the height stays fixed (image panels keep their aspect
+    and titles their place). The rendered course (``scripts/build_site.py``) does the same.
+    """
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config={"responsive": True, "displaylogo": False, **(config or {})})
+
+    def to_mimebundle(self, fig_dict: dict) -> dict:
+        layout = {k: v for k, v in (fig_dict.get("layout") or {}).items() if k != "width"}
+        return super().to_mimebundle({**fig_dict, "layout": layout})
+
+
+def use_lab_renderer() -> bool:
+    """Show figures with :class:`LabRenderer` where plotly picked its JupyterLab renderer
+    (``plotly_mimetype``: a Jupyter kernel) and ``PLOTLY_RENDERER`` chose nothing; returns
+    whether it did. ``pagkd_lite.course`` calls it when imported in a kernel."""
+    pio.renderers[LAB_RENDERER] = LabRenderer()
+    if os.environ.get("PLOTLY_RENDERER") or pio.renderers.default != "plotly_mimetype":
+        return False
+    pio.renderers.default = LAB_RENDERER
+    return True
