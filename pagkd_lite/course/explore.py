@@ -179,6 +179,9 @@ def _token_box(fig: go.Figure, token: int, token_hw: tuple[int, int], size: tupl
                   y1=(r + 1) * ch - 0.5, line={"color": colour, "width": 3}, row=row, col=col)
 
 
+TITLE_FONT = 13  # panel titles of the explorer's figures, px
+
+
 def _image_grid(panels: list[list[np.ndarray]], titles: list[str], height: int,
                 title: str = "") -> go.Figure:
     rows, cols = len(panels), len(panels[0])
@@ -189,8 +192,14 @@ def _image_grid(panels: list[list[np.ndarray]], titles: list[str], height: int,
             fig.add_trace(go.Image(z=img, hoverinfo="skip"), row=r, col=c)
     fig.update_xaxes(showticklabels=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, showgrid=False)
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10},
-                      title=title or None)
+    # panel titles at 13 px (two or three panels share a ~900 px output area in JupyterLab
+    # with the file browser open); the title at the top, the panel titles below it
+    fig.update_annotations(font_size=TITLE_FONT)
+    lines = max((t.count("<br>") + 1 for t in titles), default=1)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "b": 10,
+                                             "t": 40 + round(lines * TITLE_FONT * 1.3)},
+                      title={"text": title, "y": 1 - 10 / height, "yref": "container",
+                             "yanchor": "top"} if title else None)
     return fig
 
 
@@ -286,9 +295,10 @@ def token_attention(step: DenStep, wli_index: int, nbi_index: int, token: int) -
     if bool((att["R"][token] == 0).all()):
         masked = (" - fully masked: attends nowhere" if not bool(att["valid_w"][token]) else
                   " - fully masked: attends to every token alike (masked_rows='uniform')")
-    titles = [f"{step.describe('WLI', wli_index)}, token {token} ({lab})",
-              f"{step.describe('NBI', nbi_index)}: A[m<-n] (max {float(row.max()):.2f})",
-              f"back on WLI: A[m<-n] A[n<-m] (max {float(back.max()):.2f})"]
+    # two lines each: three one-line titles run together in a narrow output area
+    titles = [f"{step.describe('WLI', wli_index)}<br>token {token} ({lab})",
+              f"{step.describe('NBI', nbi_index)}<br>A[m<-n] (max {float(row.max()):.2f})",
+              f"back on WLI<br>A[m<-n] A[n<-m] (max {float(back.max()):.2f})"]
     fig = _image_grid(panels, titles, height=380,
                       title=f"Relation-guided attention of one WLI token{masked}")
     size = rgb_w.shape[:2]
