@@ -141,6 +141,9 @@ METHODS: dict[str, Method] = {
                                    "mask)", {"use_mask": False}, kind="ablation"),
     "pagkd_one_way": Method(PaGKD, "PaGKD with GKD-Den one way: WLI queries NBI only",
                             {"two_way": False}, kind="ablation"),
+    "wli_only_warm": Method(WLIOnly, "control for the warm start: the trained wli_only student "
+                                     "trained again as long, WLI cross-entropy alone",
+                            config=("model.student_init=wli_only",), kind="baseline"),
     "pseudo_pair": Method(PseudoPair, "dense loss on random same-class WLI/NBI pairs "
                                       "(image-level baseline)", kind="baseline"),
     "logit_kd": Method(LogitKD, "each WLI image toward the teacher's mean soft prediction of "
