@@ -34,6 +34,7 @@ from pagkd_lite.apps.dose import FLIP, dose_figure, dose_point, svg_dose, table,
 from pagkd_lite.apps.gains import paired_gains
 from pagkd_lite.config import demo
 from pagkd_lite.method.distill import FROZEN_CANDIDATES
+from pagkd_lite.training.metrics import mean_interval
 
 STUDY = Path(__file__).parent / "studies" / "2026-12-07-frozen-target"
 #: the dose-response sweeps: (CSV stem, method, the name of its line)
@@ -111,6 +112,14 @@ def write_choice(study: Path) -> str | None:
     lines += [f"| {m} | {len(g)} | (fewer than 2 seeds) |" for m, g in cands if len(g) < 2]
     seeds = sorted({int(r["seed"]) for r in rows if r["method"] in FROZEN_CANDIDATES})
     done = all(len(g) == 10 for _, g in cands)
+    control = [*rows, *(r for p in sorted(study.glob("validation_control_*.csv"))
+                        for r in read_rows(p))]
+    context = []
+    for a, b in (("wli_only_warm", "wli_only"), ("pagkd_frozen_warm", "wli_only_warm"),
+                 ("pagkd_frozen_warm_logit", "wli_only_warm")):
+        g = paired_gains(control, a, b)
+        if len(g) >= 2:
+            context.append(f"| {a} - {b} | {len(g)} | {mean_interval(g).signed()} |")
     text = "\n".join([
         f"# The frozen-target candidates on validation seeds {seeds} (demo preset)", "",
         "Rule (benchmarks/PREREGISTERED.md, amendment of 2026-12-07, committed before any "
@@ -118,7 +127,11 @@ def write_choice(study: Path) -> str | None:
         f"(95 % t-interval); within {TIE} the candidate listed first.", "",
         "| candidate | seeds | gain over wli_only [95% CI] |", "|---|---|---|", *lines, "",
         (f"Chosen: **{best}**." if done else
-         f"Not all candidates have 10 seeds yet; leading so far: {best}."), ""])
+         f"Not all candidates have 10 seeds yet; leading so far: {best}."), "",
+        "Context, not used to choose: the warm start gives the student a second budget of WLI "
+        "training; `wli_only_warm` (the same start, cross-entropy alone) separates that from "
+        "what the group losses add (`validation_control_*.csv`).", "",
+        "| comparison | seeds | AUC gain [95% CI] |", "|---|---|---|", *context, ""])
     (study / "choice.md").write_text(text)
     print(text)
     return best if done else None
@@ -131,6 +144,10 @@ def write_test(study: Path, winner: str) -> None:
     lines = test_table(rows, winner)
     if winner != "pagkd_frozen_target":
         lines += test_table(rows, "pagkd_frozen_target")[2:]
+    for a, b in ((winner, "wli_only_warm"), ("wli_only_warm", "wli_only")):
+        g = paired_gains(rows, a, b)
+        if len(g) >= 2 and a != b:
+            lines.append(f"| {a} - {b} (context) | {len(g)} | {mean_interval(g).signed()} | |")
     seeds = sorted({int(r["seed"]) for r in rows if r["method"] == winner})
     text = "\n".join([
         f"# The winner, `{winner}`, on test seeds (demo preset)", "",
