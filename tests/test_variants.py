@@ -399,7 +399,7 @@ def test_train_student_gives_a_paired_distiller_a_paired_probe(sets, monkeypatch
 
 
 def test_mechanism_means_average_over_seeds_and_skip_missing_epochs():
-    from pagkd_lite.training.report import mechanism_figure, mechanism_means
+    from pagkd_lite.training.report import MECHANISM_CURVES, mechanism_figure, mechanism_means
 
     recs = [{"method": "pagkd", "seed": 0, "history": [{"val_auc": 0.5}, {"val_auc": 0.7,
                                                                           "common_share": 0.9}]},
@@ -408,4 +408,4 @@ def test_mechanism_means_average_over_seeds_and_skip_missing_epochs():
     m = mechanism_means(recs)["pagkd"]
     assert m["val_auc"] == pytest.approx([0.6, 0.8])
     assert m["common_share"][0] is None and m["common_share"][1] == pytest.approx(0.8)
-    assert len(mechanism_figure(recs).data) == 6
+    assert len(mechanism_figure(recs).data) == len(MECHANISM_CURVES)  # one line a panel

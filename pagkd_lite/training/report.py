@@ -37,6 +37,7 @@ MECHANISM_CURVES = {
     "common_share": "common component's share",
     "attn_entropy": "attention entropy (1 = uniform)",
     "cam_auc_w": "student CAM AUC (0.5 = chance)",
+    "adapter_drift": "teacher-side adapter drift",
     "val_auc": "validation AUC",
 }
 
@@ -66,7 +67,8 @@ def mechanism_figure(records: list[dict], methods=None) -> go.Figure:
     """One panel per mechanism number, one line per method (mean over seeds per epoch)."""
     means = mechanism_means(records, methods)
     titles = list(MECHANISM_CURVES.values())
-    fig = make_subplots(rows=2, cols=3, subplot_titles=titles)
+    n_rows = -(-len(MECHANISM_CURVES) // 3)
+    fig = make_subplots(rows=n_rows, cols=3, subplot_titles=titles)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
                "#7f7f7f", "#17becf"]
     for i, (method, per) in enumerate(means.items()):
@@ -77,7 +79,7 @@ def mechanism_figure(records: list[dict], methods=None) -> go.Figure:
                             legendgroup=method, showlegend=j == 0, line={"color": colour},
                             row=j // 3 + 1, col=j % 3 + 1)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=620, margin={"t": 40, "b": 40})
+    fig.update_layout(height=310 * n_rows, margin={"t": 40, "b": 40})
     return fig
 
 
