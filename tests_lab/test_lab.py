@@ -99,6 +99,8 @@ class Lab:
                    JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
                    JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
         env.pop("PLOTLY_RENDERER", None)  # the kit's renderer, as in a lecturer's session
+        # JupyterLab writes a checkpoint of each notebook it opens: those it adds are removed
+        self.checkpoints = set(ROOT.glob("notebooks/.ipynb_checkpoints/*"))
         cmd = lab_command() + [
             "--no-browser", f"--port={self.port}", "--ServerApp.port_retries=0",
             "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
@@ -142,6 +144,13 @@ class Lab:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        for added in set(ROOT.glob("notebooks/.ipynb_checkpoints/*")) - self.checkpoints:
+            added.unlink(missing_ok=True)
+        if not self.checkpoints:
+            try:
+                (ROOT / "notebooks" / ".ipynb_checkpoints").rmdir()
+            except OSError:
+                pass
 
     def not_found(self) -> list[str]:
         """The 404s of the log for files and the contents API (what a notebook references)."""
@@ -382,6 +391,7 @@ def reopen_saved(page, lab: Lab, report: dict) -> None:
     page.wait_for_function(SNAPSHOTS_TAKEN, arg=path, timeout=60_000)
     saved = json.loads(page.evaluate(SAVED, path))
     copy = ROOT / "build" / "lab-test" / Path(path).name
+    made = [d for d in (copy.parent.parent, copy.parent) if not d.exists()]
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(json.dumps(saved, indent=1) + "\n")
     try:
@@ -415,10 +425,12 @@ def reopen_saved(page, lab: Lab, report: dict) -> None:
             node.locator(".updatemenu-dropdown-button").nth(1).wait_for(timeout=30_000)
     finally:
         copy.unlink(missing_ok=True)
-        try:
-            copy.parent.rmdir()
-        except OSError:  # not empty: someone else's files
-            pass
+        shutil.rmtree(copy.parent / ".ipynb_checkpoints", ignore_errors=True)
+        for folder in reversed(made):  # the folders it made, if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 @pytest.mark.parametrize("stem", SMOKE_NOTEBOOKS)
@@ -452,7 +464,7 @@ def test_course_index_opens_rendered(browser, smoke_lab):
     try:
         open_notebook(page, smoke_lab, "notebooks/README.md", kernel=False)
         index = widget(page, "notebooks/README.md").locator(".jp-RenderedMarkdown")
-        index.wait_for(timeout=30_000)
+        index.locator("a", has_text="07_bring_your_own_data").wait_for(timeout=30_000)
         assert index.locator("a", has_text="04_gkd_den").count() == 1
     finally:
         page.close()
