@@ -138,7 +138,7 @@ def table(points: list[DosePoint], baseline: str = BASELINE) -> str:
     return "\n".join(lines)
 
 
-def svg_dose(points: list[DosePoint], baseline: str = BASELINE, width: int = 620,
+def svg_dose(points: list[DosePoint], baseline: str = BASELINE, width: int = 700,
              height: int = 360) -> str:
     """Gain over ``baseline`` (y, 95 % CI) against measured label accuracy (x): one line per
     series (the flip-rate sweeps), one diamond per single source (a pairing-free label
@@ -149,7 +149,7 @@ def svg_dose(points: list[DosePoint], baseline: str = BASELINE, width: int = 620
     x1 = 1.0
     y0 = min(min(p.low for p in points), 0.0) - 0.01
     y1 = max(max(p.high for p in points), 0.0) + 0.01
-    pad, legend = 55, 170
+    pad, legend = 55, 235
 
     def sx(x):
         return pad + (x - x0) / (x1 - x0) * (width - legend - 2 * pad)
