@@ -31,6 +31,7 @@ from select_variant import targets, test_table
 
 from pagkd_lite.apps.bench import read_histories, read_rows
 from pagkd_lite.apps.dose import FLIP, dose_figure, dose_point, svg_dose, table, write_points
+from pagkd_lite.apps.figures import summarize
 from pagkd_lite.apps.gains import paired_gains
 from pagkd_lite.config import demo
 from pagkd_lite.method.distill import FROZEN_CANDIDATES
@@ -143,7 +144,7 @@ def write_test(study: Path, winner: str) -> None:
         return
     lines = test_table(rows, winner)
     if winner != "pagkd_frozen_target":
-        lines += test_table(rows, "pagkd_frozen_target")[2:]
+        lines = list(dict.fromkeys(lines + test_table(rows, "pagkd_frozen_target")[2:]))
     for a, b in ((winner, "wli_only_warm"), ("wli_only_warm", "wli_only")):
         g = paired_gains(rows, a, b)
         if len(g) >= 2 and a != b:
@@ -154,7 +155,8 @@ def write_test(study: Path, winner: str) -> None:
         "Pre-registered (benchmarks/PREREGISTERED.md, amendment of 2026-12-07): the winner, "
         "`pagkd_frozen_target` and the references on test seeds 0-9 at one thread; "
         f"seed-paired AUC gains with 95 % t-intervals. Seeds of the winner: {seeds}.", "",
-        *lines, "", *(targets(rows, winner) if len(seeds) == 10 else [])])
+        *lines, "", *(targets(rows, winner) if len(seeds) == 10 else []),
+        "## Every method on the test seeds", "", summarize(rows), ""])
     (study / "test.md").write_text(text)
     print(text)
 
