@@ -185,9 +185,10 @@ def test_den_par_options_reach_par_and_zero_iterations_is_the_raw_cam(
     cfg = override(cfg, ["labels.par_dilations=1,2", "labels.par_iters=3", "labels.par_scale=4"])
     seen = []
 
-    def spy(image, cam, dilations, num_iter, scale):
+    def spy(image, cam, dilations, num_iter, scale, align_corners=False):
         seen.append((dilations, num_iter, scale))
-        return real(image, cam, dilations, num_iter=num_iter, scale=scale)
+        return real(image, cam, dilations, num_iter=num_iter, scale=scale,
+                    align_corners=align_corners)
 
     real = cam_module.par_refine
     monkeypatch.setattr(cam_module, "par_refine", spy)
