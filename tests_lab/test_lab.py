@@ -382,6 +382,34 @@ def check_notebook(page, lab: Lab, stem: str, panels: bool = True) -> dict:
     return report
 
 
+def hover_until_live(page, node, tries: int = 3):
+    """Put the mouse on a saved figure's snapshot as a reader would; the plotly extension
+    draws the live figure on the snapshot's ``mouseenter`` (and then hides the snapshot).
+    The snapshot is scrolled into view and its box read once the page has settled (a box
+    read before can put the mouse on another element: that failed on the CI machine); the
+    mouse leaves between tries, so each try is a new enter. Returns the figure's dropdown
+    header once it is visible."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    header = node.locator(".updatemenu-header-group")
+    for attempt in range(tries):
+        if not node.locator(".plot-container").count():
+            page.mouse.move(0, 0)
+            img = node.locator("img.plot-img")
+            img.scroll_into_view_if_needed(timeout=30_000)
+            page.wait_for_timeout(500)
+            box = img.bounding_box()
+            if box:
+                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            header.wait_for(timeout=15_000)
+            return header
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+    return header
+
+
 def reopen_saved(page, lab: Lab, report: dict) -> None:
     """Save (the JSON JupyterLab writes) to build/lab-test/, reopen: snapshots keep the
     aspect the figures were drawn at; a static figure's dropdown works after a hover."""
@@ -415,11 +443,7 @@ def reopen_saved(page, lab: Lab, report: dict) -> None:
             if spec["layout"].get("updatemenus")]
         for i in menus:
             node = widget(page, rel).locator(".jp-RenderedPlotly").nth(i)
-            node.scroll_into_view_if_needed()
-            box = node.bounding_box()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            header = node.locator(".updatemenu-header-group")
-            header.wait_for(timeout=30_000)
+            header = hover_until_live(page, node)
             hb = header.bounding_box()
             page.mouse.click(hb["x"] + 10, hb["y"] + hb["height"] / 2)
             node.locator(".updatemenu-dropdown-button").nth(1).wait_for(timeout=30_000)
