@@ -6,6 +6,7 @@ Small images and small splits keep the file fast on a 2-core CPU; each test can 
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,16 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pagkd_lite.data import synth_config
 from pagkd_lite.data.cards import REQUIRED_FIELDS, load_card, missing_fields
 from pagkd_lite.data.imageset import ImageSet
 from pagkd_lite.data.synthendo import (
+    GENERATOR_MODULES,
     SPLITS,
     SynthEndoConfig,
     export_folder,
     generate,
+    generator_version,
     make_generator,
     preview_grid,
     render,
@@ -301,6 +305,21 @@ def test_export_folder_writes_readable_pngs_and_manifest(tmp_path):
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SynthEndoConfig(**{field: value})
+
+
+def test_the_config_is_defined_below_the_generator_and_re_exported():
+    assert SynthEndoConfig is synth_config.SynthEndoConfig and SPLITS is synth_config.SPLITS
+
+
+def test_generator_version_hashes_every_generator_module():
+    """Every SynthEndo module of ``pagkd_lite.data`` (``synthendo`` and ``synth_*``) is in
+    :data:`GENERATOR_MODULES`, and :func:`generator_version` hashes their sources in order."""
+    data = ROOT / "pagkd_lite" / "data"
+    assert set(GENERATOR_MODULES) == {"synthendo"} | {p.stem for p in data.glob("synth_*.py")}
+    h = hashlib.sha256()
+    for name in GENERATOR_MODULES:
+        h.update((data / f"{name}.py").read_bytes())
+    assert generator_version() == h.hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------

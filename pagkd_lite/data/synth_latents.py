@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from .synthendo import SynthEndoConfig
+    from .synth_config import SynthEndoConfig
 
 _LESION_TEX = 48  # lesion fields: 48 x 48 texels over lesion coordinates [-1, 1]^2 (mirrored
 _LESION_EXTENT = 1.0  # beyond, where the lesion mask is ~0 anyway)

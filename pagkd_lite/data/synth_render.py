@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .synth_latents import _GLINT_TEX, _LESION_EXTENT, SynthLatents, _uniform
 
 if TYPE_CHECKING:
-    from .synthendo import SynthEndoConfig
+    from .synth_config import SynthEndoConfig
 
 _CHUNK_PIXELS = 64 * 128 * 128  # pixels rendered at once (64 images at 128 px)
 

@@ -71,8 +71,9 @@ on CPU); the only Python loops run over chunks of images and over classes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -80,17 +81,20 @@ import torch
 from PIL import Image
 
 from .imageset import ImageSet
+from .synth_config import SPLITS, SynthEndoConfig
 from .synth_latents import SynthLatents, sample_latents
 from .synth_render import lesion_masks, render, render_stages
 
 __all__ = [
     "CLASS_NAMES",
+    "GENERATOR_MODULES",
     "SPLITS",
     "SynthEndoConfig",
     "SynthLatents",
     "class_names_for",
     "export_folder",
     "generate",
+    "generator_version",
     "lesion_masks",
     "make_generator",
     "preview_grid",
@@ -100,81 +104,10 @@ __all__ = [
 ]
 
 CLASS_NAMES = ("hyperplastic", "adenoma", "adenocarcinoma")
-SPLITS = ("wli_train", "nbi_train", "wli_val", "nbi_val", "wli_test", "nbi_test")
 _SPLIT_MODALITY = {s: s.split("_")[0].upper() for s in SPLITS}
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-@dataclass
-class SynthEndoConfig:
-    """Configuration of the generator. All fields are validated on construction.
-
-    Attributes:
-        image_size: side of the square crops in pixels (>= 32).
-        num_classes: 2 (hyperplastic, adenoma) or 3 (+ adenocarcinoma).
-        n_wli_train, n_nbi_train, n_wli_val, n_nbi_val, n_wli_test, n_nbi_test: images per split
-            (>= 0). Classes are balanced exactly up to remainders.
-        wli_contrast: fraction of the vessel / pit pattern that white light shows (0..1).
-        nbi_contrast: the same for NBI (0..1).
-        nuisance: strength of the WLI nuisances (highlights, blur, vignetting, colour) (0..1).
-        images_per_patient: images per patient (>= 1); a patient holds
-            ``max(1, images_per_patient // views_per_lesion)`` lesions.
-        views_per_lesion: images of each lesion (>= 1): a lesion is imaged this many times from
-            different positions, rotations and zooms (the last lesion of a class may have fewer).
-        seed: master seed.
-    """
-
-    image_size: int = 96
-    num_classes: int = 3
-    n_wli_train: int = 240
-    n_nbi_train: int = 240
-    n_wli_val: int = 120
-    n_wli_test: int = 240
-    n_nbi_val: int = 120
-    n_nbi_test: int = 240
-    wli_contrast: float = 0.35
-    nbi_contrast: float = 0.9
-    nuisance: float = 0.6
-    images_per_patient: int = 4
-    views_per_lesion: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
-        if not _is_int(self.image_size) or self.image_size < 32:
-            raise ValueError(f"SynthEndoConfig.image_size must be an int >= 32, "
-                             f"got {self.image_size!r}")
-        if self.num_classes not in (2, 3):
-            raise ValueError(f"SynthEndoConfig.num_classes must be 2 or 3, "
-                             f"got {self.num_classes!r}")
-        for name in ("n_wli_train", "n_nbi_train", "n_wli_val", "n_nbi_val", "n_wli_test",
-                     "n_nbi_test"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 0:
-                raise ValueError(f"SynthEndoConfig.{name} must be an int >= 0, got {v!r}")
-        for name in ("wli_contrast", "nbi_contrast", "nuisance"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
-                    or not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"SynthEndoConfig.{name} must be in [0, 1], got {v!r}")
-        for name in ("images_per_patient", "views_per_lesion"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"SynthEndoConfig.{name} must be an int >= 1, got {v!r}")
-        if not _is_int(self.seed):
-            raise ValueError(f"SynthEndoConfig.seed must be an int, got {self.seed!r}")
-
-    def split_size(self, split: str) -> int:
-        """Number of images of ``split`` (one of :data:`SPLITS`)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return int(getattr(self, f"n_{split}"))
+#: the modules (of ``pagkd_lite.data``) whose code makes SynthEndo's images: this one, its
+#: settings, the latent draws and the renderer
+GENERATOR_MODULES = ("synthendo", "synth_config", "synth_latents", "synth_render")
 
 
 def class_names_for(num_classes: int) -> list[str]:
@@ -191,6 +124,17 @@ def make_generator(seed: int, *names: str) -> torch.Generator:
     g.manual_seed(zlib.crc32(key))
     return g
 
+
+
+def generator_version() -> str:
+    """sha256 (12 hex digits) of the source of every module in :data:`GENERATOR_MODULES`: a
+    changed generator draws other images from the same config, so a cache key that depends on
+    the data can include this."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in GENERATOR_MODULES:
+        h.update((here / f"{name}.py").read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _to_imageset(latents: SynthLatents, images: torch.Tensor, modality: str, split: str,
