@@ -26,8 +26,10 @@ written last. A store without a matching ``COMPLETE`` (a run killed mid-write, a
 The images are opened with ``numpy.load(..., mmap_mode="c")`` (copy-on-write: the pages
 are shared by every process that reads the store, through the OS page cache, and an
 in-place change stays private to its process, never reaching the file) and handed to
-:class:`~pagkd_lite.data.imageset.ImageSet` as a ``torch.from_numpy`` view. The store holds the WLI
-images, then the NBI images, so each modality is one contiguous slice (no copy).
+:class:`~pagkd_lite.data.imageset.ImageSet` as rows of it
+(:class:`~pagkd_lite.data.image_rows.ArrayImages`): the store holds the WLI images, then the
+NBI images, each modality is a range of rows, and every subset, fold and split is another
+index array over the same map, never a copy.
 
 Size: N x 3 x S x S bytes (+ a 128-byte header), e.g. 5,000 images at 64 px are 61 MB and
 at 448 px 3.0 GB. Clearing: delete the folder (``rm -rf runs/decode-cache``); nothing else

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pagkd_lite.data.decode import _decode, _read_bytes, _regular_stat
+from pagkd_lite.data.image_rows import ImageRows
 from pagkd_lite.errors import ImageLoadError
 
 __all__ = ["FileImageDataset", "FileImages"]
@@ -107,88 +108,43 @@ class _BatchDecoder:
         return {**self.__dict__, "_loader": None, "_sampler": _Chunks()}
 
 
-class FileImages:
+class FileImages(ImageRows):
     """An ImageSet's ``images`` when they stay files: looks like a uint8 ``(N, 3, S, S)``
-    tensor and decodes only the rows that are used, when they are used.
+    tensor and decodes only the rows that are read, when they are read (an
+    :class:`~pagkd_lite.data.image_rows.ImageRows` whose source is the files).
 
-    Indexing with a slice, a list or an index tensor gives another ``FileImages`` (nothing
-    decoded), so ``ImageSet.subset`` and the cross-validation folds cost nothing; an ``int``
-    gives that image. ``.to(device)``, ``.pin_memory()``, ``.contiguous()``, ``.numpy()``,
-    ``.float()`` and any torch function decode the rows, through the shared
-    :class:`_BatchDecoder` (a DataLoader with worker processes). Training moves each step's
-    batch with ``images[index].to(device)`` (:func:`pagkd_lite.models.accel.host_to_device`), so
-    it decodes that batch at that step and holds no other image.
+    ``select`` (``ImageSet.subset``, the cross-validation folds) gives another
+    ``FileImages`` and decodes nothing. Indexing (``images[i]``, ``images[idx]``,
+    ``images[a:b]``) decodes those rows now; ``.to(device)``, ``.pin_memory()``,
+    ``.contiguous()``, ``.numpy()``, ``.float()`` and any torch function decode every row of
+    the view. Decoding runs through the shared :class:`_BatchDecoder` (a DataLoader with
+    worker processes). Training moves each step's batch with ``images[index].to(device)``
+    (:func:`pagkd_lite.models.accel.host_to_device`), so it decodes that batch at that step
+    and holds no other image.
 
     Args:
         decoder: the shared decoder over every file (``_BatchDecoder``).
-        rows: which of its files, in order (``list[int]``; default all).
+        rows: which of its files, in order (int64 ``(N,)``; default all).
     """
 
-    dtype = torch.uint8
-    ndim = 4
-
-    def __init__(self, decoder: _BatchDecoder, rows: list[int] | None = None) -> None:
+    def __init__(self, decoder: _BatchDecoder, rows=None) -> None:
         self.decoder = decoder
-        self.rows = list(range(len(decoder.dataset))) if rows is None else list(rows)
+        super().__init__(np.arange(len(decoder.dataset)) if rows is None else rows)
 
     @property
-    def shape(self) -> torch.Size:
-        s = self.decoder.dataset.size
-        return torch.Size((len(self.rows), 3, s, s))
+    def side(self) -> int:
+        return self.decoder.dataset.size
 
-    def size(self, dim: int | None = None) -> torch.Size | int:
-        return self.shape if dim is None else self.shape[dim]
+    def _read(self, rows: np.ndarray) -> torch.Tensor:
+        return self.decoder(rows.tolist())
 
-    def __len__(self) -> int:
-        return len(self.rows)
+    def _view(self, rows: np.ndarray) -> FileImages:
+        return FileImages(self.decoder, rows)
 
     def __repr__(self) -> str:
         return (f"FileImages({len(self.rows)} files, decoded per use at "
                 f"{self.decoder.dataset.size} px, {self.decoder.workers} worker(s))")
 
-    def __getitem__(self, index) -> FileImages | torch.Tensor:
-        if isinstance(index, int | np.integer):
-            return self.decoder.dataset[self.rows[int(index)]]
-        if isinstance(index, slice):
-            return FileImages(self.decoder, self.rows[index])
-        idx = torch.as_tensor(index)
-        if idx.dtype == torch.bool:
-            idx = idx.nonzero().flatten()
-        if idx.ndim != 1:
-            raise IndexError(f"FileImages: index must be an int, a slice or 1-D, got shape "
-                             f"{tuple(idx.shape)}")
-        return FileImages(self.decoder, [self.rows[i] for i in idx.tolist()])
-
     def decode(self) -> torch.Tensor:
-        """These rows decoded now: uint8 ``(len(self), 3, S, S)``."""
-        return self.decoder(self.rows)
-
-    def to(self, *args, **kwargs) -> torch.Tensor:
-        return self.decode().to(*args, **kwargs)
-
-    def pin_memory(self) -> torch.Tensor:
-        return self.decode().pin_memory()
-
-    def contiguous(self, *args, **kwargs) -> torch.Tensor:
-        return self.decode().contiguous(*args, **kwargs)
-
-    def numpy(self) -> np.ndarray:
-        return self.decode().numpy()
-
-    def float(self) -> torch.Tensor:
-        return self.decode().float()
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        arr = self.numpy()
-        return arr if dtype is None else arr.astype(dtype)
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        def real(x):
-            if isinstance(x, FileImages):
-                return x.decode()
-            if isinstance(x, list | tuple):
-                return type(x)(real(v) for v in x)
-            return x
-        return func(*real(tuple(args)), **{k: real(v) for k, v in (kwargs or {}).items()})
-
+        """These rows decoded now: uint8 ``(len(self), 3, S, S)`` (:meth:`tensor`)."""
+        return self.tensor()

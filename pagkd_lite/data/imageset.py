@@ -1,9 +1,15 @@
 """In-memory image sets shared by SynthEndo and the real-data loaders.
 
-An :class:`ImageSet` is one modality's images at one fixed size, held as a uint8 tensor
-``(N, 3, H, W)`` with per-image labels and ids. Everything downstream (the group sampler,
-training, evaluation, cross-validation) works on ImageSets, so generated and real data
-take exactly the same path.
+An :class:`ImageSet` is one modality's images at one fixed size, a uint8 ``(N, 3, H, W)``
+tensor or a view that behaves like one, with per-image labels and ids. Everything
+downstream (the group sampler, training, evaluation, cross-validation) works on ImageSets,
+so generated and real data take exactly the same path.
+
+Real data's images are an :class:`~pagkd_lite.data.image_rows.ImageRows`: rows of the
+memory-mapped decode store (or of an array in RAM, or of the image files), chosen by an
+index array. :meth:`ImageSet.subset` of such a set is another index array over the same
+pixels, never a copy, so the folds, splits and unpaired folds of a large data set cost a
+few index arrays; ``images[index]`` reads one batch as a tensor of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from .image_rows import ImageRows
 
 MODALITIES = ("WLI", "NBI")
 
@@ -20,7 +28,10 @@ class ImageSet:
     """Images of one modality with labels and provenance.
 
     Attributes:
-        images: uint8 tensor ``(N, 3, H, W)``.
+        images: uint8 ``(N, 3, H, W)``: a tensor (SynthEndo, sets built in Python) or an
+            :class:`~pagkd_lite.data.image_rows.ImageRows` view (real data: the decode
+            store, RAM, or files), which indexes like a tensor: ``images[index]`` is a
+            uint8 tensor of those rows.
         labels: int64 tensor ``(N,)`` with values in ``[0, len(class_names))``.
         patient_ids: list of N strings (patient of each image).
         lesion_ids: list of N strings (lesion / instance of each image).
@@ -32,7 +43,7 @@ class ImageSet:
             ``oracle_masks`` reference only, never for training a method.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | ImageRows
     labels: torch.Tensor
     patient_ids: list[str]
     lesion_ids: list[str]
@@ -85,11 +96,16 @@ class ImageSet:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
     def subset(self, idx) -> ImageSet:
-        """A new ImageSet holding the images at ``idx`` (a list or 1-D tensor of indices)."""
+        """A new ImageSet holding the images at ``idx`` (a list or 1-D tensor of indices).
+
+        Images that are an :class:`~pagkd_lite.data.image_rows.ImageRows` (real data) stay
+        a view of the same pixels (``images.select(idx)``: a new index array, no pixel
+        copied); a plain tensor is indexed (a copy, as ``tensor[idx]`` is)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         pick = idx.tolist()
         return ImageSet(
-            images=self.images[idx],
+            images=(self.images.select(idx) if isinstance(self.images, ImageRows)
+                    else self.images[idx]),
             labels=self.labels[idx],
             patient_ids=[self.patient_ids[i] for i in pick],
             lesion_ids=[self.lesion_ids[i] for i in pick],

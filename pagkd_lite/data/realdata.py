@@ -58,6 +58,7 @@ from pagkd_lite.data.decode import (
 )
 from pagkd_lite.data.decode_cache import DecodeStore, Record
 from pagkd_lite.data.file_images import FileImageDataset, FileImages, _BatchDecoder
+from pagkd_lite.data.image_rows import ArrayImages, ImageRows
 from pagkd_lite.data.imageset import MODALITIES, ImageSet
 from pagkd_lite.data.layouts import (
     MANIFEST_COLUMNS,
@@ -173,16 +174,16 @@ class _Decoded:
     """What :func:`_decode_all` returns: the kept entries (in entry order), their sha256,
     per-(modality, class) skip counts, source modes and sizes per modality, and
     ``pixels``: uint8 ``(len(kept), 3, S, S)``, the WLI images first, then the NBI images,
-    each in entry order (a memory-mapped store, or an array in RAM), or None when the
-    images stay files (``decode_per_step``); ``stats``: each kept file's (byte size,
-    ``st_mtime_ns``)."""
+    each in entry order (rows of the memory-mapped store, or of an array in RAM), or None
+    when the images stay files (``decode_per_step``); ``stats``: each kept file's (byte
+    size, ``st_mtime_ns``)."""
 
     kept: list[_Entry]
     hashes: list[str]
     skipped_per: Counter
     modes: dict[str, Counter]
     sizes: dict[str, list[tuple[int, int]]]
-    pixels: torch.Tensor | None
+    pixels: ImageRows | None
     stats: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -206,7 +207,7 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
     new_records: dict[str, Record] = {}
     sources: list[np.ndarray] = []  # one (3, S, S) array per kept entry
     keys: list[str] = []
-    out = _Decoded([], [], Counter(), defaultdict(Counter), defaultdict(list), torch.empty(0))
+    out = _Decoded([], [], Counter(), defaultdict(Counter), defaultdict(list), None)
     for e in tqdm(entries, desc="loading images", unit="img", disable=not cfg.progress):
         try:
             st = _regular_stat(e.path)
@@ -266,8 +267,8 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
         report.cache = {"status": "files", "workers": int(cfg.loader_workers)}
         return out
     if store is None:
-        out.pixels = torch.from_numpy(np.stack(rows) if rows else
-                                      np.empty((0, 3, size, size), dtype=np.uint8))
+        out.pixels = ArrayImages(np.stack(rows) if rows else
+                                 np.empty((0, 3, size, size), dtype=np.uint8))
         return out
     reused = sum(1 for k in keys if records.get(k) is new_records[k])
     same = (old is not None and report.decoded == 0 and len(old) == len(rows)
@@ -279,8 +280,8 @@ def _decode_all(entries: list[_Entry], cfg: RealDataConfig, report: LoadReport,
         status = store.note if old is None else "updated: a changed store written again"
     else:
         status = store.note
-    out.pixels = (torch.from_numpy(store.images()) if rows else
-                  torch.empty((0, 3, size, size), dtype=torch.uint8))
+    out.pixels = ArrayImages(store.images() if rows else
+                             np.empty((0, 3, size, size), dtype=np.uint8))
     report.cache = {"dir": readable(str(store.dir)), "status": status,
                     "reused": reused, "decoded": report.decoded,
                     "bytes": store.nbytes() if rows else 0}
@@ -364,8 +365,8 @@ def _load(cfg: RealDataConfig, report: LoadReport) -> dict[str, ImageSet]:
     start = 0
     for mod in MODALITIES:
         idx = [i for i, e in enumerate(kept) if e.modality == mod]
-        # the pixels hold WLI then NBI (decode order): each modality is one slice, a view
-        images = pixels[start:start + len(idx)]
+        # the pixels hold WLI then NBI (decode order): each modality is a view of its rows
+        images = pixels.select(slice(start, start + len(idx)))
         start += len(idx)
         if not idx:
             raise DataLayoutError(f"no {mod} images could be loaded from {report.root} "
