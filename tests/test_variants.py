@@ -19,9 +19,9 @@ from pagkd_lite.method import reference
 from pagkd_lite.method.cam import grad_cam
 from pagkd_lite.method.distill import METHODS, VARIANTS, LogitKD, StepBatch, build_distiller
 from pagkd_lite.method.gkd_den import GKDDen, GKDDenConfig, group_den, pair_loss
+from pagkd_lite.method.mechanism_log import _common_share
 from pagkd_lite.models.classifier import Classifier, ModelConfig, eval_mode
 from pagkd_lite.training.mechanism import (
-    _common_share,
     beats_chance,
     make_probe,
     mechanism_metrics,
@@ -168,13 +168,13 @@ def test_gate_keeps_wli_labels_uncertain_until_the_student_beats_chance(sets, mo
     assert "gate_open" in d.trainable_state_dict()
     _, lab_w, _, _ = d.den_inputs(batch, out, t)
     assert bool((lab_w == -1).all())
-    import pagkd_lite.training.mechanism as mech
+    import pagkd_lite.method.distiller as distiller_module
 
-    monkeypatch.setattr(mech, "beats_chance", lambda *a: False)
+    monkeypatch.setattr(distiller_module, "beats_chance", lambda *a: False)
     assert d.after_epoch(0, batch)["wli_gate"] == 0.0
-    monkeypatch.setattr(mech, "beats_chance", lambda *a: True)
+    monkeypatch.setattr(distiller_module, "beats_chance", lambda *a: True)
     assert d.after_epoch(1, batch)["wli_gate"] == 1.0
-    monkeypatch.setattr(mech, "beats_chance", lambda *a: False)
+    monkeypatch.setattr(distiller_module, "beats_chance", lambda *a: False)
     assert d.after_epoch(2, batch)["wli_gate"] == 1.0
     _, lab_open, _, _ = d.den_inputs(batch, out, t)
     assert torch.equal(lab_open, d.token_labels(batch, out, t.cam)[0])

@@ -22,6 +22,7 @@ from ..models.accel import at_least_float32, float32_region
 from ..models.classifier import Classifier
 from .distiller import Distiller, PaGKD, StepBatch, TeacherSide
 from .gkd_den import pair_loss
+from .mechanism_log import pair_mechanism_metrics
 
 
 class OracleMasks(PaGKD):
@@ -109,7 +110,8 @@ class PseudoPair(TeacherSide):
     step as a pseudo partner, and the dense loss is applied per pair.
 
     After each epoch, :meth:`after_epoch` logs the mechanism numbers on the probe for the
-    pairs of :meth:`probe_pairs` (:func:`pagkd_lite.training.mechanism.pair_mechanism_metrics`)."""
+    pairs of :meth:`probe_pairs`
+    (:func:`pagkd_lite.method.mechanism_log.pair_mechanism_metrics`)."""
 
     #: seed of the probe's pseudo pairs: the same pairs every epoch, the training draws untouched
     probe_seed = 0
@@ -130,12 +132,10 @@ class PseudoPair(TeacherSide):
                                    torch.Generator().manual_seed(self.probe_seed))
 
     def after_epoch(self, epoch: int, probe: StepBatch | None) -> dict[str, float]:
-        """The mechanism numbers (:mod:`pagkd_lite.training.mechanism`) of the dense loss on
+        """The mechanism numbers (:mod:`pagkd_lite.method.mechanism_log`) of the dense loss on
         the probe's :meth:`probe_pairs`; nothing without a probe. Changes no weight."""
         if probe is None:
             return {}
-        from ..training.mechanism import pair_mechanism_metrics
-
         return pair_mechanism_metrics(self, probe)
 
     def distill_losses(self, batch: StepBatch, out):
@@ -188,7 +188,8 @@ class LogitKD(Distiller):
 def unpaired_logit_kd(teacher: Classifier, batch: StepBatch, logits_s: torch.Tensor, t: float,
                       num_classes: int) -> torch.Tensor:
     """``L_kd`` of :class:`LogitKD`: every WLI image (logits ``(B_w, K)``) toward the mean of
-    the teacher's softened predictions over the step's NBI images of its class."""
+    the teacher's softened predictions over the step's NBI images of its class; 0 (with a
+    gradient, finite) when no WLI image's class has an NBI image in the step."""
     with torch.no_grad():
         logits_t = at_least_float32(teacher(batch.x_n).logits)
     with torch.no_grad(), float32_region(logits_t):
@@ -197,6 +198,8 @@ def unpaired_logit_kd(teacher: Classifier, batch: StepBatch, logits_s: torch.Ten
         counts = onehot.sum(1, keepdim=True)
         class_mean = (onehot @ p_t) / counts.clamp_min(1)                # (K, K)
         keep = counts.flatten()[batch.y_w] > 0
+    if not bool(keep.any()):  # no WLI class of the step has an NBI image: nothing to match
+        return logits_s.sum() * 0.0  # (a batchmean over no row would be 0 / 0 = NaN)
     with float32_region(logits_t):
         log_p_s = F.log_softmax(at_least_float32(logits_s[keep]) / t, dim=1)
         target = class_mean[batch.y_w[keep]]

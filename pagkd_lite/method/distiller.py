@@ -27,30 +27,11 @@ from torch import nn
 
 from ..models.accel import at_least_float32
 from ..models.classifier import Classifier, freeze
+from .batch import StepBatch
 from .cam import TokenLabelConfig, cam_token_labels, flip_labels, grad_cam, token_labels
 from .gkd_den import GKDDen, GKDDenConfig
 from .gkd_pro import GKDPro
-
-
-@dataclass
-class StepBatch:
-    """One training step's tensors (already on the device and augmented).
-
-    x_w (B, 3, H, W) normalised WLI input, img_w the same in [0, 1] (for PAR), y_w (B,).
-    x_n, img_n, y_n: the NBI batch (same class composition, no pairing), or for
-    ``paired_oracle`` the NBI twins of the WLI images, aligned index by index.
-    mask_w, mask_n (B, 1, H, W): ground-truth lesion masks in [0, 1] under the same
-    augmentation, only for distillers with ``needs_masks`` (the ``oracle_masks`` reference).
-    """
-
-    x_w: torch.Tensor
-    img_w: torch.Tensor
-    y_w: torch.Tensor
-    x_n: torch.Tensor | None = None
-    img_n: torch.Tensor | None = None
-    y_n: torch.Tensor | None = None
-    mask_w: torch.Tensor | None = None
-    mask_n: torch.Tensor | None = None
+from .mechanism_log import beats_chance, mechanism_metrics
 
 
 class Distiller(nn.Module):
@@ -297,13 +278,11 @@ class PaGKD(TeacherSide):
         return tok_w, lab_w, tok_n, lab_n
 
     def after_epoch(self, epoch: int, probe: StepBatch | None) -> dict[str, float]:
-        """The mechanism in view (:func:`pagkd_lite.training.mechanism.mechanism_metrics`) on the
-        probe, and, with ``den.wli_gate``, the gate: it opens (for good) once the student's
+        """The mechanism in view (:func:`pagkd_lite.method.mechanism_log.mechanism_metrics`) on
+        the probe, and, with ``den.wli_gate``, the gate: it opens (for good) once the student's
         accuracy on the probe's WLI images beats chance by two binomial standard errors."""
         if probe is None or not self.use_den:
             return {}
-        from ..training.mechanism import beats_chance, mechanism_metrics
-
         record = mechanism_metrics(self, probe)
         if self.den_cfg.wli_gate:
             if not bool(self.gate_open) and beats_chance(self, probe, self.num_classes):

@@ -12,17 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..method.mechanism_log import rank_auc
+
 METRICS = ("auc", "accuracy", "precision", "sensitivity", "specificity", "f1")
-
-
-def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Mann-Whitney AUC with average ranks for ties (equals ``roc_auc_score``)."""
-    from scipy.stats import rankdata
-
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def auc_score(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -33,8 +25,8 @@ def auc_score(y_true: np.ndarray, probs: np.ndarray) -> float:
     if len(np.unique(y_true)) < k:
         return float("nan")
     if k == 2:
-        return _rank_auc(probs[:, 1], y_true == 1)
-    return float(np.mean([_rank_auc(probs[:, c], y_true == c) for c in range(k)]))
+        return rank_auc(probs[:, 1], y_true == 1)
+    return float(np.mean([rank_auc(probs[:, c], y_true == c) for c in range(k)]))
 
 
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int):

@@ -30,7 +30,7 @@ def learning_curves(curves: dict[str, list[dict]]) -> go.Figure:
     return fig
 
 
-#: The mechanism numbers of :mod:`pagkd_lite.training.mechanism`, with their plot titles.
+#: The mechanism numbers of :mod:`pagkd_lite.method.mechanism_log`, with their plot titles.
 MECHANISM_CURVES = {
     "label_acc_w": "WLI token-label accuracy",
     "relation_agree": "relation-map agreement",
