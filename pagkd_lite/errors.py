@@ -47,3 +47,9 @@ class ImageLoadError(KitError):
 class CheckpointError(KitError, RuntimeError):
     """A checkpoint that can't be used here: missing, unsafe, foreign, incomplete, or
     trained for other data or another model."""
+
+
+class RunStopped(KitError):
+    """A torchrun job stopped because one of its ranks failed or was killed. Its message is
+    the one line that names the rank and what it was doing, on the one rank that says it,
+    and empty on the others (which then end without a word)."""

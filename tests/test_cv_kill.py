@@ -1,10 +1,11 @@
 """``pagkd-lite cv`` killed with SIGKILL mid-fold and started again gives the same
 predictions as an uninterrupted run, and its restart reads the decode cache (0 decodes).
 
-``cv`` has no fold-level resume: a restart runs every fold again from the seed (it does
-not read the killed run's ``last.pt``), and the results are written atomically at the end,
-so a killed run leaves no half-written ``predictions.csv`` behind. The data is a tiny
-real-layout folder of JPEGs written by the test.
+``cv`` resumes per fold: a restart reads the folds that finished (``fold<i>/result.json``)
+and trains the others again from the seed (it does not read the killed run's ``last.pt``);
+the pooled files are written atomically at the end, so a killed run leaves no half-written
+``predictions.csv`` behind. The data is a tiny real-layout folder of JPEGs written by the
+test. (Under torchrun: tests/test_cv_ranks.py.)
 """
 
 from __future__ import annotations

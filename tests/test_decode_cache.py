@@ -7,7 +7,12 @@ Each test writes a tiny real-layout folder of JPEGs (2 classes x 2 modalities x 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +174,48 @@ def test_cache_dir_that_is_a_file_is_refused(tmp_path, data):
     (tmp_path / "cache").write_text("x")
     with pytest.raises(ValueError, match="--cache-dir .* is a file"):
         load_dataset(_cfg(tmp_path))
+
+
+# A process that loads the data set once its "go" file appears, then writes what it got.
+_FILLER = """
+import hashlib, json, sys, time
+from pathlib import Path
+from pagkd_lite.data.realdata import RealDataConfig, load_dataset
+data, cache, go, out = sys.argv[1:5]
+Path(out + ".ready").write_text("1")
+while not Path(go).exists():
+    time.sleep(0.002)
+t0 = time.time()
+sets, report = load_dataset(RealDataConfig(root=data, image_size=32, cache_dir=cache,
+                                           progress=False))
+digest = {m: hashlib.sha256(sets[m].images.numpy().tobytes()).hexdigest() for m in sets}
+Path(out).write_text(json.dumps({"decoded": report.decoded, "status": report.cache["status"],
+                                 "start": t0, "end": time.time(), "pixels": digest}))
+"""
+
+
+def test_two_processes_filling_one_store_decode_each_image_once(tmp_path):
+    """Two processes start filling the same (empty) store at the same moment, as ranks
+    sharing --cache-dir do: the one that takes the store's lock decodes, the other waits,
+    then reads the complete store; no image is decoded twice, and both see the pixels of
+    a plain decode (nothing torn)."""
+    data = write_jpegs(tmp_path / "data", per_class=40, px=64)  # 160 images
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo),
+                                                       os.environ.get("PYTHONPATH", "")])}
+    go, outs = tmp_path / "go", [tmp_path / "a.json", tmp_path / "b.json"]
+    procs = [subprocess.Popen([sys.executable, "-c", _FILLER, str(data), str(tmp_path / "cache"),
+                               str(go), str(o)], env=env) for o in outs]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{o}.ready").exists() for o in outs):  # both imported, waiting
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.write_text("go")
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    a, b = sorted((json.loads(o.read_text()) for o in outs), key=lambda r: -r["decoded"])
+    assert (a["decoded"], b["decoded"]) == (160, 0)
+    assert a["status"].startswith("cold") and b["status"] == "warm"
+    assert b["start"] < a["end"]  # the reader started while the other was decoding
+    plain, _ = load_dataset(RealDataConfig(root=str(data), image_size=32))
+    want = {m: hashlib.sha256(plain[m].images.numpy().tobytes()).hexdigest() for m in plain}
+    assert a["pixels"] == b["pixels"] == want

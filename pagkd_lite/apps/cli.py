@@ -36,14 +36,15 @@ import torch
 
 from ..config import PRESETS, check_method_overrides, get_preset
 from ..distributed import init_from_env, rank, shutdown
-from ..errors import ConfigError, KitError
+from ..errors import ConfigError, KitError, RunStopped
 from ..files import check_out_dir
 from ..method.distill import METHODS, method_help
 from . import commands
 from .commands import MAX_SEED
 
-# the commands that split their work over torchrun's ranks; the others run as one process
-DISTRIBUTED_COMMANDS = ("train-teacher", "train-student")
+# the commands that split their work over torchrun's ranks (training steps; cv: whole
+# folds); the others run as one process
+DISTRIBUTED_COMMANDS = ("train-teacher", "train-student", "cv")
 #: options that name a file or folder: an empty value is refused, never read as "."
 PATH_OPTIONS = ("out", "data_root", "manifest", "checkpoint", "csv", "write", "cache_dir")
 
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if under_torchrun and args.command not in DISTRIBUTED_COMMANDS:
         print(f"pagkd-lite {args.command}: error: under torchrun (WORLD_SIZE > 1) only "
-              f"{' and '.join(DISTRIBUTED_COMMANDS)} run; start {args.command} as one process",
+              f"train-teacher and train-student run (each step split over the ranks), and cv "
+              f"(its folds spread over the ranks); start {args.command} as one process",
               file=sys.stderr)
         return 2
     wants_cuda = (args.device or "auto").split(":")[0] in ("auto", "cuda")
@@ -224,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.threads is not None:
                 torch.set_num_threads(args.threads)
             args.func(args)
+    except RunStopped as err:  # torchrun stopped this rank: one rank names the failed one
+        if str(err):
+            print(f"pagkd-lite {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except (KitError, ValueError, FileNotFoundError) as err:
         print(f"pagkd-lite {args.command}: error: {err}", file=sys.stderr)
         return 2

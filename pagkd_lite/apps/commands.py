@@ -11,6 +11,8 @@ one-line message.
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 import time
 from pathlib import Path
 
@@ -207,13 +209,17 @@ def cmd_bench(args) -> None:
 
 def cmd_cv(args) -> None:
     """Check, load (the load report is written on success AND failure), fold,
-    cross-validate, write; see :mod:`.cv`."""
+    cross-validate, write; see :mod:`.cv`. Under torchrun every rank loads the data (ranks
+    that share ``--cache-dir`` fill its store once) and trains its share of the folds;
+    rank 0 prints and writes (:mod:`.cv_folds`)."""
     from ..data.decode_cache import default_cache_dir
     from ..data.realdata import RealDataConfig, load_dataset
     from ..data.splits import lesion_folds
+    from ..distributed import job_rank
     from ..files import readable
     from ..training.train import pick_device
     from .cv import check_method, run_cv, unpaired_folds
+    from .cv_folds import stop_on_failure
 
     # Everything that can be checked without the data, before loading it.
     check_method(args.method)
@@ -236,7 +242,7 @@ def cmd_cv(args) -> None:
     data_cfg = RealDataConfig(
         root=args.data_root, image_size=cfg.data.image_size, manifest=args.manifest,
         id_regex=args.id_regex, class_names=_names(args.class_names, "--class-names"),
-        progress=not args.quiet, max_pixels=args.max_pixels,
+        progress=not args.quiet and job_rank() == 0, max_pixels=args.max_pixels,
         decode_warnings="keep" if args.keep_decode_warnings else "skip",
         allow_missing_classes=args.allow_missing_classes, stem_reuse=args.stem_reuse,
         allow_outside_root=args.allow_outside_root,
@@ -244,25 +250,30 @@ def cmd_cv(args) -> None:
         loader_workers=args.loader_workers,
         **{f"{m}_names": _names(getattr(args, f"{m}_names"), f"--{m}-names")
            for m in ("wli", "nbi") if getattr(args, f"{m}_names") is not None})
-    # Load everything and write the load report, on success and on failure; then train.
-    try:
-        sets, report = load_dataset(data_cfg)
-    except KitError as err:
-        if err.report is not None:
-            print(readable(err.report.to_text()))
-            print(f"load report: {err.report.save(out / 'load_report')[1]}")
-        raise
-    print(readable(report.to_text()))
-    print(f"load report: {report.save(out / 'load_report')[1]}")
-    folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
-                         val_fraction=args.val_fraction)
-    if args.unpair:
-        folds = unpaired_folds(sets, folds, cfg.seed, group_by=args.group_by)
-    res = run_cv(cfg, sets, folds, args.method, out, progress=not args.quiet,
-                 group_by=args.group_by, load_report=report)
-    print(res.table())
-    print(f"\nresults: {res.files['results']}  predictions: {res.files['predictions']}  "
-          f"report: {res.files['report']}  (wall time {res.seconds:.0f} s)")
+    first = job_rank() == 0  # the one that prints and writes under torchrun
+    log = print if first else functools.partial(print, file=sys.stderr, flush=True)
+    with stop_on_failure(out):
+        # Load everything and write the load report, on success and on failure; then train.
+        try:
+            sets, report = load_dataset(data_cfg)
+        except KitError as err:
+            if err.report is not None and first:
+                print(readable(err.report.to_text()))
+                print(f"load report: {err.report.save(out / 'load_report')[1]}")
+            raise
+        if first:
+            print(readable(report.to_text()))
+            print(f"load report: {report.save(out / 'load_report')[1]}")
+        folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
+                             val_fraction=args.val_fraction)
+        if args.unpair:
+            folds = unpaired_folds(sets, folds, cfg.seed, group_by=args.group_by)
+        res = run_cv(cfg, sets, folds, args.method, out, progress=not args.quiet and first,
+                     group_by=args.group_by, load_report=report, log=log)
+    if first:
+        print(res.table())
+        print(f"\nresults: {res.files['results']}  predictions: {res.files['predictions']}  "
+              f"report: {res.files['report']}  (wall time {res.seconds:.0f} s)")
 
 
 def _names(text: str | None, flag: str) -> tuple[str, ...] | None:

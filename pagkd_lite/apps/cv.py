@@ -16,8 +16,12 @@ K-fold cross-validation with predictions pooled over folds (docs/method.md, "Pap
 Outputs under ``--out`` (default ``runs/cv-<preset>-<method>``): ``cv_results.csv`` (one
 row per fold and a pooled row, each with the torch version, thread count, device and
 determinism switches it ran with: :mod:`pagkd_lite.training.runinfo`), ``predictions.csv`` (one
-row per WLI image), ``report.md``, ``load_report.{json,txt}`` and
-``fold<i>/<method>/{best,last}.pt``.
+row per WLI image), ``report.md``, ``load_report.{json,txt}``,
+``fold<i>/<method>/{best,last}.pt`` and ``fold<i>/result.json``.
+
+Each fold's result is kept as soon as the fold ends, so the same command after a kill
+trains only the unfinished folds; under torchrun the folds are spread over the ranks and
+rank 0 writes the pooled files (:mod:`pagkd_lite.apps.cv_folds`).
 
 A data set that images the same lesions in both modalities (CPC-Paired, PICCOLO, Mesejo et
 al.) is used unpaired with ``--unpair`` (:func:`unpaired_folds`): in each fold every training
@@ -45,10 +49,12 @@ import numpy as np
 from ..config import Config, method_config
 from ..data.imageset import ImageSet
 from ..data.splits import FOLD_KEYS, GROUP_BY, check_disjoint, unpair
+from ..distributed import job_rank, job_size
 from ..files import atomic_write_text, readable
 from ..method.distill import METHODS
 from ..training.metrics import METRICS, Estimate, bootstrap_metrics, compute_metrics
 from ..training.runinfo import csv_fields, describe, run_info
+from .cv_folds import FoldResult, data_digest, fold_key, run_folds
 
 #: Methods that need an NBI image paired with every WLI training image.
 PAIRED_METHODS = tuple(m for m, entry in METHODS.items() if entry.paired)
@@ -70,7 +76,7 @@ class CVResult:
             :data:`pagkd_lite.training.metrics.METRICS` (NaN where a class is missing from the
             fold's test images), ``n_wli_train``, ``n_nbi_train``, ``n_wli_val``, ``n_nbi_val``,
             ``best_epoch``, ``val_auc``, ``teacher_nbi_auc`` (NaN for ``wli_only``),
-            ``seconds``.
+            ``seconds``, ``ran_on`` (the fold's :func:`~pagkd_lite.training.runinfo.csv_fields`).
         pooled: each metric on the pooled predictions, with its bootstrap 95% interval.
         probs: ``(N, K)`` pooled WLI test probabilities, row i = WLI image i.
         labels: ``(N,)`` WLI labels.
@@ -169,12 +175,17 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
         folds: fold dicts of index tensors (``splits.lesion_folds``); the WLI test parts
             must partition the WLI images.
         method: a student method of ``distill.METHODS`` except the paired ones.
-        out_dir: where to write the CSVs, the report, the load report and each fold's
-            student checkpoints; None writes nothing.
+        out_dir: where to write the CSVs, the report, the load report, each fold's
+            student checkpoints and result (a later run with the same settings reads the
+            finished folds' results and trains only the others); None writes nothing.
         progress: tqdm bars while training.
         group_by: ``"patient"`` or ``"lesion"``, for the leakage check of every fold.
         load_report: the ``realdata.LoadReport`` to save beside the results (optional).
         log: called with one line per fold (None: silent).
+
+    Under torchrun (every rank calls it with the same arguments) the folds are spread over
+    the ranks (:mod:`pagkd_lite.apps.cv_folds`); every rank returns the pooled result and
+    rank 0 alone writes the files.
 
     Returns:
         A :class:`CVResult`.
@@ -189,26 +200,36 @@ def run_cv(cfg: Config, sets: dict[str, ImageSet], folds: list[dict], method: st
     _check_folds(sets, folds, group_by, needs_teacher)
 
     t0 = time.perf_counter()
+    digest = data_digest(sets)
+    keys = [fold_key(cfg, method, digest, f, csv_fields(run_info(cfg.device))) for f in folds]
+    where = f" (rank {job_rank()})" if job_size() > 1 else ""
+
+    def train(i: int) -> FoldResult:
+        row, p = _run_fold(cfg, fold_sets(sets, folds[i]), method, needs_teacher,
+                           out / f"fold{i}" if out is not None else None, out, progress)
+        if log is not None:
+            teacher_txt = (f"teacher NBI test AUC {row['teacher_nbi_auc']:.3f}; "
+                           if needs_teacher else "")
+            log(f"fold {i + 1}/{len(folds)}{where}: {method} WLI test AUC {row['auc']:.3f} "
+                f"({row['n_test']} images; {teacher_txt}{row['seconds']:.0f} s)")
+        return FoldResult(fold=i, key=keys[i],
+                          row={**row, "ran_on": csv_fields(run_info(cfg.device))},
+                          probs=np.asarray(p, dtype=np.float64))
+
+    results = run_folds(keys, train, out, log)
     probs = np.full((len(wli), wli.num_classes), np.nan)
     fold_of = np.full(len(wli), -1, dtype=np.int64)
     rows = []
     for i, fold in enumerate(folds):
-        row, p = _run_fold(cfg, fold_sets(sets, fold), method, needs_teacher,
-                           out / f"fold{i}" if out is not None else None, out, progress)
         idx = fold["wli_test"].numpy()
-        probs[idx], fold_of[idx] = p, i
-        rows.append({"fold": i, **row})
-        if log is not None:
-            teacher_txt = (f"teacher NBI test AUC {row['teacher_nbi_auc']:.3f}; "
-                           if needs_teacher else "")
-            log(f"fold {i + 1}/{len(folds)}: {method} WLI test AUC {row['auc']:.3f} "
-                f"({row['n_test']} images; {teacher_txt}{row['seconds']:.0f} s)")
+        probs[idx], fold_of[idx] = results[i].probs, i
+        rows.append({"fold": i, **results[i].row})
     labels = wli.labels.numpy()
     pooled = bootstrap_metrics(labels, probs, n_boot=cfg.bootstrap, seed=cfg.seed)
     res = CVResult(method=method, class_names=list(wli.class_names), folds=rows, pooled=pooled,
                    probs=probs, labels=labels, fold_of=fold_of, out_dir=out,
                    seconds=time.perf_counter() - t0)
-    if out is not None:
+    if out is not None and job_rank() == 0:
         res.files = write_results(res, cfg, wli, out, load_report=load_report,
                                   group_by=group_by)
     return res
@@ -305,7 +326,8 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
     w = csv.DictWriter(f, fieldnames=columns)
     w.writeheader()
     for r in res.folds:
-        w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)} | ran_on)
+        w.writerow({c: _fmt(r[c]) for c in (*FOLD_COLUMNS, *extra)}
+                   | r.get("ran_on", ran_on))
     pooled = {"fold": "pooled", "n_test": len(res.labels), "seconds": _fmt(res.seconds),
               **ran_on}
     for m, e in res.pooled.items():
