@@ -1,5 +1,13 @@
 """Files: printable names, atomic writes, an early check of ``--out``, containment in a root.
 
+Every file the kit writes goes to a temporary name beside its target and is renamed over it
+(:func:`atomic_write`), so a kill or a full disk never leaves a half-written file: the
+previous complete file stays in place. A full disk (``ENOSPC``, or a quota: ``EDQUOT``) is
+an :class:`~pagkd_lite.errors.OutputError` naming the file (:func:`full_disk_is_an_error`),
+which the command line prints as one line. A file that is filled through a memory map is
+given its disk space first (:func:`reserve`), so a full disk is that error, never a
+``SIGBUS`` when a page of the map is written.
+
 File names on Linux are bytes; Python gives the ones that are not valid UTF-8 back as
 ``str`` with lone surrogates (``surrogateescape``), which cannot be written as UTF-8
 text. :func:`readable` turns such a name into a printable, unambiguous form
@@ -8,9 +16,11 @@ text. :func:`readable` turns such a name into a printable, unambiguous form
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputError
@@ -50,25 +60,65 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+#: the errno values of a full disk or a full quota
+FULL_DISK = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+@contextlib.contextmanager
+def full_disk_is_an_error(path: str | Path, kept: str = "the previous file (if any) is "
+                          "unchanged") -> Iterator[None]:
+    """Inside: an ``OSError`` of a full disk (:data:`FULL_DISK`) becomes an
+    :class:`OutputError` that names ``path`` and says what was ``kept``; other errors pass."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        raise OutputError(f"cannot write {readable(str(path))}: no space left on the device "
+                          f"({err.strerror or 'ENOSPC'}); {kept}. Free some space, or write "
+                          f"to another disk (--out, --cache-dir)") from None
+
+
+def reserve(path: str | Path, nbytes: int) -> None:
+    """Give ``path`` its first ``nbytes`` bytes of disk now (``posix_fallocate``): a full
+    disk is then an ``OSError`` (ENOSPC) here, not a ``SIGBUS`` later when a memory map of
+    the file is written. A no-op where the platform or the file system cannot."""
+    if not hasattr(os, "posix_fallocate") or nbytes <= 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, int(nbytes))
+    except OSError as err:
+        if err.errno in FULL_DISK:
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``
-    (``os.replace``): a failure part-way never leaves a half-written file. ``durable``:
-    also ``fsync`` the file before the rename and the folder after it, so the new file
-    survives a power cut as well as a killed process."""
+    (``os.replace``): a failure part-way never leaves a half-written file, and the previous
+    ``path`` stays as it was. ``durable``: also ``fsync`` the file before the rename and the
+    folder after it, so the new file survives a power cut as well as a killed process.
+
+    Raises:
+        OutputError: the disk (or quota) is full; it names ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        if durable:
-            fsync_path(tmp)
-        os.replace(tmp, path)
-        if durable:
-            fsync_path(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with full_disk_is_an_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            if durable:
+                fsync_path(tmp)
+            os.replace(tmp, path)
+            if durable:
+                fsync_path(path.parent)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return path
 
 

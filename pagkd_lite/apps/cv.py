@@ -314,7 +314,9 @@ def _fmt(v) -> str:
 def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_report=None,
                   group_by: str = "patient") -> dict[str, Path]:
     """Write ``cv_results.csv``, ``predictions.csv``, ``report.md`` (and the load report),
-    each atomically (UTF-8; names that are not UTF-8 as ``\\xNN``, ``files.readable``)."""
+    each atomically and durably (UTF-8; names that are not UTF-8 as ``\\xNN``,
+    ``files.readable``): a full disk leaves the previous files and ends with an
+    :class:`~pagkd_lite.errors.OutputError` naming the file."""
     files = {}
     info = run_info(cfg.device)
     ran_on = csv_fields(info)
@@ -333,7 +335,8 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
     for m, e in res.pooled.items():
         pooled |= {m: _fmt(e.value), f"{m}_low": _fmt(e.low), f"{m}_high": _fmt(e.high)}
     w.writerow(pooled)
-    files["results"] = atomic_write_text(out / "cv_results.csv", f.getvalue())
+    files["results"] = atomic_write_text(out / "cv_results.csv", f.getvalue(),
+                                          durable=True)
 
     names = res.class_names
     f = io.StringIO()
@@ -345,7 +348,8 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
                     readable(wli.lesion_ids[i]), readable(wli.patient_ids[i]),
                     int(res.fold_of[i]), names[res.labels[i]],
                     names[int(res.probs[i].argmax())], *(f"{p:.6f}" for p in res.probs[i])])
-    files["predictions"] = atomic_write_text(out / "predictions.csv", f.getvalue())
+    files["predictions"] = atomic_write_text(out / "predictions.csv", f.getvalue(),
+                                              durable=True)
 
     lines = [f"# Cross-validation: {res.method}", "",
              f"{len(res.folds)} folds grouped by {group_by}; predictions pooled over folds; "
@@ -366,5 +370,6 @@ def write_results(res: CVResult, cfg: Config, wli: ImageSet, out: Path, load_rep
                   f"`load_report.txt`).", ""]
     counts = ", ".join(f"{c}: {n}" for c, n in zip(names, wli.class_counts(), strict=True))
     lines += [f"WLI images per class: {counts}.", "", res.table(), ""]
-    files["report"] = atomic_write_text(out / "report.md", readable("\n".join(lines)))
+    files["report"] = atomic_write_text(out / "report.md", readable("\n".join(lines)),
+                                         durable=True)
     return files

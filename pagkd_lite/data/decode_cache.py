@@ -17,10 +17,14 @@ path, byte size and modification time (``st_mtime_ns``) are unchanged; a changed
 decoded again and the store rewritten. A file rewritten within the file system's time
 resolution with the same size is not noticed: delete the store to force a full decode.
 
-Writes are atomic and durable: every file is written to a temporary name, flushed
-(``fsync``) and renamed (``os.replace``), and ``COMPLETE`` is removed before a rewrite and
-written last. A store without a matching ``COMPLETE`` (a run killed mid-write, a truncated
-``images.npy``) is never read: it is rebuilt, and the load report says so. A lock file
+Writes are atomic and durable: the new ``images.npy`` and ``index.json`` are written in
+full to temporary names (their disk space reserved first) and flushed (``fsync``) while the
+previous store is still complete; only then is ``COMPLETE`` removed, the two renamed into
+place (``os.replace``, which needs no space) and ``COMPLETE`` written last. A full disk
+while writing is an :class:`~pagkd_lite.errors.OutputError` naming the file, and leaves the
+previous store complete and in use. A store without a matching ``COMPLETE`` (a run killed
+mid-write, a truncated ``images.npy``) is never read: it is rebuilt, and the load report
+says so. A lock file
 (``fcntl.flock`` where available) keeps two processes from writing one store at once.
 
 The images are opened with ``numpy.load(..., mmap_mode="c")`` (copy-on-write: the pages
@@ -51,7 +55,7 @@ import numpy as np
 import PIL
 
 from ..errors import ConfigError
-from ..files import atomic_write, atomic_write_text, fsync_path, readable
+from ..files import atomic_write_text, fsync_path, full_disk_is_an_error, readable, reserve
 
 try:  # POSIX; elsewhere two processes must not build one store at once
     import fcntl
@@ -218,34 +222,56 @@ class DecodeStore:
         return _key(path), Record(size=st.st_size, mtime_ns=st.st_mtime_ns, **fields)
 
     # -------------------------------------------------------------- writing
+    def _mapped(self, path: Path, n: int) -> np.ndarray:
+        """A new ``.npy`` file of ``n`` images at ``path``, its disk space reserved, mapped
+        for writing."""
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
+                                       shape=(n, 3, self.size, self.size))
+        reserve(path, path.stat().st_size)
+        return mm
+
     def staging(self, n: int) -> np.ndarray:
         """A scratch memmap for ``n`` newly decoded images (removed by the next writer)."""
         path = self.dir / f"staging-{os.getpid()}.npy"
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
-                                         shape=(max(n, 1), 3, self.size, self.size))
+        with full_disk_is_an_error(path, "the previous store (if any) is unchanged; nothing "
+                                         "was decoded"):
+            return self._mapped(path, max(n, 1))
 
     def drop_staging(self) -> None:
         (self.dir / f"staging-{os.getpid()}.npy").unlink(missing_ok=True)
 
     def write(self, rows: list[np.ndarray], records: dict[str, Record]) -> None:
         """Write a new version: ``rows[i]`` (a (3, S, S) uint8 array) becomes row ``i``.
-        ``COMPLETE`` goes first and comes back last, so a cut-off write is never read."""
-        (self.dir / MARKER).unlink(missing_ok=True)
-        fsync_path(self.dir)
 
-        def fill(tmp: str) -> None:
-            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                           shape=(len(rows), 3, self.size, self.size))
-            for i, row in enumerate(rows):
-                mm[i] = row
-            mm.flush()
-            del mm
-
-        atomic_write(self.dir / IMAGES, fill, durable=True)
+        Both files are written in full under temporary names first; a failure there (a
+        full disk: :class:`~pagkd_lite.errors.OutputError` naming the file) leaves the
+        previous store complete. Then ``COMPLETE`` goes, the files are renamed into place,
+        and ``COMPLETE`` comes back last, so a cut-off write is never read."""
+        tmp = {name: self.dir / f"{name}.{os.getpid()}.tmp" for name in (IMAGES, INDEX)}
         index = json.dumps({"settings": self.settings,
                             "records": {k: asdict(r) for k, r in records.items()}},
                            ensure_ascii=True, indent=1)
-        atomic_write_text(self.dir / INDEX, index, durable=True)
+        kept = "the previous store (if any) is unchanged and still used"
+        try:
+            with full_disk_is_an_error(self.dir / IMAGES, kept):
+                mm = self._mapped(tmp[IMAGES], len(rows))
+                for i, row in enumerate(rows):
+                    mm[i] = row
+                mm.flush()
+                del mm
+                fsync_path(tmp[IMAGES])
+            with full_disk_is_an_error(self.dir / INDEX, kept):
+                tmp[INDEX].write_text(index, encoding="utf-8")
+                fsync_path(tmp[INDEX])
+        except BaseException:
+            for t in tmp.values():
+                t.unlink(missing_ok=True)
+            raise
+        (self.dir / MARKER).unlink(missing_ok=True)
+        fsync_path(self.dir)
+        os.replace(tmp[IMAGES], self.dir / IMAGES)
+        os.replace(tmp[INDEX], self.dir / INDEX)
+        fsync_path(self.dir)
         done = {"version": CACHE_VERSION, "n": len(rows),
                 "images_bytes": (self.dir / IMAGES).stat().st_size,
                 "index_sha256": hashlib.sha256(index.encode()).hexdigest()}
