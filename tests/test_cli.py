@@ -18,7 +18,7 @@ def test_demo_smoke_under_a_minute(tmp_path):
                          timeout=300)
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-2000:]
-    for row in ("teacher_nbi", "wli_only", "pagkd", "pagkd_logit"):
+    for row in ("teacher_nbi", "wli_only", "logit_kd", "pagkd_paper", "pagkd"):
         assert f"| {row} |" in res.stdout
     assert (tmp_path / "report.html").stat().st_size > 10_000
     print(f"pagkd-lite demo --preset smoke: {wall:.1f} s")  # the acceptance number (< 60 s)

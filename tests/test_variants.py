@@ -17,7 +17,15 @@ from pagkd_lite.config import method_config, override, smoke
 from pagkd_lite.data.synthendo import SynthEndoConfig, generate
 from pagkd_lite.method import reference
 from pagkd_lite.method.cam import grad_cam
-from pagkd_lite.method.distill import METHODS, VARIANTS, LogitKD, StepBatch, build_distiller
+from pagkd_lite.method.distill import (
+    METHODS,
+    VARIANTS,
+    LogitKD,
+    PaGKD,
+    PaGKDLogit,
+    StepBatch,
+    build_distiller,
+)
 from pagkd_lite.method.gkd_den import GKDDen, GKDDenConfig, group_den, pair_loss
 from pagkd_lite.method.mechanism_log import _common_share
 from pagkd_lite.models.classifier import Classifier, ModelConfig, eval_mode
@@ -65,7 +73,18 @@ def test_six_variants_registered_with_their_switches():
     assert cfg.den.center and cfg.den.cosine == "token"
     assert _cfg("pagkd_log_prior").den.relation == "log_prior"
     assert _cfg("pagkd_scheduled").train.lambda_ramp_epochs == 5
-    assert _cfg("pagkd").den == GKDDenConfig()
+    assert _cfg("pagkd_paper").den == GKDDenConfig()
+
+
+def test_pagkd_runs_with_the_frozen_target_study_winner():
+    """``pagkd`` is the candidate that won on validation and held on test
+    (benchmarks/studies/2026-12-07-frozen-target): the settings of
+    ``pagkd_frozen_warm_logit`` and its distiller class, under the method's own name."""
+    cfg = _cfg("pagkd")
+    assert cfg.den.target == "teacher" and cfg.model.student_init == "wli_only"
+    assert _cfg("pagkd_frozen_warm_logit") == cfg
+    assert METHODS["pagkd"].cls is METHODS["pagkd_frozen_warm_logit"].cls is PaGKDLogit
+    assert METHODS["pagkd_paper"].cls is PaGKD and not METHODS["pagkd_paper"].config
 
 
 @pytest.mark.parametrize("kwargs", [dict(target="student"), dict(cosine="rows"),

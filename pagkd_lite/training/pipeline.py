@@ -44,7 +44,7 @@ from .train import (
 
 # The generator's code version: a changed SynthEndo draws other images from the same config,
 # so every cache key that depends on the data includes it.
-GENERATOR_VERSION = hashlib.sha256(Path(synthendo.__file__).read_bytes()).hexdigest()[:12]
+GENERATOR_VERSION = synthendo.generator_version()
 
 
 def make_data(cfg: Config) -> dict[str, ImageSet]:
@@ -271,31 +271,51 @@ def raw_student(cfg: Config, sets: dict[str, ImageSet], cache_dir: str | Path | 
     digest of the WLI training and validation images (real data's folds are not in its
     config), so a cached student is never reused for other data or settings (loaded with
     ``weights_only=True``)."""
-    scratch = dataclasses.replace(cfg, model=_teacher_model(cfg.model))
-    device = pick_device(cfg.device)
-    wli = sets["wli_train"]
-    parts = [cfg.data, key_dict(scratch)["model"], cfg.train, cfg.seed, GENERATOR_VERSION,
-             _images_digest(wli, sets["wli_val"])]
-    if amp_dtype(cfg.runtime, device) is not None:
-        parts.append("bf16")
-    if cfg.model.init == "ssl":
-        parts.append({"ssl": ssl_key(cfg, sets)})
-    key = _key(*parts)
-    path = Path(cache_dir) / f"raw-student-{key}.pt" if cache_dir is not None else None
+    key, path = _raw_student_file(cfg, sets, cache_dir)
     if path is not None and path.exists():
         ck = load_checkpoint(path, required=("model", "seconds", "key"), what="raw student")
         if ck["key"] != key:
             raise CheckpointError(f"raw student {path}: made for key {ck['key']}, this run's "
                                   f"is {key}")
         return ck["model"], float(ck["seconds"])
+    scratch = dataclasses.replace(cfg, model=_teacher_model(cfg.model))
+    # train_student keeps every wli_only student it trains as the raw student (_keep_raw)
     distiller, result = train_student(scratch, sets, "wli_only", None, progress=progress,
                                       ssl_dir=cache_dir)
-    state = distiller.student.state_dict()
-    if path is not None and rank() == 0:
-        save_checkpoint(path, {"model": state, "seconds": result.seconds, "key": key,
-                               "best_epoch": result.best_epoch,
-                               "best_val_auc": result.best_val_auc})
-    return state, result.seconds
+    return distiller.student.state_dict(), result.seconds
+
+
+def _raw_student_file(cfg: Config, sets: dict[str, ImageSet],
+                      cache_dir: str | Path | None) -> tuple[str, Path | None]:
+    """The raw student's cache key and file, ``<cache_dir>/raw-student-<key>.pt`` (``None``
+    without a ``cache_dir``); see :func:`raw_student` for what the key hashes."""
+    scratch = dataclasses.replace(cfg, model=_teacher_model(cfg.model))
+    device = pick_device(cfg.device)
+    parts = [cfg.data, key_dict(scratch)["model"], cfg.train, cfg.seed, GENERATOR_VERSION,
+             _images_digest(sets["wli_train"], sets["wli_val"])]
+    if amp_dtype(cfg.runtime, device) is not None:
+        parts.append("bf16")
+    if cfg.model.init == "ssl":
+        parts.append({"ssl": ssl_key(cfg, sets)})
+    key = _key(*parts)
+    path = Path(cache_dir) / f"raw-student-{key}.pt" if cache_dir is not None else None
+    return key, path
+
+
+def _keep_raw(cfg: Config, sets: dict[str, ImageSet], cache_dir: str | Path | None,
+              student: Classifier, result: FitResult) -> None:
+    """Cache a trained ``wli_only`` student as the raw student of its seed and data, where
+    none is cached yet: it is exactly what :func:`raw_student` would train (``wli_only``
+    always starts as :func:`build_classifier` makes it, seeded), so a ``pagkd`` run after a
+    ``wli_only`` run of the same settings (``make demo``, ``make cache``, a bench seed)
+    starts from it instead of training it again. Its seconds stay counted in the warm
+    method's time."""
+    key, path = _raw_student_file(cfg, sets, cache_dir)
+    if path is None or path.exists() or rank() != 0:
+        return
+    save_checkpoint(path, {"model": student.state_dict(), "seconds": result.seconds,
+                           "key": key, "best_epoch": result.best_epoch,
+                           "best_val_auc": result.best_val_auc})
 
 
 def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
@@ -339,6 +359,8 @@ def train_student(cfg: Config, sets: dict[str, ImageSet], method: str,
                  train_n=train_n, out_dir=run_dir, resume=resume, progress=progress,
                  desc=method, runtime=cfg.runtime, provenance=prov, probe=probe)
     result.seconds += raw_seconds  # the raw student's training is part of the method's cost
+    if method == "wli_only":
+        _keep_raw(cfg, sets, start_dir, distiller.student, result)
     if run_dir is not None and rank() == 0:
         save_checkpoint(run_dir / "best.pt", {
             "distiller": distiller.trainable_state_dict(), "method": method,
@@ -371,9 +393,11 @@ def teacher_for(cfg: Config, method: str, teacher: Classifier, sets: dict[str, I
     return train_teacher(mc, sets, out_dir=out_dir, progress=progress)[0]
 
 
-#: the demo's students: the baseline, PaGKD, and the variant chosen on validation seeds
-#: (benchmarks/PREREGISTERED.md: ``pagkd_logit``, PaGKD plus class-level logit distillation)
-DEMO_METHODS = ("wli_only", "pagkd", "pagkd_logit")
+#: the demo's students: the baseline, class-level distillation alone (``logit_kd``), PaGKD as
+#: the paper describes it (``pagkd_paper``) and as the kit runs it (``pagkd``: the frozen
+#: target, the warm start from the ``wli_only`` student trained just before, + the
+#: ``logit_kd`` term; benchmarks/studies/2026-12-07-frozen-target)
+DEMO_METHODS = ("wli_only", "logit_kd", "pagkd_paper", "pagkd")
 
 
 def demo(cfg: Config, methods=DEMO_METHODS, out_dir: str | Path | None = None,
