@@ -264,6 +264,10 @@ def cmd_cv(args) -> None:
         if first:
             print(readable(report.to_text()))
             print(f"load report: {report.save(out / 'load_report')[1]}")
+        else:  # rank 0's load report is the one written; the others say what they did
+            log(f"rank {job_rank()}: data loaded, {report.decoded} image(s) decoded, "
+                f"{report.cache.get('reused', 0)} read from the decode cache "
+                f"({report.cache.get('status', 'off')})")
         folds = lesion_folds(sets, args.folds, cfg.seed, group_by=args.group_by,
                              val_fraction=args.val_fraction)
         if args.unpair:
