@@ -109,6 +109,8 @@ def test_views_index_like_tensors():
     want = full[[7, 2, 5, 0]]
     assert view.shape == (4, 3, 4, 4) and len(view) == 4 and view.dtype == torch.uint8
     assert torch.equal(view[1], want[1]) and torch.equal(view[-1], want[-1])
+    assert torch.equal(view[torch.tensor(2)], want[2]) and torch.equal(view[np.int64(3)],
+                                                                       want[3])
     assert torch.equal(view[1:3], want[1:3]) and torch.equal(view[torch.tensor([3, 0])],
                                                              want[[3, 0]])
     assert torch.equal(view[torch.tensor([True, False, True, False])], want[[0, 2]])

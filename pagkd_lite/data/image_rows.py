@@ -113,6 +113,10 @@ class ImageRows:
             rest = index[1:]
             return head[rest] if isinstance(index[0], int | np.integer) else \
                 head[(slice(None), *rest)]
+        if isinstance(index, torch.Tensor) and index.ndim == 0 and index.dtype != torch.bool:
+            index = int(index)  # a 0-d index tensor reads as its int
+        if isinstance(index, np.ndarray) and index.ndim == 0 and index.dtype != bool:
+            index = int(index)
         if isinstance(index, int | np.integer):
             if not -len(self) <= int(index) < len(self):
                 raise IndexError(f"{type(self).__name__}: index {int(index)} is out of range "
