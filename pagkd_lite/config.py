@@ -339,7 +339,7 @@ def check_method_overrides(methods, assignments, flag: str = "--set") -> None:
             raise ConfigError(f"{flag} {key}={value.strip()}: method {method!r} runs with "
                               f"{key}={pinned} and would replace your value; drop it (or give "
                               f"{pinned}), or use a method that leaves it free, e.g. "
-                              f"--method pagkd{hint}")
+                              f"--method pagkd_paper{hint}")
 
 
 def to_dict(cfg: Config) -> dict:
