@@ -68,11 +68,15 @@ def _backbone_fields(cfg: Config) -> dict:
 
 
 def _images_digest(*image_sets: ImageSet) -> str:
-    """sha256 (12 hex digits) of the sets' image tensors: which images, in which order."""
+    """sha256 (12 hex digits) of the sets' image tensors: which images, in which order. Read
+    256 images at a time, so a subset that is a view over the decode store
+    (``data.image_rows``) is never copied whole into memory; the digest is that of the
+    whole tensor."""
     h = hashlib.sha256()
     for s in image_sets:
         h.update(f"{s.modality}{tuple(s.images.shape)}".encode())
-        h.update(s.images.contiguous().numpy())
+        for i in range(0, len(s.images), 256):
+            h.update(s.images[i:i + 256].contiguous().numpy())
     return h.hexdigest()[:12]
 
 
