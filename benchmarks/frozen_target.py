@@ -3,8 +3,8 @@
 Reads the study folder ``benchmarks/studies/2026-12-07-frozen-target/`` (its README gives
 the commands that wrote each CSV) and writes, beside the CSVs:
 
-* ``validation.csv`` and ``test.csv`` (with their histories): the parts that ran as
-  separate processes (``validation_part_a.csv``, ...), merged;
+* ``validation.csv``, ``test.csv`` and ``dose_frozen.csv`` (with their histories): the parts
+  that ran as separate processes (``validation_part_a.csv``, ...), merged;
 * ``dose_response.md`` / ``.svg`` / ``_points.csv``: GKD-Den's seed-paired gain over
   ``wli_only`` against the MEASURED token-label accuracy (:mod:`pagkd_lite.apps.dose`), for
   true-mask labels with a share rho flipped (frozen target: rho 0-0.4; default target, i.e.
@@ -50,13 +50,16 @@ SOURCES = (("pagkd_frozen_target", "student CAM (frozen target)"),
 
 def merge_parts(study: Path, name: str) -> None:
     """``<name>_part_*.csv`` (and their histories), run as separate processes, into one
-    ``<name>.csv`` and ``<name>.history.jsonl`` (rows in part order; a (method, seed) that two
-    parts hold is an error: nothing is replaced silently). Nothing to do without parts."""
+    ``<name>.csv`` and ``<name>.history.jsonl`` (rows in part order; a (method, seed, sweep
+    cell) that two parts hold is an error: nothing is replaced silently). Nothing to do
+    without parts."""
     parts = sorted(study.glob(f"{name}_part_*.csv"))
     if not parts:
         return
     rows = [r for p in parts for r in read_rows(p)]
-    keys = [(r["method"], r["seed"]) for r in rows]
+    # a row is one (method, seed, sweep cell): the sweep's settings are the dotted columns
+    keys = [(r["method"], r["seed"], *sorted((k, v) for k, v in r.items() if "." in k))
+            for r in rows]
     dup = {k for k in keys if keys.count(k) > 1}
     if dup:
         raise SystemExit(f"{name}: rows in more than one part: {sorted(dup)}")
@@ -165,8 +168,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", type=Path, default=STUDY)
     args = p.parse_args(argv)
-    merge_parts(args.study, "validation")
-    merge_parts(args.study, "test")
+    for name in ("validation", "test", "dose_frozen"):
+        merge_parts(args.study, name)
     points = write_dose(args.study)
     print(table(points) if points else "no dose-response points yet")
     best = write_choice(args.study)
