@@ -3,8 +3,9 @@
 Reads the study folder ``benchmarks/studies/2026-12-07-frozen-target/`` (its README gives
 the commands that wrote each CSV) and writes, beside the CSVs:
 
-* ``validation.csv``, ``test.csv`` and ``dose_frozen.csv`` (with their histories): the parts
-  that ran as separate processes (``validation_part_a.csv``, ...), merged;
+* ``validation.csv``, ``test.csv``, ``dose_frozen.csv`` and ``dose_default.csv`` (with their
+  histories): the parts that ran as separate processes (``validation_part_a.csv``, ...),
+  merged;
 * ``dose_response.md`` / ``.svg`` / ``_points.csv``: GKD-Den's seed-paired gain over
   ``wli_only`` against the MEASURED token-label accuracy (:mod:`pagkd_lite.apps.dose`), for
   true-mask labels with a share rho flipped (frozen target: rho 0-0.4; default target, i.e.
@@ -168,7 +169,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", type=Path, default=STUDY)
     args = p.parse_args(argv)
-    for name in ("validation", "test", "dose_frozen"):
+    for name in ("validation", "test", "dose_frozen", "dose_default"):
         merge_parts(args.study, name)
     points = write_dose(args.study)
     print(table(points) if points else "no dose-response points yet")
