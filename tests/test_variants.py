@@ -24,6 +24,7 @@ from pagkd_lite.method.distill import (
     PaGKD,
     PaGKDLogit,
     StepBatch,
+    WLIOnly,
     build_distiller,
 )
 from pagkd_lite.method.gkd_den import GKDDen, GKDDenConfig, group_den, pair_loss
@@ -85,6 +86,10 @@ def test_pagkd_runs_with_the_frozen_target_study_winner():
     assert _cfg("pagkd_frozen_warm_logit") == cfg
     assert METHODS["pagkd"].cls is METHODS["pagkd_frozen_warm_logit"].cls is PaGKDLogit
     assert METHODS["pagkd_paper"].cls is PaGKD and not METHODS["pagkd_paper"].config
+    # the controls at pagkd's start: cross-entropy alone, and logit_kd alone
+    for control, cls in (("wli_only_warm", WLIOnly), ("logit_kd_warm", LogitKD)):
+        assert METHODS[control].cls is cls
+        assert _cfg(control).model.student_init == "wli_only"
 
 
 @pytest.mark.parametrize("kwargs", [dict(target="student"), dict(cosine="rows"),

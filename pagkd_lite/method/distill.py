@@ -162,6 +162,9 @@ METHODS: dict[str, Method] = {
     "wli_only_warm": Method(WLIOnly, "control for the warm start: the trained wli_only student "
                                      "trained again as long, WLI cross-entropy alone",
                             config=("model.student_init=wli_only",), kind="baseline"),
+    "logit_kd_warm": Method(LogitKD, "control for what the group losses add: logit_kd from the "
+                                     "trained wli_only student (pagkd's start), no group loss",
+                            config=("model.student_init=wli_only",), kind="baseline"),
     "pseudo_pair": Method(PseudoPair, "dense loss on random same-class WLI/NBI pairs "
                                       "(image-level baseline)", kind="baseline"),
     "logit_kd": Method(LogitKD, "each WLI image toward the teacher's mean soft prediction of "
