@@ -4,7 +4,7 @@ Each step runs in a fresh process (``OMP_NUM_THREADS=1``) that imports the modul
 steps before it, then its own, and reads ``/proc/self/status``: VmHWM (peak resident set,
 what ``ru_maxrss`` reports), RssAnon (private) and RssFile (file-backed pages: shared
 libraries, which the OS shares between processes). Writes
-``benchmarks/results/import_floor.md``. Linux only.
+``benchmarks/studies/2026-12-03-scale-memory/import_floor.md``. Linux only.
 
     python benchmarks/import_floor.py
 """
@@ -47,7 +47,7 @@ def measure(code: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--md", default="benchmarks/results/import_floor.md")
+    ap.add_argument("--md", default="benchmarks/studies/2026-12-03-scale-memory/import_floor.md")
     args = ap.parse_args()
     import torch
 
