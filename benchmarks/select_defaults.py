@@ -1,9 +1,10 @@
 """Apply the pre-registered rule of docs/fidelity.md ("Chosen defaults") to the validation runs.
 
-Reads ``benchmarks/results/validation_defaults*.csv`` (seeds 100-104, demo preset), computes
-each candidate's seed-paired AUC gain over ``wli_only`` of the same architecture with its 95 %
-interval, and picks the largest lower bound (within 0.001 the candidate with fewer changes
-wins). Writes ``benchmarks/results/validation_defaults_choice.md``::
+Reads ``validation_defaults*.csv`` of the study ``benchmarks/studies/2026-12-02-pagkd-defaults/``
+(seeds 100-104, demo preset), computes each candidate's seed-paired AUC gain over
+``wli_only`` of the same architecture with its 95 % interval, and picks the largest lower
+bound (within 0.001 the candidate with fewer changes wins). Writes the study's
+``validation_defaults_choice.md``::
 
     python benchmarks/select_defaults.py
 """
@@ -17,7 +18,7 @@ from pagkd_lite.apps.bench import read_rows
 from pagkd_lite.apps.gains import paired_gains
 from pagkd_lite.training.metrics import mean_interval
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "studies" / "2026-12-02-pagkd-defaults"
 TIE = 0.001
 
 
@@ -50,7 +51,8 @@ def choose(cands: list[tuple[str, list[float]]]) -> tuple[str, list[str]]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the study folder: its CSVs in, validation_defaults_choice.md out")
     args = p.parse_args(argv)
     best, rows = choose(candidates(args.results))
     text = "\n".join([

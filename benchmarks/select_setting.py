@@ -5,13 +5,14 @@ best pair reference (``paired_hint``) has the largest LOWER bound of its seed-pa
 over ``wli_only`` on validation seeds 100-104 (``pagkd_lite.apps.bench.premise_check``); a
 variant's result never enters the choice. Reads the scratch rows of the demo preset
 (``validation_defaults.csv``, ``variants_validation.csv``) and the ``model.init=ssl`` rows
-(``init_ssl.csv``), and writes ``benchmarks/results/setting_choice.md``: the premise check per
-start, the choice, then (context only) each method's gain over ``wli_only`` per start and its
-seed-paired change from scratch to ssl::
+(``init_ssl.csv``), and writes ``setting_choice.md`` (both in the study
+``benchmarks/studies/2026-12-02-ssl-start/``): the premise check per start, the choice, then
+(context only) each method's gain over ``wli_only`` per start and its seed-paired change from
+scratch to ssl::
 
     pagkd-lite bench --preset demo --threads 1 --first-seed 100 --seeds 3 \\
         --methods wli_only paired_hint --sweep model.init=ssl \\
-        --csv benchmarks/results/init_ssl.csv      # ran as one job per (seed, method)
+        --csv benchmarks/studies/2026-12-02-ssl-start/init_ssl.csv   # one job per (seed, method)
     python benchmarks/select_setting.py
 
 The committed ``init_ssl.csv`` has seeds 100-102 (the regime map's validation seeds); 103 and
@@ -27,7 +28,10 @@ from pagkd_lite.apps.bench import read_rows
 from pagkd_lite.apps.gains import paired_gains, premise_check
 from pagkd_lite.training.metrics import Estimate, mean_interval
 
-RESULTS = Path(__file__).parent / "results"
+STUDIES = Path(__file__).parent / "studies"
+RESULTS = STUDIES / "2026-12-02-ssl-start"
+DEFAULTS = STUDIES / "2026-12-02-pagkd-defaults" / "validation_defaults.csv"
+VARIANTS = STUDIES / "2026-12-02-variants" / "variants_validation.csv"
 INIT = "model.init"
 VALIDATION = {str(s) for s in range(100, 105)}
 
@@ -86,13 +90,16 @@ def report(scratch: list[dict], ssl: list[dict]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the study folder: init_ssl.csv in, setting_choice.md out")
+    p.add_argument("--defaults", type=Path, default=DEFAULTS, help="scratch references")
+    p.add_argument("--variants", type=Path, default=VARIANTS, help="scratch pagkd, variants")
     args = p.parse_args(argv)
     # the references from validation_defaults.csv (its `pagkd` rows are an older default),
     # the current `pagkd`, the variants and the teacher from variants_validation.csv
-    scratch = ([r for r in read_rows(args.results / "validation_defaults.csv")
+    scratch = ([r for r in read_rows(args.defaults)
                 if r["method"] in ("wli_only", "paired_hint")]
-               + read_rows(args.results / "variants_validation.csv"))
+               + read_rows(args.variants))
     ssl = read_rows(args.results / "init_ssl.csv")
     text = report(scratch, ssl)
     (args.results / "setting_choice.md").write_text(text)

@@ -1,15 +1,18 @@
 """Apply the pre-registered rule of benchmarks/PREREGISTERED.md to the validation runs.
 
-Reads ``benchmarks/results/variants_validation.csv`` (seeds 100-104, demo preset: ``pagkd``
-and the six variants of :data:`pagkd_lite.method.distill.VARIANTS`), computes each variant's
-seed-paired AUC gain over ``pagkd`` with its 95 % interval, and names the variant with the
-largest lower bound (within 0.001 the one listed first). For context (never for the choice)
-it adds each method's gain over ``wli_only`` where ``validation_defaults.csv`` has
-``wli_only`` on the same seeds. Writes ``benchmarks/results/variants_choice.md``::
+Reads ``variants_validation.csv`` of the study ``benchmarks/studies/2026-12-02-variants/``
+(seeds 100-104, demo preset: ``pagkd`` and the six variants of
+:data:`pagkd_lite.method.distill.VARIANTS`), computes each variant's seed-paired AUC gain over
+``pagkd`` with its 95 % interval, and names the variant with the largest lower bound (within
+0.001 the one listed first). For context (never for the choice) it adds each method's gain
+over ``wli_only`` where ``validation_defaults.csv`` (study ``2026-12-02-pagkd-defaults``) has
+``wli_only`` on the same seeds. Writes the study's ``variants_choice.md``, and
+``variants_test.md`` from its ``variants_test.csv``::
 
     pagkd-lite bench --preset demo --threads 1 --first-seed 100 --seeds 5 \\
         --methods pagkd pagkd_frozen_target pagkd_centred pagkd_token_cos pagkd_log_prior \\
-        pagkd_scheduled pagkd_logit --csv benchmarks/results/variants_validation.csv
+        pagkd_scheduled pagkd_logit \\
+        --csv benchmarks/studies/2026-12-02-variants/variants_validation.csv
     python benchmarks/select_variant.py
 """
 
@@ -26,7 +29,9 @@ from pagkd_lite.apps.gains import paired_gains
 from pagkd_lite.method.distill import VARIANTS
 from pagkd_lite.training.metrics import mean_interval
 
-RESULTS = Path(__file__).parent / "results"
+STUDIES = Path(__file__).parent / "studies"
+RESULTS = STUDIES / "2026-12-02-variants"
+DEFAULTS = STUDIES / "2026-12-02-pagkd-defaults" / "validation_defaults.csv"
 
 
 def choose(rows: list[dict], baseline: str = "pagkd") -> tuple[str | None, list[str]]:
@@ -97,11 +102,14 @@ def targets(rows: list[dict], winner: str) -> list[str]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the study folder: its variants_*.csv in, the tables out")
+    p.add_argument("--defaults", type=Path, default=DEFAULTS,
+                   help="the CSV whose wli_only rows give the context")
     args = p.parse_args(argv)
     rows = read_rows(args.results / "variants_validation.csv")
     best, lines = choose(rows)
-    ctx = context(rows, read_rows(args.results / "validation_defaults.csv"))
+    ctx = context(rows, read_rows(args.defaults))
     seeds = sorted({int(r["seed"]) for r in rows})
     text = "\n".join([
         f"# Pre-registered variants on validation seeds {seeds} (demo preset)", "",
