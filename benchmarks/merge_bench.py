@@ -6,8 +6,9 @@ a row of a later part replaces the row of an earlier part with the same method, 
 sweep fields), which is how methods are re-run after a change of the preset (the replaced
 rows are listed, so nothing is dropped silently). Writes ``<out>.csv``, ``.md``, ``.html``.
 
-    python benchmarks/merge_bench.py benchmarks/results/synthendo_bench_part_{a,b,c,d,e}.csv \\
-        --out benchmarks/results/synthendo_bench
+    S=benchmarks/studies/2026-12-01-bench-chosen-setting
+    python benchmarks/merge_bench.py $S/synthendo_bench_part_{a,b,c,d,e}.csv \\
+        --out $S/synthendo_bench
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/synthendo_bench"))
+    ap.add_argument("--out", type=Path,
+                    default=Path("benchmarks/studies/2026-12-01-bench-chosen-setting/synthendo_bench"))
     args = ap.parse_args()
     rows = merge_files(args.parts)
     csv_path = args.out.with_suffix(".csv")

@@ -19,10 +19,10 @@ values to map, default ``scratch`` only, which reads and writes exactly what it 
 the axis. Every other value gets its own files, ``<out>_<init>.*``, and its ``.md`` ends
 with the seed-paired AUC change of every method from ``scratch`` to that start, per cell.
 
-    python benchmarks/regime_map.py benchmarks/results/regime_map_*.csv \\
-        --out benchmarks/results/regime_map
-    python benchmarks/regime_map.py benchmarks/results/regime_map_*.csv \\
-        --init scratch ssl --out benchmarks/results/regime_map
+    python benchmarks/regime_map.py benchmarks/studies/2026-12-01-regime-map/regime_map_*.csv \\
+        --out benchmarks/studies/2026-12-01-regime-map/regime_map
+    python benchmarks/regime_map.py benchmarks/studies/2026-12-01-regime-map/regime_map_*.csv \\
+        --init scratch ssl --out benchmarks/studies/2026-12-01-regime-map/regime_map
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", type=Path, help="bench CSV files of the grid")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/regime_map"))
+    ap.add_argument("--out", type=Path,
+                    default=Path("benchmarks/studies/2026-12-01-regime-map/regime_map"))
     ap.add_argument("--init", nargs="+", default=["scratch"], choices=INITS,
                     help="model.init values to map (default: scratch only); each value but "
                          "scratch writes <out>_<init>.* with its change from scratch")
