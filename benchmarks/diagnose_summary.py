@@ -1,8 +1,8 @@
 """Mean of several ``pagkd-lite diagnose --write`` records (one per seed), per row.
 
-    pagkd-lite diagnose --preset demo --seed 100 --write benchmarks/results/diag_seed100  # ...
-    python benchmarks/diagnose_summary.py benchmarks/results/diag_seed10[0-2].json \\
-        --out benchmarks/results/diag_mean.md
+    S=benchmarks/studies/<date>-<question>       # the study's folder
+    pagkd-lite diagnose --preset demo --seed 100 --write $S/diag_seed100  # ... 101, 102
+    python benchmarks/diagnose_summary.py $S/diag_seed10[0-2].json --out $S/diag_mean.md
 
 Each input is the JSON record that ``pagkd-lite diagnose --write FILE`` wrote for one seed
 (``FILE.json``; the ``.md`` beside it is only its view). Rows are matched by refinement,

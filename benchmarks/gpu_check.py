@@ -202,7 +202,8 @@ def main() -> int:
     ap.add_argument("--agree-batch", type=int, default=12,
                     help="images per modality in the agreement step (CPU time)")
     ap.add_argument("--compile", default="off", help="torch.compile mode for the timed steps")
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=f"benchmarks/studies/{date.today():%Y-%m-%d}-gpu-check",
+                    help="output folder (default: a new dated study folder)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

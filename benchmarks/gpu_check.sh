@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared command: 5 minutes or less on one H100 (benchmarks/gpu_check.py
-# says what it measures). Writes benchmarks/results/gpu_check.{md,json}.
+# says what it measures). Writes benchmarks/studies/<today>-gpu-check/gpu_check.{md,json}
+# (--out to choose), a new study folder: give it a README before committing it.
 #
 #   bash benchmarks/gpu_check.sh                      # demo, demo16 (16 x 16 tokens) and paper, fp32 and bf16
 #   bash benchmarks/gpu_check.sh --presets demo       # any gpu_check.py option passes through

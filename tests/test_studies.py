@@ -38,8 +38,6 @@ NOT_COMMITTED = {
         "the two processes' parts, merged into test.csv",
 }
 RECORD = ("benchmarks/", "docs/", "data_cards/")
-# written where a run puts it, never committed (the GPU check's tables)
-RUNTIME = {"gpu_check.md"}
 
 
 def _index_module():
@@ -91,13 +89,13 @@ def missing_paths(path: Path, text: str, files: set[str]) -> list[str]:
     """The result-file paths cited in ``text`` (from ``path``) that resolve to no file.
     Only paths into the repository count: into the record's folders (``benchmarks/``,
     ``docs/``, ``data_cards/``) or into a folder that has files; not a reader's own
-    (``my_data/manifest.csv``), a placeholder (``<out>/x.csv``), a run's output (``runs/``)
-    or a file in RUNTIME."""
+    (``my_data/manifest.csv``), a placeholder (``<out>/x.csv``) or a run's output
+    (``runs/``)."""
     folders = {os.path.dirname(f) for f in files}
     bad = []
     for m in PATH.finditer(text):
         ref = m.group(1)
-        if re.search(r"[<>]", ref) or "runs/" in ref or Path(ref).name in RUNTIME:
+        if re.search(r"[<>]", ref) or "runs/" in ref:
             continue
         for one in _expand(ref):
             where = [os.path.normpath(os.path.relpath(path.parent / one, ROOT)),
@@ -162,6 +160,13 @@ def test_the_status_check_catches_a_missing_readme_or_status(tmp_path):
     (folder / "README.md").write_text("# 2026-01-02: a question\n\nStatus: current\n\n"
                                       "## Result\n\nA number.\nIts meaning.\n")
     assert index.read_study(folder).result == "A number. Its meaning."
+
+
+def test_no_result_file_outside_the_studies():
+    """The flat folder the studies replaced stays gone (issue 36): a run's default output
+    is a study folder now (``pagkd-lite bench``: ``benchmarks/studies/<today>-bench/``)."""
+    left = sorted(f for f in _files() if f.startswith("benchmarks/results/"))
+    assert not left, f"files in benchmarks/results/, which the studies replaced: {left}"
 
 
 def test_the_committed_index_is_what_the_script_writes():

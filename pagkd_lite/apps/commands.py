@@ -189,7 +189,7 @@ def cmd_bench(args) -> None:
     from .bench import parse_grid, read_rows, run_bench, summarize, write_outputs
 
     cfg = build_config(args)
-    out = _out(args, cfg) if args.out else Path("benchmarks/results")
+    out = _out(args, cfg) if args.out else Path(time.strftime("benchmarks/studies/%Y-%m-%d-bench"))
     cells = parse_grid(args.sweep)
     fields = list(cells[0])
     name = "synthendo_sweep" if fields else "synthendo_bench"
