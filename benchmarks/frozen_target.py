@@ -149,8 +149,14 @@ def write_test(study: Path, winner: str) -> None:
     lines = test_table(rows, winner)
     if winner != "pagkd_frozen_target":
         lines = list(dict.fromkeys(lines + test_table(rows, "pagkd_frozen_target")[2:]))
-    for a, b in ((winner, "wli_only_warm"), ("wli_only_warm", "wli_only")):
-        g = paired_gains(rows, a, b)
+    # the controls at the winner's start (context, never in the rule): cross-entropy alone
+    # (in test.csv) and logit_kd alone (test_control_logit_warm.csv, run after the test)
+    control = study / "test_control_logit_warm.csv"
+    rows_c = rows + (read_rows(control) if control.exists() else [])
+    for a, b in ((winner, "wli_only_warm"), ("wli_only_warm", "wli_only"),
+                 (winner, "logit_kd_warm"), ("logit_kd_warm", "wli_only_warm"),
+                 ("logit_kd_warm", "wli_only")):
+        g = paired_gains(rows_c, a, b)
         if len(g) >= 2 and a != b:
             lines.append(f"| {a} - {b} (context) | {len(g)} | {mean_interval(g).signed()} | |")
     seeds = sorted({int(r["seed"]) for r in rows if r["method"] == winner})
