@@ -83,11 +83,12 @@ def reserve(path: str | Path, nbytes: int) -> None:
     """Give ``path`` its first ``nbytes`` bytes of disk now (``posix_fallocate``): a full
     disk is then an ``OSError`` (ENOSPC) here, not a ``SIGBUS`` later when a memory map of
     the file is written. A no-op where the platform or the file system cannot."""
-    if not hasattr(os, "posix_fallocate") or nbytes <= 0:
+    fallocate = getattr(os, "posix_fallocate", None)  # POSIX only
+    if fallocate is None or nbytes <= 0:
         return
     fd = os.open(path, os.O_RDWR)
     try:
-        os.posix_fallocate(fd, 0, int(nbytes))
+        fallocate(fd, 0, int(nbytes))
     except OSError as err:
         if err.errno in FULL_DISK:
             raise

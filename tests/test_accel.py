@@ -142,13 +142,15 @@ def test_host_to_device_on_cpu_is_plain_indexing():
 
 def test_paper_preset_step_has_the_papers_shapes():
     """ResNet-50 at 448 px: 14 x 14 tokens of d = 128, 12 queries, 16 heads; one full PaGKD
-    step (group losses on) on the CPU with 2 + 2 images, finite losses and gradients."""
+    step of the paper's form (``pagkd_paper``, group losses on) on the CPU with 2 + 2 images,
+    finite losses and gradients."""
     cfg = override(paper(), ["model.pretrained=false"])
     s = cfg.data.image_size
     assert (s, cfg.model.backbone, cfg.model.dim, cfg.train.batch_size) == (448, "resnet50",
                                                                             128, 24)
     torch.manual_seed(0)
-    d = build_distiller("pagkd", Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg, 3)
+    d = build_distiller("pagkd_paper", Classifier(cfg.model, 3), Classifier(cfg.model, 3), cfg,
+                        3)
     g = torch.Generator().manual_seed(0)
     y = torch.tensor([0, 1])
     batch = StepBatch(torch.randn(2, 3, s, s, generator=g), torch.rand(2, 3, s, s, generator=g),

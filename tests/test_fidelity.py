@@ -237,7 +237,7 @@ def test_authors_preset_and_method_set_every_switch():
         "per_class_sum", "uniform", "authors", 10)
     demo = get_preset("demo")
     assert method_config(demo, "pagkd_authors") == override(demo, list(AUTHORS_SETTINGS))
-    assert method_config(demo, "pagkd") is demo
+    assert method_config(demo, "pagkd_paper") is demo
     assert dataclasses.replace(a, name="demo") == method_config(demo, "pagkd_authors")
 
 
