@@ -25,7 +25,7 @@ heap, tensors, copies) and peak RssFile (file-backed: libraries and the memory-m
 store, shared between processes) are the largest of any one process. Images decoded: rank
 0's ``load_report.json``, and each other rank's own line on stderr. Every row is appended
 to ``<work>/runs.json`` with the load average before and after it; ``--md`` (default
-``benchmarks/studies/2026-12-03-scale-memory/scale.md``, the scale study's table) is written
+``benchmarks/studies/2026-12-07-scale-memory/scale.md``, the scale study's table) is written
 from that file, with the targets of issue #34 checked against the rows that measure them.
 """
 
@@ -343,7 +343,7 @@ def main() -> None:
                     help=f"--set for cv (repeatable; default {' '.join(DEFAULT_SET)})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", required=True, help="scratch folder (data, caches, outputs)")
-    ap.add_argument("--md", default="benchmarks/studies/2026-12-03-scale-memory/scale.md")
+    ap.add_argument("--md", default="benchmarks/studies/2026-12-07-scale-memory/scale.md")
     ap.add_argument("--md-only", action="store_true", help="only write --md from runs.json")
     ap.add_argument("--note", action="append", default=[],
                     help="a paragraph added to the Markdown (repeatable)")
