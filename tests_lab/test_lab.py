@@ -407,7 +407,7 @@ def hover_until_live(page, node, tries: int = 3):
         except PlaywrightTimeout:
             if attempt == tries - 1:
                 raise
-    return header
+    raise AssertionError("hover_until_live: tries must be at least 1")
 
 
 def reopen_saved(page, lab: Lab, report: dict) -> None:

@@ -313,9 +313,12 @@ def _keep_raw(cfg: Config, sets: dict[str, ImageSet], cache_dir: str | Path | No
     always starts as :func:`build_classifier` makes it, seeded), so a ``pagkd`` run after a
     ``wli_only`` run of the same settings (``make demo``, ``make cache``, a bench seed)
     starts from it instead of training it again. Its seconds stay counted in the warm
-    method's time."""
+    method's time. Without a ``cache_dir`` (or off rank 0) nothing is kept, and the images
+    are not read for the key."""
+    if cache_dir is None or rank() != 0:
+        return
     key, path = _raw_student_file(cfg, sets, cache_dir)
-    if path is None or path.exists() or rank() != 0:
+    if path.exists():
         return
     save_checkpoint(path, {"model": student.state_dict(), "seconds": result.seconds,
                            "key": key, "best_epoch": result.best_epoch,
