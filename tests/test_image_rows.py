@@ -23,7 +23,7 @@ from test_decode_cache import write_jpegs
 from pagkd_lite.apps.cv import fold_sets, unpaired_folds
 from pagkd_lite.data.decode import _release_freed_memory
 from pagkd_lite.data.decode_cache import IMAGES
-from pagkd_lite.data.image_rows import ArrayImages, ImageRows
+from pagkd_lite.data.image_rows import ArrayImages, ImageRows, in_chunks
 from pagkd_lite.data.imageset import ImageSet
 from pagkd_lite.data.realdata import RealDataConfig, load_dataset
 from pagkd_lite.data.splits import FOLD_KEYS, lesion_folds
@@ -148,3 +148,42 @@ def test_a_pickled_view_maps_the_file_again(store_sets):
 @pytest.mark.skipif(sys.platform != "linux", reason="RssAnon is Linux's")
 def test_rss_anon_is_readable():
     assert _rss_anon() > 0
+
+
+def test_in_chunks_reads_every_image_in_order_within_the_budget():
+    full = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)  # 48 bytes an image
+    view = ArrayImages(full.numpy()).select([9, 0, 3, 3, 5, 1, 2])
+    for images in (full, view):
+        parts = list(in_chunks(images, max_bytes=100))  # 2 images a chunk
+        assert [len(p) for p in parts] == [2] * (len(images) // 2) + [1] * (len(images) % 2)
+        assert all(p.is_contiguous() and p.dtype == torch.uint8 for p in parts)
+        assert torch.equal(torch.cat(parts), images if isinstance(images, torch.Tensor)
+                           else full[[9, 0, 3, 3, 5, 1, 2]])
+    assert [len(p) for p in in_chunks(full, max_bytes=10)] == [1] * 10  # one image at least
+    assert list(in_chunks(full[:0])) == []
+
+
+def test_predict_batches_shrink_with_the_image_size(monkeypatch):
+    """Prediction reads at most PREDICT_PIXELS pixels a batch (its activations grow with
+    batch x pixels), and the probabilities are those of one image at a time."""
+    from pagkd_lite.config import build_config
+    from pagkd_lite.models import accel
+    from pagkd_lite.models.classifier import Classifier
+    from pagkd_lite.training import train
+
+    assert [train.predict_batch_size(s, s) for s in (32, 64, 112, 224, 448, 2000)] == \
+        [128, 128, 128, 32, 8, 1]
+    torch.manual_seed(0)
+    model = Classifier(build_config("smoke").model, num_classes=2)
+    images = ImageSet(images=torch.randint(0, 256, (11, 3, 224, 224), dtype=torch.uint8),
+                      labels=torch.arange(11) % 2, patient_ids=list("abcdefghijk"),
+                      lesion_ids=list("abcdefghijk"), class_names=["a", "b"], modality="WLI")
+    seen, real = [], accel.host_to_device
+    monkeypatch.setattr(accel, "host_to_device",
+                        lambda imgs, idx, *a, **k: seen.append(len(idx)) or real(imgs, idx, *a,
+                                                                                **k))
+    monkeypatch.setattr(train, "PREDICT_PIXELS", 4 * 224 * 224)
+    probs = train.predict(model, images, torch.device("cpu"))
+    assert seen == [4, 4, 3]
+    one = train.predict(model, images, torch.device("cpu"), batch_size=1)
+    assert np.abs(probs - one).max() < 1e-5

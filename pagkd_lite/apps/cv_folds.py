@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config, key_dict, method_config
+from ..data.image_rows import in_chunks
 from ..data.imageset import ImageSet
 from ..data.splits import FOLD_KEYS
 from ..distributed import (
@@ -95,7 +96,8 @@ class FoldResult:
 def data_digest(sets: dict[str, ImageSet]) -> str:
     """sha256 of what the folds index: per modality its labels, class names, lesion and
     patient ids, image shape, and its files' sha256 (real data's ``meta["sha256"]``) or,
-    without them, its pixels (read batch by batch)."""
+    without them, its pixels (read chunk by chunk:
+    :func:`~pagkd_lite.data.image_rows.in_chunks`)."""
     h = hashlib.sha256()
     for m in sorted(sets):
         s = sets[m]
@@ -104,8 +106,8 @@ def data_digest(sets: dict[str, ImageSet]) -> str:
                             ensure_ascii=True).encode())
         h.update(s.labels.numpy().tobytes())
         if not (s.meta or {}).get("sha256"):
-            for i in range(0, len(s), 256):
-                h.update(s.images[i:i + 256].numpy().tobytes())
+            for chunk in in_chunks(s.images):
+                h.update(chunk.numpy())
     return h.hexdigest()
 
 

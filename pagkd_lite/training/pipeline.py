@@ -18,6 +18,7 @@ import torch
 
 from ..config import Config, key_dict, method_config, to_dict
 from ..data import synthendo
+from ..data.image_rows import in_chunks
 from ..data.imageset import ImageSet
 from ..data.synthendo import generate
 from ..distributed import rank
@@ -69,14 +70,14 @@ def _backbone_fields(cfg: Config) -> dict:
 
 def _images_digest(*image_sets: ImageSet) -> str:
     """sha256 (12 hex digits) of the sets' image tensors: which images, in which order. Read
-    256 images at a time, so a subset that is a view over the decode store
-    (``data.image_rows``) is never copied whole into memory; the digest is that of the
+    chunk by chunk (:func:`~pagkd_lite.data.image_rows.in_chunks`), so a subset that is a
+    view over the decode store is never copied whole into memory; the digest is that of the
     whole tensor."""
     h = hashlib.sha256()
     for s in image_sets:
         h.update(f"{s.modality}{tuple(s.images.shape)}".encode())
-        for i in range(0, len(s.images), 256):
-            h.update(s.images[i:i + 256].contiguous().numpy())
+        for chunk in in_chunks(s.images):
+            h.update(chunk.numpy())
     return h.hexdigest()[:12]
 
 
