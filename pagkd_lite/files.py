@@ -68,15 +68,32 @@ FULL_DISK = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 def full_disk_is_an_error(path: str | Path, kept: str = "the previous file (if any) is "
                           "unchanged") -> Iterator[None]:
     """Inside: an ``OSError`` of a full disk (:data:`FULL_DISK`) becomes an
-    :class:`OutputError` that names ``path`` and says what was ``kept``; other errors pass."""
+    :class:`OutputError` that names ``path`` and says what was ``kept``; other errors pass.
+
+    The full disk may also be the context of another error: ``torch.save`` writing through a
+    file object meets the ``OSError``, and then its zip writer, closing, raises a
+    ``RuntimeError`` ("unexpected pos") during the handling of it."""
     try:
         yield
-    except OSError as err:
-        if err.errno not in FULL_DISK:
+    except Exception as exc:
+        err = _full_disk_error(exc)
+        if err is None:
             raise
         raise OutputError(f"cannot write {readable(str(path))}: no space left on the device "
                           f"({err.strerror or 'ENOSPC'}); {kept}. Free some space, or write "
                           f"to another disk (--out, --cache-dir)") from None
+
+
+def _full_disk_error(exc: BaseException) -> OSError | None:
+    """The full-disk ``OSError`` that is ``exc`` or caused it (its ``__cause__`` or
+    ``__context__`` chain), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in FULL_DISK:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def reserve(path: str | Path, nbytes: int) -> None:

@@ -27,8 +27,17 @@ __all__ = ["FORMAT", "CheckpointError", "check_provenance", "load_checkpoint", "
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` (plus the format tag) to ``path`` atomically: a temporary file in
-    the same folder, then ``os.replace``, so a crash never leaves a half-written file."""
-    return atomic_write(path, lambda tmp: torch.save({**payload, "format": FORMAT}, tmp))
+    the same folder, then ``os.replace``, so a crash never leaves a half-written file.
+
+    ``torch.save`` writes through a Python file object: a full disk is then the
+    ``OSError`` (ENOSPC) that :func:`~pagkd_lite.files.atomic_write` turns into one line
+    naming ``path``; given a file name, torch's own writer reports it as a ``RuntimeError``
+    ("unexpected pos"), found on a full tmpfs (``tests/test_full_disk.py``)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save({**payload, "format": FORMAT}, f)
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = (), map_location="cpu",
