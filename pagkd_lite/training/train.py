@@ -75,10 +75,11 @@ def seed_everything(seed: int) -> None:
 
 
 #: Pixels per prediction batch: 128 images at 112 x 112 px. The activations of a forward
-#: pass grow with batch x side^2 (the demo's ResNet-10t at 448 px holds 4.2 GB for 128 images,
-#: 0.6 GB for 16), so :func:`predict_batch_size` shrinks the batch as the side grows: 128 up
-#: to 112 px, 32 at 224 px, 8 at 448 px. Per image the probabilities do not depend on it
-#: (up to float rounding: the convolutions may sum in another order).
+#: pass grow with batch x side^2 (the demo's ResNet-10t at 448 px: 3.9 GB for 128 images,
+#: 0.26 GB for 8; ``benchmarks/activation_memory.py``), so :func:`predict_batch_size` shrinks
+#: the batch as the side grows: 128 up to 112 px, 32 at 224 px, 8 at 448 px. Per image the
+#: probabilities do not depend on it (up to float rounding: the convolutions may sum in
+#: another order).
 PREDICT_PIXELS = 128 * 112 * 112
 
 
