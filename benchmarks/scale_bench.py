@@ -260,7 +260,7 @@ def targets(rows: list[dict]) -> list[str]:
         out.append(f"- 2 ranks, 5,000 images at 224 px (warm cache, one thread a process): "
                    f"pooled AUC {two['pooled_auc']} vs one process {one['pooled_auc']} "
                    f"(identical: {verdict(same)}); wall {two['seconds']:.0f} s vs "
-                   f"{one['seconds']:.0f} s = {ratio:.2f} x (target <= 0.6 x): "
+                   f"{one['seconds']:.0f} s = {ratio:.3f} x (target <= 0.6 x): "
                    f"{verdict(ratio <= 0.6)}")
     else:
         out.append("- 2 ranks against one process: not measured (needs rows 5000:224:1:warm "
